@@ -1,0 +1,125 @@
+"""The pure-function view of a brainstate emulator.
+
+Configurations, `jax.grad`, optax and K-FAC work on a parameter PyTree and a pure
+function; the brainstate module keeps the same parameters for online learning. These
+helpers convert between the two without copying the model definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import brainstate
+import jax
+
+from ._ops import lax_ops
+
+__all__ = ["functional", "get_params", "set_params"]
+
+Params = dict[str, Any]
+
+
+def _param_states(emulator) -> dict[tuple, Any]:
+    return dict(emulator.states(brainstate.ParamState).items())
+
+
+def _nest(flat: dict[tuple, Any]) -> Params:
+    """{('a', 'b'): x} -> {'a': {'b': x}} (integer path keys stay ints: list layers)."""
+    out: Params = {}
+    for path, value in flat.items():
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
+    return out
+
+
+def _lookup(params: Params, path: tuple):
+    node = params
+    for k in path:
+        try:
+            node = node[k]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(
+                f"params: missing entry {'/'.join(map(str, path))} of the emulator's "
+                "parameters (expected the structure of get_params(emulator))"
+            ) from None
+    return node
+
+
+def _check_module(emulator) -> None:
+    if not isinstance(emulator, brainstate.nn.Module):
+        raise TypeError(
+            "emulator: expected a brainstate.nn.Module (e.g. online_emulate.emulators."
+            f"LinearStencil), got {type(emulator).__name__}"
+        )
+
+
+def get_params(emulator) -> Params:
+    """The trainable parameters of `emulator` as a plain nested dict of arrays.
+
+    Raises:
+        TypeError: if `emulator` is not a brainstate module.
+    """
+    _check_module(emulator)
+    return _nest({path: state.value for path, state in _param_states(emulator).items()})
+
+
+def set_params(emulator, params: Params):
+    """Write a nested dict of arrays (as from `get_params`) into `emulator`, in place.
+
+    Returns:
+        The same emulator, for chaining.
+
+    Raises:
+        TypeError: if `emulator` is not a brainstate module.
+        ValueError: if the structure or a shape of `params` differs from the emulator's.
+    """
+    _check_module(emulator)
+    states = _param_states(emulator)
+    current = _nest({path: state.value for path, state in states.items()})
+    if jax.tree_util.tree_structure(current) != jax.tree_util.tree_structure(params):
+        raise ValueError(
+            "params: expected the structure of get_params(emulator), "
+            f"{jax.tree_util.tree_structure(current)}, got "
+            f"{jax.tree_util.tree_structure(params)}"
+        )
+    for path, state in states.items():
+        value = _lookup(params, path)
+        if tuple(value.shape) != tuple(state.value.shape):
+            raise ValueError(
+                f"params: entry {'/'.join(map(str, path))} expected shape "
+                f"{tuple(state.value.shape)}, got {tuple(value.shape)}"
+            )
+        state.value = value
+    return emulator
+
+
+def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Params]:
+    """Split `emulator` into a pure function and its parameters.
+
+    Returns:
+        `(apply, params)`: `apply(params, u)` evaluates the emulator with the given
+        parameters on one state `(C, *N)` or a batch `(B, C, *N)` using plain lax ops
+        (vmap-, jit- and grad-friendly); `params` equals `get_params(emulator)`.
+        The module itself is not modified by calls of `apply`.
+
+    Raises:
+        TypeError: if `emulator` is not a brainstate module.
+    """
+    _check_module(emulator)
+    graphdef, param_states, other_states = brainstate.graph.treefy_split(
+        emulator, brainstate.ParamState, ...
+    )
+    flat_states = param_states.to_flat()
+    params = _nest({path: ts.value for path, ts in flat_states.items()})
+
+    def apply(params: Params, u: jax.Array) -> jax.Array:
+        states = brainstate.util.NestedDict.from_flat(
+            {path: ts.replace(_lookup(params, path)) for path, ts in flat_states.items()}
+        )
+        module = brainstate.graph.treefy_merge(graphdef, states, other_states)
+        with lax_ops():
+            return module(u)
+
+    return apply, params

@@ -1,0 +1,28 @@
+"""Weight initialisation shared by the emulators."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["conv_kernel_init", "conv_bias_init"]
+
+
+def conv_kernel_init(key, kernel_size, in_channels, out_channels, dtype=jnp.float32):
+    """Uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = in_channels * prod(kernel).
+
+    The same rule as equinox / PyTorch convolutions, so results are comparable to trainax.
+    """
+    fan_in = in_channels * math.prod(kernel_size)
+    lim = 1.0 / math.sqrt(fan_in)
+    shape = (*kernel_size, in_channels, out_channels)
+    return jax.random.uniform(key, shape, dtype, -lim, lim)
+
+
+def conv_bias_init(key, kernel_size, in_channels, out_channels, dtype=jnp.float32):
+    """Uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)], as for the kernel."""
+    fan_in = in_channels * math.prod(kernel_size)
+    lim = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, (out_channels,), dtype, -lim, lim)

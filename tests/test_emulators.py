@@ -1,0 +1,161 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from online_emulate.emulators import (
+    ConvNet,
+    LinearStencil,
+    functional,
+    get_params,
+    lax_ops,
+    set_params,
+)
+
+
+def _hand_periodic_conv_1d(u, w):
+    """u (C_in, N), w (k, C_in, C_out) -> (C_out, N) with numpy loops."""
+    k, cin, cout = w.shape
+    n = u.shape[-1]
+    left = (k - 1) // 2
+    out = np.zeros((cout, n))
+    for o in range(cout):
+        for s in range(n):
+            for j in range(k):
+                for i in range(cin):
+                    out[o, s] += w[j, i, o] * u[i, (s + j - left) % n]
+    return out
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4])
+def test_linear_stencil_matches_hand_periodic_conv(kernel_size):
+    em = LinearStencil(1, 2, 3, kernel_size=kernel_size, key=3)
+    u = jax.random.normal(jax.random.PRNGKey(0), (2, 7))
+    w = np.asarray(em.conv.weight.value)
+    np.testing.assert_allclose(em(u), _hand_periodic_conv_1d(np.asarray(u), w), atol=1e-5)
+
+
+def test_kernel_two_is_forward_upwind_stencil():
+    # with stencil [a, b] the update is a*u_i + b*u_{i+1} (trainax quickstart layout)
+    em = LinearStencil(1, 1, 1, kernel_size=2)
+    set_params(em, {"conv": {"weight": jnp.array([0.25, 0.75]).reshape(2, 1, 1)}})
+    u = jnp.arange(5.0)[None]
+    expected = 0.25 * u + 0.75 * jnp.roll(u, -1, axis=-1)
+    np.testing.assert_allclose(em(u), expected, atol=1e-6)
+    np.testing.assert_allclose(em.stencil[0, 0], [0.25, 0.75])
+
+
+def test_linear_stencil_2d_matches_separate_shift_sum():
+    em = LinearStencil(2, 1, 1, kernel_size=3, use_bias=True, key=1)
+    w = np.asarray(em.conv.weight.value)[..., 0, 0]
+    b = float(em.conv.bias.value[0])
+    u = jax.random.normal(jax.random.PRNGKey(2), (1, 5, 6))
+    expected = b + sum(
+        w[i, j] * jnp.roll(u, (-(i - 1), -(j - 1)), axis=(-2, -1))
+        for i in range(3)
+        for j in range(3)
+    )
+    np.testing.assert_allclose(em(u), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_convnet_shapes_batch_and_single(dims):
+    em = ConvNet(dims, 2, 2, hidden_channels=4, depth=3, key=0)
+    single = jnp.ones((2,) + (6,) * dims)
+    batch = jnp.ones((3, 2) + (6,) * dims)
+    assert em(single).shape == single.shape
+    assert em(batch).shape == batch.shape
+    np.testing.assert_allclose(em(batch)[1], em(single), atol=1e-6)
+
+
+def test_convnet_residual_adds_input():
+    em = ConvNet(1, 1, 1, depth=2, residual=True, key=0)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, get_params(em))
+    set_params(em, zero)
+    u = jax.random.normal(jax.random.PRNGKey(0), (1, 9))
+    np.testing.assert_allclose(em(u), u)
+
+
+def test_seed_reproducible_and_distinct():
+    a, b, c = (ConvNet(1, 1, 1, key=k) for k in (5, 5, 6))
+    pa, pb, pc = map(get_params, (a, b, c))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
+    assert not np.allclose(pa["layers"][0]["weight"], pc["layers"][0]["weight"])
+    d = ConvNet(1, 1, 1, key=jax.random.PRNGKey(5))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pa, get_params(d))
+
+
+def test_functional_equals_module_and_lax_equals_etp():
+    em = ConvNet(1, 2, 2, hidden_channels=5, depth=2, activation=jnp.tanh, key=2)
+    apply, params = functional(em)
+    u = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 16))
+    etp = em(u)
+    with lax_ops():
+        plain = em(u)
+    np.testing.assert_allclose(apply(params, u), etp, atol=1e-6)
+    np.testing.assert_allclose(plain, etp, atol=1e-6)
+    # vmap over single samples gives the batched result
+    np.testing.assert_allclose(jax.vmap(lambda x: apply(params, x))(u), etp, atol=1e-6)
+
+
+def test_functional_grad_matches_finite_difference():
+    em = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    apply, params = functional(em)
+    u = jax.random.normal(jax.random.PRNGKey(1), (3, 1, 8))
+
+    def loss(p):
+        return jnp.sum(apply(p, u) ** 2)
+
+    g = jax.jit(jax.grad(loss))(params)["conv"]["weight"]
+    w = params["conv"]["weight"]
+    eps = 1e-3
+    for idx in np.ndindex(w.shape):
+        wp = {"conv": {"weight": w.at[idx].add(eps)}}
+        wm = {"conv": {"weight": w.at[idx].add(-eps)}}
+        fd = (loss(wp) - loss(wm)) / (2 * eps)
+        np.testing.assert_allclose(g[idx], fd, rtol=2e-2)
+
+
+def test_set_params_roundtrip_and_apply_does_not_mutate():
+    em = ConvNet(1, 1, 1, key=0)
+    apply, params = functional(em)
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, params)
+    apply(doubled, jnp.ones((1, 8)))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(em), params)
+    set_params(em, doubled)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(em), doubled)
+
+
+def test_set_params_rejects_wrong_structure_and_shape():
+    em = LinearStencil(1, 1, 1, kernel_size=2)
+    with pytest.raises(ValueError, match="params"):
+        set_params(em, {"other": jnp.ones(2)})
+    with pytest.raises(ValueError, match="shape"):
+        set_params(em, {"conv": {"weight": jnp.ones((3, 1, 1))}})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_spatial_dims=4, in_channels=1, out_channels=1), "num_spatial_dims"),
+        (dict(num_spatial_dims=1, in_channels=0, out_channels=1), "in_channels"),
+        (dict(num_spatial_dims=1, in_channels=1, out_channels=1, depth=0), "depth"),
+        (dict(num_spatial_dims=1, in_channels=1, out_channels=1, kernel_size=0), "kernel_size"),
+        (dict(num_spatial_dims=1, in_channels=1, out_channels=2, residual=True), "residual"),
+    ],
+)
+def test_convnet_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ConvNet(**kwargs)
+
+
+def test_bad_key_and_bad_input_shape():
+    with pytest.raises(TypeError, match="key"):
+        LinearStencil(1, 1, 1, key="seed")
+    em = LinearStencil(1, 2, 2)
+    with pytest.raises(ValueError, match="channel"):
+        em(jnp.ones((3, 8)))
+    with pytest.raises(ValueError, match="axes"):
+        em(jnp.ones((8,)))
+    with pytest.raises(TypeError, match="emulator"):
+        functional(lambda u: u)
