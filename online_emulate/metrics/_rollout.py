@@ -1,0 +1,109 @@
+"""Batched autoregressive rollout of a single-sample stepper."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._validation import check_int, shape_of
+
+
+def rollout(
+    stepper: Callable[[Float[Array, "channel *space"]], Float[Array, "channel *space"]],
+    initial_states: Float[Array, "batch channel *space"],
+    num_steps: int,
+    *,
+    include_init: bool = False,
+) -> Float[Array, "batch time channel *space"]:
+    """Roll a stepper out autoregressively from a batch of initial states.
+
+    The stepper acts on ONE sample ``(C, *N)`` (the library-wide convention); it is
+    ``jax.vmap``-ed over the batch and iterated with ``jax.lax.scan``:
+
+        u_0 = initial_states,   u_{t+1} = stepper(u_t)   for t = 0, ..., num_steps - 1.
+
+    Any callable works, including a brainstate emulator from
+    ``online_emulate.emulators`` (it is only read, never written, during the rollout;
+    its convolutions run as plain ``jax.lax`` ops via ``lax_ops()``) and an exponax
+    reference stepper.
+
+    Arguments:
+        stepper: ``stepper(u) -> u_next`` mapping one state ``(C, *N)`` to the next state
+            of the same shape and dtype.
+        initial_states: the batch of initial states, shape ``(B, C, *N)``.
+        num_steps: number of autoregressive steps ``T`` (an integer >= 0).
+        include_init: if True, prepend the initial states, so the time axis holds
+            ``u_0, ..., u_T``; otherwise it holds ``u_1, ..., u_T``.
+
+    Returns:
+        The trajectories, shape ``(B, T, C, *N)`` (``(B, T + 1, C, *N)`` with
+        ``include_init=True``).
+
+    Raises:
+        ValueError: if ``initial_states`` has fewer than 2 axes (or, for an emulator
+            exposing ``num_spatial_dims``, not ``num_spatial_dims + 2`` axes), if
+            ``num_steps`` is not a non-negative integer, or if the stepper does not
+            return a state of the same shape as its input.
+        TypeError: if ``stepper`` is not callable.
+    """
+    if not callable(stepper):
+        raise TypeError(
+            f"`stepper` must be callable (one state (C, *N) -> next state); got "
+            f"{type(stepper).__name__}."
+        )
+    num_steps = check_int(num_steps, "num_steps", minimum=0)
+    shape = shape_of(initial_states)
+    if len(shape) < 2:
+        raise ValueError(
+            "`initial_states` must be a batch of states with layout (batch, channel, "
+            f"*space), i.e. at least 2 axes; got shape {shape}."
+        )
+    num_spatial_dims = getattr(stepper, "num_spatial_dims", None)
+    if isinstance(num_spatial_dims, int) and len(shape) != num_spatial_dims + 2:
+        raise ValueError(
+            f"`initial_states` must have {num_spatial_dims + 2} axes (batch, channel, "
+            f"{num_spatial_dims} spatial) for this {num_spatial_dims}-D stepper; got "
+            f"shape {shape}. Add a leading batch axis for a single state."
+        )
+    initial_states = jnp.asarray(initial_states)
+    one = jax.ShapeDtypeStruct(shape[1:], initial_states.dtype)
+    out = jax.eval_shape(stepper, one)
+    out_shape = getattr(out, "shape", None)
+    if out_shape is None or tuple(out_shape) != shape[1:]:
+        raise ValueError(
+            "`stepper` must map one state to a state of the same shape; expected output "
+            f"shape {shape[1:]}, got {out_shape if out_shape is not None else type(out)}."
+        )
+
+    batched = jax.vmap(stepper)
+    with _plain_ops():
+        return _scan_rollout(batched, initial_states, num_steps, include_init)
+
+
+def _plain_ops():
+    """Evaluate library emulators with plain ``jax.lax`` ops (vmap-friendly).
+
+    Only relevant when the emulators package is loaded (i.e. when the stepper can be
+    one of its emulators); outputs are identical either way.
+    """
+    emulators = sys.modules.get("online_emulate.emulators")
+    lax_ops = getattr(emulators, "lax_ops", None)
+    return lax_ops() if lax_ops is not None else contextlib.nullcontext()
+
+
+def _scan_rollout(batched, initial_states, num_steps, include_init):
+    def body(u, _):
+        u_next = batched(u).astype(u.dtype)
+        return u_next, u_next
+
+    _, states = jax.lax.scan(body, initial_states, None, length=num_steps)
+    # scan stacks along a leading time axis: (T, B, ...) -> (B, T, ...)
+    states = jnp.swapaxes(states, 0, 1)
+    if include_init:
+        states = jnp.concatenate([initial_states[:, None], states], axis=1)
+    return states
