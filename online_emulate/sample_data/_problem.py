@@ -1,0 +1,192 @@
+"""Problem metadata and the by-name registry used by trainers and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._advection import advection_1d_periodic, advection_1d_stepper
+from ._burgers import burgers_1d, make_burgers_1d_stepper
+from ._burgers_2d import burgers_2d, make_burgers_2d_stepper
+from ._diffusion import diffusion_1d, make_diffusion_1d_stepper
+from ._kuramoto_sivashinsky import (
+    kuramoto_sivashinsky_1d,
+    make_kuramoto_sivashinsky_1d_stepper,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """One reference problem: its layout, its data generator and its stepper.
+
+    Attributes:
+        name: registry name (e.g. ``"burgers_1d"``).
+        num_spatial_dims: number of spatial axes D.
+        num_channels: number of channels C.
+        num_points: grid points per spatial axis N.
+        dt: time step between two levels (``1.0`` for ``"advection_1d"``, whose
+            time is measured in steps; its speed is given by ``params["cfl"]``).
+        make_data: ``make_data(num_samples, temporal_horizon, key)`` -> float32
+            array ``(num_samples, temporal_horizon + 1, C, *N)`` (every problem,
+            ``"advection_1d"`` included, returns ``temporal_horizon + 1`` levels).
+        ref_stepper: the stepper that made the data, acting on one sample
+            ``(C, *N)``; jit/vmap/grad compatible.
+        params: every parameter the problem was built with (read-only mapping).
+    """
+
+    name: str
+    num_spatial_dims: int
+    num_channels: int
+    num_points: int
+    dt: float
+    make_data: Callable[..., Float[Array, "num_samples time C ..."]]
+    ref_stepper: Callable[[Float[Array, "C ..."]], Float[Array, "C ..."]]
+    params: Mapping[str, Any]
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape ``(C, *N)`` of one state."""
+        return (self.num_channels,) + (self.num_points,) * self.num_spatial_dims
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProblemSpec:
+    """Registry entry: how to build a :class:`Problem` of one kind.
+
+    Call it (``spec(**overrides)``) to build the problem; ``defaults`` lists every
+    parameter that may be overridden and its default value.
+    """
+
+    name: str
+    num_spatial_dims: int
+    num_channels: int
+    defaults: Mapping[str, Any]
+    stepper_keys: tuple[str, ...]
+    data_fn: Callable[..., Any]
+    stepper_fn: Callable[..., Any]
+    description: str
+    extra_levels: int = 0
+
+    def __call__(self, **overrides) -> Problem:
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise TypeError(
+                f"problem {self.name!r} got unexpected parameter(s) {unknown}; "
+                f"valid parameters: {sorted(self.defaults)}"
+            )
+        params = {**self.defaults, **overrides}
+        num_points = params["num_points"]
+        stepper_kwargs = {k: params[k] for k in self.stepper_keys}
+        data_kwargs = {k: v for k, v in params.items() if k != "num_points"}
+        ref_stepper = self.stepper_fn(num_points, **stepper_kwargs)
+        data_fn = self.data_fn
+        extra_levels = self.extra_levels
+
+        def make_data(num_samples: int, temporal_horizon: int, key: PRNGKeyArray):
+            return data_fn(
+                num_points,
+                num_samples,
+                temporal_horizon=temporal_horizon + extra_levels
+                if isinstance(temporal_horizon, int) and not isinstance(temporal_horizon, bool)
+                else temporal_horizon,
+                key=key,
+                **data_kwargs,
+            )
+
+        make_data.__doc__ = (
+            f"Data of problem {self.name!r}: make_data(num_samples, temporal_horizon, "
+            "key) -> float32 (num_samples, temporal_horizon + 1, C, *N)."
+        )
+        return Problem(
+            name=self.name,
+            num_spatial_dims=self.num_spatial_dims,
+            num_channels=self.num_channels,
+            num_points=int(num_points),
+            dt=float(params.get("dt", 1.0)),
+            make_data=make_data,
+            ref_stepper=ref_stepper,
+            params=MappingProxyType(dict(params)),
+        )
+
+
+def _spec(name, dims, channels, data_fn, stepper_fn, stepper_keys, description, extra_levels=0, **defaults):
+    return ProblemSpec(
+        name=name,
+        num_spatial_dims=dims,
+        num_channels=channels,
+        defaults=MappingProxyType(defaults),
+        stepper_keys=tuple(stepper_keys),
+        data_fn=data_fn,
+        stepper_fn=stepper_fn,
+        description=description,
+        extra_levels=extra_levels,
+    )
+
+
+PROBLEMS: Mapping[str, ProblemSpec] = MappingProxyType(
+    {
+        "advection_1d": _spec(
+            "advection_1d", 1, 1, advection_1d_periodic,
+            lambda n, cfl: advection_1d_stepper(n, cfl), ("cfl",),
+            "exact 1-D advection u_t + c u_x = 0 (Fourier shift by cfl cells per step)",
+            extra_levels=1,
+            num_points=30, cfl=0.75, highest_init_mode=5,
+        ),
+        "diffusion_1d": _spec(
+            "diffusion_1d", 1, 1, diffusion_1d, make_diffusion_1d_stepper,
+            ("dt", "domain_extent", "diffusivity"),
+            "1-D diffusion u_t = nu u_xx (exact spectral)",
+            num_points=64, dt=0.01, domain_extent=1.0, diffusivity=0.01,
+            highest_init_mode=5, warmup_steps=0,
+        ),
+        "burgers_1d": _spec(
+            "burgers_1d", 1, 1, burgers_1d, make_burgers_1d_stepper,
+            ("dt", "domain_extent", "diffusivity", "convection_scale"),
+            "1-D viscous Burgers u_t + b 1/2 (u^2)_x = nu u_xx (ETDRK2)",
+            num_points=64, dt=0.01, domain_extent=1.0, diffusivity=0.01,
+            convection_scale=1.0, highest_init_mode=5, warmup_steps=0,
+        ),
+        "ks_1d": _spec(
+            "ks_1d", 1, 1, kuramoto_sivashinsky_1d, make_kuramoto_sivashinsky_1d_stepper,
+            ("dt", "domain_extent"),
+            "1-D Kuramoto-Sivashinsky u_t + 1/2 (u^2)_x + u_xx + u_xxxx = 0 (ETDRK2)",
+            num_points=64, dt=0.5, domain_extent=32.0, highest_init_mode=5,
+            warmup_steps=200,
+        ),
+        "burgers_2d": _spec(
+            "burgers_2d", 2, 2, burgers_2d, make_burgers_2d_stepper,
+            ("dt", "domain_extent", "diffusivity", "convection_scale"),
+            "2-D viscous Burgers u_t + b 1/2 div(u u^T) = nu Laplacian(u) (ETDRK2)",
+            num_points=32, dt=0.01, domain_extent=1.0, diffusivity=0.02,
+            convection_scale=1.0, highest_init_mode=4, warmup_steps=0,
+        ),
+    }
+)
+
+
+def get_problem(name: str, **overrides) -> Problem:
+    """Build the registered problem ``name`` with some parameters overridden.
+
+    Arguments:
+        name: one of ``PROBLEMS`` (``"advection_1d"``, ``"diffusion_1d"``,
+            ``"burgers_1d"``, ``"ks_1d"``, ``"burgers_2d"``).
+        **overrides: parameters to change from ``PROBLEMS[name].defaults``
+            (``num_points``, physics parameters such as ``dt`` or ``diffusivity``,
+            ``highest_init_mode``, ``warmup_steps``, ``cfl`` for advection).
+
+    Returns:
+        A :class:`Problem`.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the valid names) or an
+            invalid parameter value.
+        TypeError: a parameter that the problem does not have, or of the wrong type.
+    """
+    if not isinstance(name, str) or name not in PROBLEMS:
+        raise ValueError(
+            f"unknown problem `name` {name!r}; valid names: {sorted(PROBLEMS)}"
+        )
+    return PROBLEMS[name](**overrides)
