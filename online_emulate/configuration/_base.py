@@ -1,0 +1,158 @@
+"""What every configuration shares: calling convention, validation, repr."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+from jaxtyping import Array, Float, PyTree
+
+from ._online_spec import OnlineSpec
+from ._validation import check_callable, check_data
+
+__all__ = ["BaseConfiguration"]
+
+Data = PyTree[Float[Array, "batch time channel *space"]]
+Stepper = Callable[[PyTree[Float[Array, "channel *space"]]], PyTree[Float[Array, "channel *space"]]]
+ResiduumFn = Callable[[PyTree, PyTree], PyTree]
+
+BPTT_ONLY = (
+    "supports only BPTT estimators (BPTT(), BPTT(checkpoint='step'), "
+    "BPTT(checkpoint='sqrt'))"
+)
+
+
+def _short(value) -> str:
+    """repr that shows arrays as `f32[3]` instead of their values."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        kind = value.dtype.kind
+        letter = {"f": "f", "i": "i", "u": "u", "b": "bool", "c": "c"}.get(kind, kind)
+        size = value.dtype.itemsize * 8 if letter != "bool" else ""
+        return f"{letter}{size}[{','.join(map(str, value.shape))}]"
+    return repr(value)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+class BaseConfiguration(abc.ABC):
+    """A training configuration: how stepper, data and references make a loss.
+
+    Subclasses are frozen dataclasses; they set their fields in `__init__` through
+    `_set`, implement `_loss` and `num_time_levels`, and optionally `online_spec`.
+    """
+
+    _needs_ref_stepper = False
+    _needs_residuum_fn = False
+    #: why the reference stepper / residuum function is needed (error messages)
+    _ref_stepper_use = ""
+    _residuum_fn_use = ""
+
+    def _set(self, **fields) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{f.name}={_short(getattr(self, f.name))}" for f in dataclasses.fields(self)
+        )
+        return f"{type(self).__name__}({parts})"
+
+    @property
+    @abc.abstractmethod
+    def num_time_levels(self) -> int:
+        """How many time levels of `data` (axis 1) the configuration reads."""
+
+    @property
+    def needs_ref_stepper(self) -> bool:
+        """Whether `ref_stepper` must be given."""
+        return self._needs_ref_stepper
+
+    @property
+    def needs_residuum_fn(self) -> bool:
+        """Whether `residuum_fn` must be given."""
+        return self._needs_residuum_fn
+
+    def check_inputs(
+        self,
+        stepper: Stepper,
+        data: Data,
+        *,
+        ref_stepper: Optional[Stepper] = None,
+        residuum_fn: Optional[ResiduumFn] = None,
+    ) -> None:
+        """Validate the call arguments without tracing anything.
+
+        Raises:
+            ValueError: `data` is not an array / PyTree of arrays with >= 3 axes, has
+                too few time levels, or a needed `ref_stepper` / `residuum_fn` is None.
+            TypeError: `stepper` (or a needed helper) is not callable.
+        """
+        name = type(self).__name__
+        if not callable(stepper):
+            raise TypeError(
+                f"`stepper` must be a callable mapping one state (C, *N) to the next, "
+                f"got {stepper!r} of type {type(stepper).__name__}."
+            )
+        check_data(data, self.num_time_levels, name)
+        if self.needs_ref_stepper:
+            check_callable("ref_stepper", ref_stepper, name, self._ref_stepper_use)
+        if self.needs_residuum_fn:
+            check_callable("residuum_fn", residuum_fn, name, self._residuum_fn_use)
+
+    def __call__(
+        self,
+        stepper: Stepper,
+        data: Data,
+        *,
+        ref_stepper: Optional[Stepper] = None,
+        residuum_fn: Optional[ResiduumFn] = None,
+    ) -> Float[Array, ""]:
+        """Evaluate the loss with `jax.lax.scan` (see `loss`)."""
+        return self.loss(stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+
+    def loss(
+        self,
+        stepper: Stepper,
+        data: Data,
+        *,
+        ref_stepper: Optional[Stepper] = None,
+        residuum_fn: Optional[ResiduumFn] = None,
+        scan: Callable = jax.lax.scan,
+    ) -> Float[Array, ""]:
+        """Evaluate the configuration's loss.
+
+        Arguments:
+            stepper: maps ONE state `(C, *N)` (or PyTree) to the next; vmapped here.
+            data: `(batch, time, C, *N)` or a PyTree of such arrays; level 0 is the
+                initial condition, later levels are targets where the configuration
+                uses them (`num_time_levels` levels are read).
+            ref_stepper: reference stepper acting on one state, when needed.
+            residuum_fn: `residuum_fn(next, prev)` on batches, when needed.
+            scan: scan implementation with the `jax.lax.scan(f, init, xs)`
+                signature; every rollout loop of the configuration runs through it.
+
+        Returns:
+            The scalar loss.
+
+        Raises:
+            ValueError, TypeError: see `check_inputs`.
+        """
+        self.check_inputs(stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        return self._loss(stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn, scan=scan)
+
+    @abc.abstractmethod
+    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan) -> Float[Array, ""]:
+        """The loss, on validated inputs."""
+
+    def online_spec(self) -> OnlineSpec:
+        """Per-step decomposition of the loss for online gradient estimators.
+
+        Raises:
+            ValueError: this configuration's loss is not a sum of per-step terms of
+                the current state; it supports only BPTT estimators.
+        """
+        raise ValueError(f"{type(self).__name__} {BPTT_ONLY}: {self._why_not_online()}")
+
+    def _why_not_online(self) -> str:
+        return "its loss is not a sum of per-step terms of the current state."

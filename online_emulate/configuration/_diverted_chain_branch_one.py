@@ -1,0 +1,118 @@
+"""Diverted chain with branches of length one: one-step targets made on the fly."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from jaxtyping import Array, Float
+
+from ..loss import BaseLoss, MSELoss
+from ._base import BaseConfiguration
+from ._chain_fields import chain_options
+from ._online_spec import OnlineSpec
+from ._rollout import weighted_rollout
+from ._utils import batched, stop_gradient, time_level
+from ._validation import check_flag, check_weights
+
+__all__ = ["DivertedChainBranchOne"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+class DivertedChainBranchOne(BaseConfiguration):
+    """Network chain whose every state is compared with one reference step from its predecessor.
+
+    With u_0 = data[:, 0], R = num_rollout_steps and P = ref_stepper:
+
+        for t in 0 .. R-1:
+            r = P(u_t)                   (r = stop_gradient(P(u_t)) if cut_div_chain)
+            u_{t+1} = stepper(u_t)
+            L += w[t] * loss(u_{t+1}, r)
+            if cut_bptt and (t+1) % cut_bptt_every == 0: u_{t+1} = stop_gradient(u_{t+1})
+
+    Reads only the initial condition. Without `cut_div_chain` cotangents also flow
+    through the reference step back into the chain (P must be differentiable).
+
+    Arguments:
+        num_rollout_steps: R >= 1 (default 1).
+        time_level_loss, cut_bptt, cut_bptt_every, time_level_weights: keyword-only,
+            as in `Supervised`.
+        cut_div_chain: keyword-only; stop gradients through `ref_stepper` (default False).
+
+    Raises:
+        ValueError: R or cut_bptt_every < 1, or weights not of shape (R,).
+        TypeError: time_level_loss is not a loss object, a flag is not a bool.
+    """
+
+    num_rollout_steps: int
+    time_level_loss: BaseLoss
+    cut_bptt: bool
+    cut_bptt_every: int
+    cut_div_chain: bool
+    time_level_weights: Float[Array, "num_rollout_steps"]
+
+    _needs_ref_stepper = True
+    _ref_stepper_use = "it makes the one-step targets on the fly"
+
+    def __init__(
+        self,
+        num_rollout_steps: int = 1,
+        *,
+        time_level_loss: BaseLoss = MSELoss(),
+        cut_bptt: bool = False,
+        cut_bptt_every: int = 1,
+        cut_div_chain: bool = False,
+        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
+    ):
+        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
+        self._set(
+            **options,
+            cut_div_chain=check_flag("cut_div_chain", cut_div_chain),
+            time_level_weights=check_weights(
+                "time_level_weights", time_level_weights, options["num_rollout_steps"],
+                "one weight per rollout step, num_rollout_steps",
+            ),
+        )
+
+    @property
+    def num_time_levels(self) -> int:
+        return 1
+
+    def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
+        reference = batched(ref_stepper)(prev)
+        if self.cut_div_chain:
+            reference = stop_gradient(reference)
+        return self.time_level_loss(nxt, reference)
+
+    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
+        loss, _ = weighted_rollout(
+            batched(stepper), time_level(data, 0), self.time_level_weights,
+            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data, ref_stepper=ref_stepper),
+            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+        )
+        return loss
+
+    def _why_not_online(self) -> str:
+        return (
+            "with cut_div_chain=False the target P(u_t) carries gradient back into the "
+            "chain state, so the loss is not a sum of terms with fixed targets; use "
+            "cut_div_chain=True for online estimators."
+        )
+
+    def online_spec(self) -> OnlineSpec:
+        """Per step `loss(u_{t+1}, stop_gradient(P(u_t)))`; requires cut_div_chain=True.
+
+        Raises:
+            ValueError: if cut_div_chain is False.
+        """
+        if not self.cut_div_chain:
+            return super().online_spec()
+        return OnlineSpec(
+            num_steps=self.num_rollout_steps,
+            weights=self.time_level_weights,
+            reset_every=None,
+            uses_data_targets=False,
+            uses_ref_stepper=True,
+            uses_residuum_fn=False,
+            step_loss=self._step_loss,
+        )

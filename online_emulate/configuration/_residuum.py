@@ -1,0 +1,125 @@
+"""Residuum training: penalize a residual between consecutive network states."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from jaxtyping import Array, Float
+
+from ..loss import BaseLoss, MSELoss
+from ._base import BaseConfiguration
+from ._chain_fields import chain_options
+from ._online_spec import OnlineSpec
+from ._rollout import weighted_rollout
+from ._utils import batched, stop_gradient, time_level
+from ._validation import check_flag, check_weights
+
+__all__ = ["Residuum"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+class Residuum(BaseConfiguration):
+    """Network chain penalized by `residuum_fn(next, prev)` against zero.
+
+    With u_0 = data[:, 0] and R = num_rollout_steps:
+
+        for t in 0 .. R-1:
+            u_{t+1} = stepper(u_t)
+            p = stop_gradient(u_t) if cut_prev else u_t
+            n = stop_gradient(u_{t+1}) if cut_next else u_{t+1}
+            L += w[t] * loss(residuum_fn(n, p))             (loss against zero)
+            if cut_bptt and (t+1) % cut_bptt_every == 0: u_{t+1} = stop_gradient(u_{t+1})
+
+    `residuum_fn` acts on batches `(B, C, *N)`. Reads only the initial condition.
+    With residuum_fn(n, p) = n - P(p) and cut_prev=True this is exactly
+    `DivertedChainBranchOne(cut_div_chain=True)` in loss and gradient.
+
+    Arguments:
+        num_rollout_steps: R >= 1 (default 1).
+        time_level_loss, cut_bptt, cut_bptt_every, time_level_weights: keyword-only,
+            as in `Supervised`.
+        cut_prev, cut_next: keyword-only; stop gradients into the previous / next
+            state inside the residuum (default False).
+
+    Raises:
+        ValueError: R or cut_bptt_every < 1, or weights not of shape (R,).
+        TypeError: time_level_loss is not a loss object, a flag is not a bool.
+    """
+
+    num_rollout_steps: int
+    time_level_loss: BaseLoss
+    cut_bptt: bool
+    cut_bptt_every: int
+    cut_prev: bool
+    cut_next: bool
+    time_level_weights: Float[Array, "num_rollout_steps"]
+
+    _needs_residuum_fn = True
+    _residuum_fn_use = "its loss is the residuum between consecutive states"
+
+    def __init__(
+        self,
+        num_rollout_steps: int = 1,
+        *,
+        time_level_loss: BaseLoss = MSELoss(),
+        cut_bptt: bool = False,
+        cut_bptt_every: int = 1,
+        cut_prev: bool = False,
+        cut_next: bool = False,
+        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
+    ):
+        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
+        self._set(
+            **options,
+            cut_prev=check_flag("cut_prev", cut_prev),
+            cut_next=check_flag("cut_next", cut_next),
+            time_level_weights=check_weights(
+                "time_level_weights", time_level_weights, options["num_rollout_steps"],
+                "one weight per rollout step, num_rollout_steps",
+            ),
+        )
+
+    @property
+    def num_time_levels(self) -> int:
+        return 1
+
+    def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
+        if self.cut_prev:
+            prev = stop_gradient(prev)
+        if self.cut_next:
+            nxt = stop_gradient(nxt)
+        return self.time_level_loss(residuum_fn(nxt, prev))
+
+    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
+        loss, _ = weighted_rollout(
+            batched(stepper), time_level(data, 0), self.time_level_weights,
+            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data, residuum_fn=residuum_fn),
+            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+        )
+        return loss
+
+    def _why_not_online(self) -> str:
+        return (
+            "online estimators need each term to depend on the parameters only through the "
+            "new state u_{t+1}, i.e. cut_prev=True and cut_next=False; got "
+            f"cut_prev={self.cut_prev}, cut_next={self.cut_next}."
+        )
+
+    def online_spec(self) -> OnlineSpec:
+        """Per step `loss(residuum_fn(u_{t+1}, stop_gradient(u_t)))`.
+
+        Raises:
+            ValueError: unless cut_prev=True and cut_next=False.
+        """
+        if not (self.cut_prev and not self.cut_next):
+            return super().online_spec()
+        return OnlineSpec(
+            num_steps=self.num_rollout_steps,
+            weights=self.time_level_weights,
+            reset_every=None,
+            uses_data_targets=False,
+            uses_ref_stepper=False,
+            uses_residuum_fn=True,
+            step_loss=self._step_loss,
+        )

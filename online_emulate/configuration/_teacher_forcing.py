@@ -1,0 +1,105 @@
+"""Teacher forcing: a supervised rollout that is periodically reset to the data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ..loss import BaseLoss, MSELoss
+from ._base import BaseConfiguration
+from ._chain_fields import chain_options
+from ._online_spec import OnlineSpec
+from ._rollout import weighted_rollout
+from ._terms import data_target_loss
+from ._utils import batched, cut_where, time_level
+from ._validation import check_count, check_weights
+
+__all__ = ["TeacherForcing"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+class TeacherForcing(BaseConfiguration):
+    """Rollout against data with the chain reset to the data every `reset_every` steps.
+
+    With u_0 = data[:, 0], R = num_rollout_steps, k = reset_every:
+
+        for t in 0 .. R-1:
+            if t > 0 and t % k == 0: u_t = data[:, t]        (teacher forcing)
+            u_{t+1} = stepper(u_t)
+            L += w[t] * loss(u_{t+1}, data[:, t+1])
+            if cut_bptt and (t+1) % cut_bptt_every == 0: u_{t+1} = stop_gradient(u_{t+1})
+
+    A reset discards the chain, so no gradient crosses it. k = 1 is one-step
+    training on R consecutive pairs; k >= R is `Supervised`. Reads R+1 levels.
+
+    Arguments:
+        num_rollout_steps: R >= 1 network steps (default 1).
+        reset_every: k >= 1 (default 1).
+        time_level_loss, cut_bptt, cut_bptt_every, time_level_weights: keyword-only,
+            as in `Supervised`.
+
+    Raises:
+        ValueError: R, k or cut_bptt_every < 1, or weights not of shape (R,).
+        TypeError: time_level_loss is not a loss object, a flag is not a bool.
+    """
+
+    num_rollout_steps: int
+    reset_every: int
+    time_level_loss: BaseLoss
+    cut_bptt: bool
+    cut_bptt_every: int
+    time_level_weights: Float[Array, "num_rollout_steps"]
+
+    def __init__(
+        self,
+        num_rollout_steps: int = 1,
+        reset_every: int = 1,
+        *,
+        time_level_loss: BaseLoss = MSELoss(),
+        cut_bptt: bool = False,
+        cut_bptt_every: int = 1,
+        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
+    ):
+        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
+        self._set(
+            **options,
+            reset_every=check_count("reset_every", reset_every),
+            time_level_weights=check_weights(
+                "time_level_weights", time_level_weights, options["num_rollout_steps"],
+                "one weight per rollout step, num_rollout_steps",
+            ),
+        )
+
+    @property
+    def num_time_levels(self) -> int:
+        return self.num_rollout_steps + 1
+
+    def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
+        return data_target_loss(self.time_level_loss, t, nxt, data)
+
+    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
+        def reset(t, state):
+            forced = jnp.logical_and(t > 0, t % self.reset_every == 0)
+            return cut_where(forced, time_level(data, t), state)
+
+        loss, _ = weighted_rollout(
+            batched(stepper), time_level(data, 0), self.time_level_weights,
+            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data),
+            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every, reset=reset,
+        )
+        return loss
+
+    def online_spec(self) -> OnlineSpec:
+        """Per step `loss(u_{t+1}, data[:, t+1])`, with `reset_every` resets."""
+        return OnlineSpec(
+            num_steps=self.num_rollout_steps,
+            weights=self.time_level_weights,
+            reset_every=self.reset_every,
+            uses_data_targets=True,
+            uses_ref_stepper=False,
+            uses_residuum_fn=False,
+            step_loss=self._step_loss,
+        )

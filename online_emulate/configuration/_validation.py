@@ -1,0 +1,117 @@
+"""Argument checks, run at construction and at call time before anything is traced."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..loss import BaseLoss
+
+__all__ = [
+    "check_count",
+    "check_flag",
+    "check_loss",
+    "check_weights",
+    "check_data",
+    "check_callable",
+]
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return `value` as an int, raising if it is not an integer >= `minimum`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return `value` as a bool, raising TypeError for anything but a boolean."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool, got {value!r} of type {type(value).__name__}.")
+    return bool(value)
+
+
+def check_loss(name: str, value: Any) -> BaseLoss:
+    """Require an `online_emulate.loss` loss object."""
+    if not isinstance(value, BaseLoss):
+        raise TypeError(
+            f"`{name}` must be a loss from online_emulate.loss (an instance of BaseLoss, "
+            f"e.g. MSELoss()), got {value!r} of type {type(value).__name__}."
+        )
+    return value
+
+
+def check_weights(name: str, value: Optional[Any], length: int, meaning: str):
+    """Return a float `(length,)` weight array; None means all ones.
+
+    Raises:
+        ValueError: if the weights are not one-dimensional of the expected length
+            (upstream silently clamped wrong lengths).
+    """
+    if value is None:
+        return jnp.ones((length,))
+    array = jnp.asarray(value)
+    if array.ndim != 1 or array.shape[0] != length:
+        raise ValueError(
+            f"`{name}` must have shape ({length},) ({meaning}), got shape {tuple(array.shape)}."
+        )
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    return array
+
+
+def check_callable(name: str, value: Any, configuration: str, why: str) -> None:
+    """Require a callable that the configuration needs."""
+    if value is None:
+        raise ValueError(f"{configuration} needs `{name}` ({why}), got {name}=None.")
+    if not callable(value):
+        raise TypeError(
+            f"{configuration} needs a callable `{name}` ({why}), got {value!r} "
+            f"of type {type(value).__name__}."
+        )
+
+
+def check_data(data: Any, num_time_levels: int, configuration: str) -> None:
+    """Check `data` is an array or PyTree of arrays `(batch, time, C, *N)` with enough levels.
+
+    Raises:
+        ValueError: for an empty PyTree, a non-array leaf, a leaf with fewer than
+            three axes, leaves disagreeing on batch or time size, or fewer than
+            `num_time_levels` time levels.
+    """
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError(
+            f"`data` must be an array or a PyTree of arrays (batch, time, channel, *space); "
+            f"got an empty PyTree {data!r:.80}."
+        )
+    sizes = set()
+    for leaf in leaves:
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise ValueError(
+                "`data` must be an array or a PyTree of arrays (batch, time, channel, *space); "
+                f"got a leaf of type {type(leaf).__name__}."
+            )
+        if len(leaf.shape) < 3:
+            raise ValueError(
+                "`data` leaves must have at least 3 axes (batch, time, channel, *space); "
+                f"got a leaf of shape {tuple(leaf.shape)}."
+            )
+        sizes.add(tuple(leaf.shape[:2]))
+    if len(sizes) != 1:
+        raise ValueError(
+            "`data` leaves must share the batch and time sizes; got (batch, time) sizes "
+            f"{sorted(sizes)}."
+        )
+    (_, num_given), = sizes
+    if num_given < num_time_levels:
+        raise ValueError(
+            f"{configuration} needs `data` with at least {num_time_levels} time levels "
+            f"(axis 1), got {num_given}."
+        )
