@@ -1,0 +1,1 @@
+def gradient_fidelity(*a, **k): raise NotImplementedError

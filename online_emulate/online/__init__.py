@@ -1,0 +1,12 @@
+"""Online learning: the emulator as a recurrent brainstate model, braintrace learners,
+and streaming training over long rollouts."""
+
+from ._compile import ExcludedParameterError, check_no_excluded_parameters, compile_learner
+from ._recurrent import RecurrentEmulator
+
+__all__ = [
+    "RecurrentEmulator",
+    "compile_learner",
+    "check_no_excluded_parameters",
+    "ExcludedParameterError",
+]

@@ -1,0 +1,86 @@
+"""braintrace compilation of a recurrent emulator, with the exclusion check."""
+
+from __future__ import annotations
+
+import brainstate
+import braintrace
+import jax.numpy as jnp
+
+from ._recurrent import RecurrentEmulator
+
+__all__ = ["compile_learner", "ExcludedParameterError", "check_no_excluded_parameters",
+           "ALGORITHMS"]
+
+ALGORITHMS = {"d_rtrl": braintrace.ParamDimVjpAlgorithm, "es_d_rtrl": braintrace.IODimVjpAlgorithm}
+
+
+class ExcludedParameterError(ValueError):
+    """A trainable parameter would get no (or a structurally zero) eligibility-trace gradient."""
+
+
+def _path(p) -> str:
+    return "/".join(str(k) for k in p)
+
+
+def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
+    """Raise if any trainable ParamState of `model.emulator` has no hidden-param relation.
+
+    braintrace silently gives such a parameter a zero gradient: a weight whose output
+    reaches the field only through another ETP op, or a parameter used with a plain JAX
+    op instead of an ETP op (braintrace.conv / matmul / element_wise).
+
+    Raises:
+        ExcludedParameterError: naming every excluded parameter, braintrace's reason and
+            the fix.
+    """
+    report = learner.report
+    excluded = list(report.excluded_weights)
+    routed = set()
+    for rel in learner.graph.hidden_param_op_relations:
+        if rel.hidden_groups:
+            routed.update(rel.trainable_paths.values())
+    known = {p for p, _ in excluded}
+    for path in learner.param_states.keys():
+        if path not in routed and path not in known:
+            excluded.append((path, "no hidden group reached"))
+    if excluded:
+        lines = [f"  {_path(p)}: {reason or 'not routed through an ETP op into a hidden state'}"
+                 for p, reason in excluded]
+        raise ExcludedParameterError(
+            "ETrace: braintrace excluded these trainable parameters from the eligibility "
+            "trace, so they would silently get a zero gradient:\n" + "\n".join(lines) +
+            "\nFix: route every parameter through a braintrace ETP op (braintrace.conv / "
+            "matmul / element_wise) and let each layer's output reach a "
+            "brainstate.HiddenState directly (RecurrentEmulator(..., intermediate_states="
+            "True) declares ConvNet inner layer outputs as hidden states), or train with "
+            "BPTT / TruncatedBPTT / ForwardRTRL, which cover every parameter."
+        )
+
+
+def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None):
+    """`braintrace.compile` the recurrent emulator and check that no parameter is excluded.
+
+    Arguments:
+        model: the recurrent wrapper (its emulator's ParamStates are the trained weights).
+        algorithm: "d_rtrl" (ParamDimVjpAlgorithm) or "es_d_rtrl" (IODimVjpAlgorithm).
+        decay: ES_D_RTRL's trace decay in (0, 1) (required for "es_d_rtrl").
+
+    Returns:
+        The learner; calling `learner(dummy)` advances the field one step.
+
+    Raises:
+        ValueError: unknown algorithm or missing decay.
+        ExcludedParameterError: see `check_no_excluded_parameters`.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm: expected one of {sorted(ALGORITHMS)}, got {algorithm!r}")
+    options = {}
+    if algorithm == "es_d_rtrl":
+        if decay is None:
+            raise ValueError("decay: ETrace('es_d_rtrl') needs a decay in (0, 1), got None")
+        options["decay_or_rank"] = decay
+    B = model.state_shape[0]
+    dummy = jnp.zeros((B, 1), model.dtype)
+    learner = braintrace.compile(model, ALGORITHMS[algorithm], dummy, batch_size=B, **options)
+    check_no_excluded_parameters(learner, model)
+    return learner
