@@ -48,7 +48,8 @@ _R_LOSS = 0.16
 
 
 class _Drawer:
-    """Collects nodes, edges and losses in data coordinates and draws them on ``ax``."""
+    """Lays out nodes, edges and losses in data coordinates and draws them on ``ax``
+    (``ax=None``: a dry run that only validates and measures the layout)."""
 
     def __init__(self, ax):
         self.ax = ax
@@ -65,6 +66,8 @@ class _Drawer:
         """kind: 'net' (network output), 'copy' (a branch's copy of a main-chain
         state), 'phys' (reference stepper output) or 'data'."""
         self._extent(x, y)
+        if self.ax is None:
+            return
         if kind == "data":
             patch = FancyBboxPatch(
                 (x - _R_NODE, y - _R_NODE), 2 * _R_NODE, 2 * _R_NODE,
@@ -82,6 +85,8 @@ class _Drawer:
 
     def edge(self, a, b, kind, *, cut=False, label=None, shrink=_R_NODE):
         """Arrow from point a to point b; kind 'net', 'phys' or 'data'."""
+        if self.ax is None:
+            return
         (x0, y0), (x1, y1) = a, b
         d = np.array([x1 - x0, y1 - y0], dtype=float)
         length = np.hypot(*d)
@@ -102,6 +107,8 @@ class _Drawer:
             self._cut(start, end, normal)
 
     def _cut(self, start, end, normal):
+        if self.ax is None:
+            return
         offset = -0.11 * normal
         s, e = start + offset, end + offset
         self.ax.add_line(Line2D([s[0], e[0]], [s[1], e[1]], color=_CUT, linestyle=(0, (3, 2)),
@@ -110,6 +117,8 @@ class _Drawer:
     def loss(self, x, y, links, *, weight=None, label="L"):
         """A loss circle at (x, y) connected to the points in ``links`` ((point, cut))."""
         self._extent(x, y)
+        if self.ax is None:
+            return
         for (px, py), cut in links:
             d = np.array([px - x, py - y], dtype=float)
             u = d / np.hypot(*d)
@@ -127,7 +136,8 @@ class _Drawer:
                          fontsize=7, color=_LOSS)
 
     def caption(self, x, y, text):
-        self.ax.text(x, y, text, ha="left", va="bottom", fontsize=9, fontweight="bold")
+        if self.ax is not None:
+            self.ax.text(x, y, text, ha="left", va="bottom", fontsize=9, fontweight="bold")
         # rough text width in data units (1 unit ~ 1.1 inch, 9 pt characters)
         self._extent(x + 0.075 * len(text), y + 0.3)
 
@@ -405,15 +415,14 @@ def plot_configuration_schematic(configuration, path=None, ax=None, *, title=Non
             non-positive step count, too few weights), or unusable ``path``/``ax``.
     """
     check_target(path, ax)
-    # validate and lay out on a throw-away axes first so bad input leaves ``ax`` untouched
+    # dry run first, so that bad input raises before anything is drawn into ``ax``
     name = type(configuration).__name__
     if name not in SUPPORTED:
         raise ValueError(
             f"`configuration` must be one of {', '.join(SUPPORTED)} (by class name); got "
             f"an instance of {name}."
         )
-    probe_fig, probe_ax = new_figure()
-    _draw_any(_Drawer(probe_ax), configuration, 0.0)
+    _draw_any(_Drawer(None), configuration, 0.0)
 
     if ax is None:
         fig, ax_used = new_figure()
