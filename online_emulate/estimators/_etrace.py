@@ -65,16 +65,19 @@ class _Runner:
             grad_fn = brainstate.transform.grad(objective, learner.param_states,
                                                 return_value=True)
 
-            def body(carry, tw):
-                g_acc, l_acc = carry
-                g, l = grad_fn(*tw)
-                return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l), None
+            weights = jnp.asarray(spec.weights)
+
+            def body(carry, _):
+                g_acc, l_acc, t = carry
+                g, l = grad_fn(t, weights[t])
+                return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l, t + 1), None
 
             g0 = {k: jnp.zeros_like(v.value) for k, v in learner.param_states.items()}
-            weights = jnp.asarray(spec.weights)
-            (g, loss), _ = brainstate.transform.scan(
-                body, (g0, jnp.zeros((), weights.dtype)),
-                (jnp.arange(spec.num_steps), weights),
+            # A counter in the carry instead of xs = arange(T): nothing of length T is
+            # materialised, so the temp memory does not grow with T.
+            (g, loss, _), _ = brainstate.transform.scan(
+                body, (g0, jnp.zeros((), weights.dtype), jnp.zeros((), jnp.int32)), None,
+                length=spec.num_steps,
             )
             return loss, g
 
@@ -138,16 +141,8 @@ class ETrace(Estimator):
             per_emulator[key] = _Runner(emulator, tuple(state_shape), self.algorithm, self.decay)
         return per_emulator[key]
 
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
-        """`(loss, eligibility-trace gradient)` at `params` (written into a compiled copy
-        of the emulator's states for the call; the emulator's own values are restored).
-
-        Raises:
-            TypeError: if `emulator` is not given.
-            ValueError: unsupported configuration.
-            ExcludedParameterError: a parameter braintrace would silently leave out.
-        """
+    def _prepare(self, configuration, params, data, ref_stepper, residuum_fn, emulator):
+        """Validate, compile (cached) and return `(brainstate-jitted fn, flat params, runner)`."""
         if emulator is None:
             raise TypeError("emulator: ETrace needs the brainstate emulator object, got None")
         spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
@@ -168,6 +163,33 @@ class ETrace(Estimator):
             for k in path:
                 node = node[k]
             flat_params[path] = node
+        return fn, flat_params, runner
+
+    def lowered(self, configuration, apply, params, data, *, ref_stepper=None,
+                residuum_fn=None, emulator=None):
+        """The lowered (not yet compiled) XLA program of `value_and_grad` (for memory
+        analysis: `.compile().memory_analysis()`)."""
+        fn, flat_params, runner = self._prepare(configuration, params, data, ref_stepper,
+                                                residuum_fn, emulator)
+        saved = {p: st.value for p, st in runner.emulator_states.items()}
+        try:
+            return fn.lower(flat_params, data)
+        finally:
+            for p, st in runner.emulator_states.items():
+                st.value = saved[p]
+
+    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
+                       residuum_fn=None, emulator=None):
+        """`(loss, eligibility-trace gradient)` at `params` (written into a compiled copy
+        of the emulator's states for the call; the emulator's own values are restored).
+
+        Raises:
+            TypeError: if `emulator` is not given.
+            ValueError: unsupported configuration.
+            ExcludedParameterError: a parameter braintrace would silently leave out.
+        """
+        fn, flat_params, runner = self._prepare(configuration, params, data, ref_stepper,
+                                                residuum_fn, emulator)
         saved = {p: st.value for p, st in runner.emulator_states.items()}
         try:
             loss, g = fn(flat_params, data)

@@ -83,9 +83,11 @@ class ForwardRTRL(Estimator):
         eye = jnp.eye(P, dtype=flat.dtype)
         f = lambda th, u: apply(unravel(th), u)  # noqa: E731
 
-        def body(carry, tw):
-            u, J, g, loss = carry
-            t, w = tw
+        weights = jnp.asarray(spec.weights)
+
+        def body(carry, _):
+            u, J, g, loss, t = carry
+            w = weights[t]
             u, hit = teacher_reset(spec, t, u, data)
             J = jnp.where(hit, jnp.zeros_like(J), J)
             v, lin = jax.linearize(f, flat, u)
@@ -98,10 +100,11 @@ class ForwardRTRL(Estimator):
             l, (gp, gn) = jax.value_and_grad(term, argnums=(0, 1))(u, v)
             axes = tuple(range(v.ndim))
             dg = jnp.tensordot(gn, J_next, axes=(axes, axes)) + jnp.tensordot(gp, J, axes=(axes, axes))
-            return (v, J_next, g + w * dg, loss + w * l), None
+            return (v, J_next, g + w * dg, loss + w * l, t + 1), None
 
         J0 = jnp.zeros(out.shape + (P,), out.dtype)
-        weights = jnp.asarray(spec.weights)
-        init = (u0, J0, jnp.zeros_like(flat), jnp.zeros((), jnp.result_type(weights, out.dtype)))
-        (_, _, g, loss), _ = jax.lax.scan(body, init, (jnp.arange(spec.num_steps), weights))
+        init = (u0, J0, jnp.zeros_like(flat), jnp.zeros((), jnp.result_type(weights, out.dtype)),
+                jnp.zeros((), jnp.int32))
+        # a counter in the carry, not xs = arange(T): nothing of length T is materialised
+        (_, _, g, loss, _), _ = jax.lax.scan(body, init, None, length=spec.num_steps)
         return loss, unravel(g)

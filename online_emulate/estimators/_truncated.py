@@ -52,34 +52,34 @@ class TruncatedBPTT(Estimator):
         R = spec.num_steps
         k = min(self.k, R)
         n_win = math.ceil(R / k)
-        pad = n_win * k - R
-        weights = jnp.concatenate([jnp.asarray(spec.weights), jnp.zeros((pad,), jnp.asarray(spec.weights).dtype)])
-        ts = jnp.arange(n_win * k).reshape(n_win, k)
-        ws = weights.reshape(n_win, k)
+        weights = jnp.asarray(spec.weights)
 
-        def window_loss(p, u, t_win, w_win):
-            def body(u, tw):
-                t, w = tw
+        def window_loss(p, u, t_start):
+            def body(u, i):
+                t = t_start + i
+                w = jnp.where(t < R, weights[jnp.minimum(t, R - 1)], 0.0)
                 u, _ = teacher_reset(spec, t, u, data)
                 v = apply(p, u)
                 term = spec.step_loss(t, u, v, data, ref_stepper=ref_stepper,
                                       residuum_fn=residuum_fn)
                 return v, w * term
 
-            u_end, terms = jax.lax.scan(body, u, (t_win, w_win))
+            u_end, terms = jax.lax.scan(body, u, jnp.arange(k))
             return jnp.sum(terms), u_end
 
         vg = jax.value_and_grad(window_loss, has_aux=True)
 
-        def outer(carry, xs):
-            u, g_acc, l_acc = carry
-            (l, u_end), g = vg(params, jax.lax.stop_gradient(u), *xs)
+        def outer(carry, _):
+            u, g_acc, l_acc, t_start = carry
+            (l, u_end), g = vg(params, jax.lax.stop_gradient(u), t_start)
             g_acc = jax.tree_util.tree_map(jnp.add, g_acc, g)
-            return (u_end, g_acc, l_acc + l), None
+            return (u_end, g_acc, l_acc + l, t_start + k), None
 
         u0 = first_level(data)
         u0 = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), u0, jax.eval_shape(apply, params, u0))
         g0 = jax.tree_util.tree_map(jnp.zeros_like, params)
         l0 = jnp.zeros((), weights.dtype)
-        (_, grads, loss), _ = jax.lax.scan(outer, (u0, g0, l0), (ts, ws))
+        # window starts are a counter in the carry: nothing of length T is materialised
+        (_, grads, loss, _), _ = jax.lax.scan(outer, (u0, g0, l0, jnp.zeros((), jnp.int32)),
+                                              None, length=n_win)
         return loss, grads
