@@ -68,23 +68,48 @@ def periodic_conv(
     """Periodic 'same' convolution (cross-correlation) of a channel-last batch.
 
     y[b, s, o] = sum_{u, i} x[b, (s + u - left) mod N, i] * kernel[u, i, o] + bias[o]
+
+    Inside `lax_ops()` a 1-D convolution also accepts its kernel in the height-1 2-D
+    layout `(1, k, C_in, C_out)` (K-FAC's layout, see `online_emulate.optim`).
     """
-    num_spatial_dims = kernel.ndim - 2
-    padded = periodic_pad(x, kernel.shape[:num_spatial_dims])
-    dimension_numbers = _DIMENSION_NUMBERS[num_spatial_dims]
-    strides = (1,) * num_spatial_dims
+    num_spatial_dims = x.ndim - 2
+    if kernel.ndim == num_spatial_dims + 3 and num_spatial_dims == 1 and _USE_LAX.get():
+        kernel_size = kernel.shape[1:2]  # (1, k, C_in, C_out): a height-1 2-D kernel
+    else:
+        kernel_size = kernel.shape[: kernel.ndim - 2]
+    padded = periodic_pad(x, kernel_size)
     if _USE_LAX.get():
-        y = jax.lax.conv_general_dilated(
-            padded, kernel, strides, "VALID", dimension_numbers=dimension_numbers
-        )
-        if bias is not None:
-            y = y + bias
-        return y
+        return _lax_conv(padded, kernel, bias)
+    dimension_numbers = _DIMENSION_NUMBERS[num_spatial_dims]
     return braintrace.conv(
         padded,
         kernel,
         bias,
-        strides=strides,
+        strides=(1,) * num_spatial_dims,
         padding="VALID",
         dimension_numbers=dimension_numbers,
     )
+
+
+def _lax_conv(padded, kernel, bias):
+    """'VALID' channel-last convolution with plain ``jax.lax`` ops.
+
+    A 1-D convolution is evaluated as a 2-D one of height 1 (input `(B, 1, W, C)`,
+    kernel `(1, k, C_in, C_out)`): K-FAC's graph matcher only recognises 2-D
+    NHWC/HWIO convolutions, and the outputs are identical. The bias is added in the
+    broadcast form of K-FAC's conv-with-bias pattern.
+    """
+    if padded.ndim == 3:
+        kernel = kernel if kernel.ndim == 4 else kernel[None]
+        return _lax_conv(padded[:, None], kernel, bias)[:, 0]
+    num_spatial_dims = padded.ndim - 2
+    y = jax.lax.conv_general_dilated(
+        padded,
+        kernel,
+        (1,) * num_spatial_dims,
+        "VALID",
+        dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
+    )
+    if bias is not None:
+        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+    return y

@@ -1,0 +1,256 @@
+"""`KFAC`: kfac-jax's optimizer for unrolled (BPTT) emulator training."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ._blocks import block_report, warn_non_kronecker
+from ._compat import import_kfac
+from ._curvature import folded_batch_size, make_curvature_loss
+from ._layout import lift_params, lifted_leaf_mask, lower_params
+
+__all__ = ["KFAC", "DEFAULT_KFAC_OPTIONS", "auto_curvature_scale", "check_kfac_options"]
+
+#: Defaults we choose; every other ``kfac_jax.Optimizer`` option keeps kfac's default.
+DEFAULT_KFAC_OPTIONS: dict[str, Any] = dict(
+    l2_reg=0.0,
+    use_adaptive_learning_rate=True,
+    use_adaptive_momentum=True,
+    use_adaptive_damping=True,
+    initial_damping=1e-2,
+    num_burnin_steps=0,
+    multi_device=False,
+)
+
+# Set by us from the configuration and emulator; not user options.
+_RESERVED = ("value_and_grad_func", "value_func_for_estimator", "batch_size_extractor")
+
+
+def check_kfac_options(target: Callable, options: dict, *, reserved=_RESERVED) -> None:
+    """Check that every option is a keyword of `target` and not one we set ourselves.
+
+    Raises:
+        TypeError: naming an option `target` does not accept.
+        ValueError: naming an option that online_emulate sets itself.
+    """
+    accepted = inspect.signature(target).parameters
+    for name in options:
+        if name in reserved:
+            raise ValueError(
+                f"{name}: set by online_emulate from the configuration and emulator; "
+                "it cannot be passed as a K-FAC option"
+            )
+        if name not in accepted:
+            raise TypeError(
+                f"{name}: not an option of {getattr(target, '__qualname__', target)}; "
+                f"accepted: {', '.join(p for p in accepted if p not in ('self',) + reserved)}"
+            )
+
+
+def auto_curvature_scale(configuration) -> float:
+    """Total step weight of a configuration's loss (sum of `online_spec().weights`).
+
+    The rollout loss is `sum_t w_t * step_loss_t`; approximating every step's curvature
+    by the mean one-step curvature gives `sum_t w_t` times it. Configurations without
+    an online spec get 1.0 (adaptive damping absorbs the remaining mismatch).
+    """
+    try:
+        spec = configuration.online_spec()
+    except (AttributeError, ValueError, TypeError, NotImplementedError):
+        return 1.0
+    return float(jnp.sum(jnp.asarray(spec.weights)))
+
+
+class KFAC:
+    """K-FAC (kfac-jax) for emulators trained on a configuration's rollout loss.
+
+    The gradient comes from the configuration's full rollout loss (BPTT); the
+    curvature from a separate one-step squared-error loss over the window's states with
+    time folded into the batch (kfac's ``value_func_for_estimator``, batch size
+    ``B * (T - 1)``), evaluated with plain lax ops so kfac's graph matcher registers
+    every convolution as a Kronecker-factored block (1-D kernels in the height-1 2-D
+    layout, see `lift_params`). The same one-step loss defines the quadratic model that
+    picks the adaptive learning rate and momentum.
+
+    Protocol (what a trainer calls)::
+
+        kfac = KFAC(**options)
+        kfac.build(apply, configuration, ref_stepper=None, residuum_fn=None)
+        state = kfac.init(params, key, batch)          # batch: (B, T, C, *N) window
+        params, state, loss = kfac.step(params, state, batch, key)
+
+    `params` stay in the emulator layout (`functional(emulator)[1]`); `loss` is the
+    rollout loss at the parameters before the step; `kfac.last_stats` holds kfac's
+    statistics of the last step (learning_rate, momentum, damping, rho, ...).
+    Do not jit `init`/`step` (kfac compiles internally).
+
+    Arguments:
+        curvature_scale: factor on the registered one-step loss, or ``"auto"``
+            (default): the total step weight of the configuration's `online_spec()`,
+            1.0 when it has none.
+        check_blocks: warn (naming them) about parameters that fell back to a
+            diagonal/generic block after `init`. Default True.
+        **kfac_options: any keyword of ``kfac_jax.Optimizer`` except
+            ``value_and_grad_func``, ``value_func_for_estimator`` and
+            ``batch_size_extractor``; they override `DEFAULT_KFAC_OPTIONS` (adaptive
+            learning rate, momentum and damping, initial damping 1e-2, no burn-in).
+
+    Raises:
+        ImportError: kfac-jax is not installed (the message says how to install it).
+        TypeError / ValueError: an unknown or reserved option, or a bad
+            `curvature_scale`, named in the message.
+    """
+
+    def __init__(self, *, curvature_scale="auto", check_blocks: bool = True, **kfac_options):
+        self._kfac_jax = import_kfac()
+        check_kfac_options(self._kfac_jax.Optimizer.__init__, kfac_options)
+        if not (curvature_scale == "auto" or (
+            isinstance(curvature_scale, (int, float))
+            and not isinstance(curvature_scale, bool)
+            and curvature_scale > 0
+        )):
+            raise ValueError(
+                f"curvature_scale: expected 'auto' or a positive number, got {curvature_scale!r}"
+            )
+        self.curvature_scale = curvature_scale
+        self.check_blocks = bool(check_blocks)
+        self.options = {**DEFAULT_KFAC_OPTIONS, **kfac_options}
+        self._built = None
+        self._optimizer = None
+        self._mask = None
+        self.blocks: list[tuple[str, tuple[str, ...]]] = []
+        self.fallback_params: list[str] = []
+        self.last_stats: Optional[dict] = None
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"KFAC(curvature_scale={self.curvature_scale!r}, {opts})"
+
+    # -- protocol -------------------------------------------------------------------
+
+    def build(self, apply: Callable, configuration, *, ref_stepper=None, residuum_fn=None):
+        """Bind the model function and the configuration whose loss is minimised.
+
+        Arguments:
+            apply: pure `apply(params, u)` on one state or a batch with plain lax ops
+                (`online_emulate.emulators.functional(emulator)[0]`).
+            configuration: has `loss(stepper, data, *, ref_stepper, residuum_fn)`.
+            ref_stepper, residuum_fn: passed to the configuration's loss.
+
+        Returns:
+            `self` (a later `build` replaces the binding; call `init` again).
+
+        Raises:
+            TypeError: `apply` is not callable or `configuration` has no `loss`.
+        """
+        if not callable(apply):
+            raise TypeError(f"apply: expected a callable apply(params, u), got {apply!r}")
+        if not callable(getattr(configuration, "loss", None)):
+            raise TypeError(
+                "configuration: expected an object with loss(stepper, data, *, "
+                f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
+            )
+        self._built = (apply, configuration, ref_stepper, residuum_fn)
+        self._optimizer = None
+        return self
+
+    def init(self, params, key, batch):
+        """Create kfac's optimizer for this window shape and its state.
+
+        Arguments:
+            params: emulator-layout parameter PyTree.
+            key: PRNG key.
+            batch: an example window `(B, T, C, *N)` of the size `step` will get.
+
+        Returns:
+            kfac's optimizer state (an opaque PyTree).
+
+        Raises:
+            RuntimeError: `build` was not called.
+            ValueError: `batch` is not a window array.
+        """
+        if self._built is None:
+            raise RuntimeError("KFAC.init: call kfac.build(apply, configuration) first")
+        apply, configuration, ref_stepper, residuum_fn = self._built
+        folded_batch_size(batch)  # validates the window
+        self._mask = _choose_mask(apply, params, batch)
+        scale = (
+            auto_curvature_scale(configuration)
+            if self.curvature_scale == "auto"
+            else float(self.curvature_scale)
+        )
+        curvature_loss = make_curvature_loss(apply, curvature_scale=scale)
+
+        def rollout_loss(p, data):
+            def stepper(u):
+                return apply(p, u)
+
+            return configuration.loss(
+                stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn
+            )
+
+        def value_and_grad(p, data):
+            # The registered one-step loss comes first so kfac's exact quadratic model
+            # (adaptive lr/momentum) finds its loss tags without evaluating the rollout.
+            registered = curvature_loss(p, data)
+            value, grads = jax.value_and_grad(rollout_loss)(p, data)
+            return value + 0.0 * registered, grads
+
+        self._optimizer = self._kfac_jax.Optimizer(
+            value_and_grad_func=value_and_grad,
+            value_func_for_estimator=curvature_loss,
+            batch_size_extractor=folded_batch_size,
+            **self.options,
+        )
+        lifted = lift_params(params, self._mask)
+        state = self._optimizer.init(lifted, key, batch)
+        estimator = getattr(self._optimizer, "estimator", None) or self._optimizer._estimator
+        self.blocks = block_report(estimator, lifted, self._kfac_jax)
+        if self.check_blocks:
+            self.fallback_params = warn_non_kronecker(estimator, lifted, self._kfac_jax)
+        return state
+
+    def step(self, params, state, batch, key):
+        """One K-FAC update on one window.
+
+        Returns:
+            `(new_params, new_state, loss)`; `loss` is the rollout loss before the step.
+
+        Raises:
+            RuntimeError: `init` was not called.
+        """
+        if self._optimizer is None:
+            raise RuntimeError("KFAC.step: call kfac.init(params, key, batch) first")
+        lifted = lift_params(params, self._mask)
+        new, state, stats = self._optimizer.step(
+            lifted, state, key, data_iterator=itertools.repeat(batch)
+        )
+        self.last_stats = stats
+        return lower_params(new, self._mask), state, stats["loss"]
+
+    @property
+    def optimizer(self):
+        """The underlying ``kfac_jax.Optimizer`` (after `init`)."""
+        return self._optimizer
+
+
+def _choose_mask(apply, params, batch):
+    """Lift 1-D kernels only if `apply` accepts them and gives the same outputs."""
+    mask = lifted_leaf_mask(params, batch.ndim - 3)
+    if not any(jax.tree_util.tree_leaves(mask)):
+        return mask
+    u = batch[:, 0]
+    try:
+        same = bool(
+            jnp.allclose(
+                apply(lift_params(params, mask), u), apply(params, u), rtol=1e-5, atol=1e-6
+            )
+        )
+    except Exception:  # noqa: BLE001 - an apply that cannot take them keeps its layout
+        same = False
+    return mask if same else jax.tree_util.tree_map(lambda _: False, mask)
