@@ -3,10 +3,14 @@ and streaming training over long rollouts."""
 
 from ._compile import ExcludedParameterError, check_no_excluded_parameters, compile_learner
 from ._recurrent import RecurrentEmulator
+from ._trainer import OnlineTrainer, load_checkpoint, save_checkpoint
 
 __all__ = [
     "RecurrentEmulator",
     "compile_learner",
     "check_no_excluded_parameters",
     "ExcludedParameterError",
+    "OnlineTrainer",
+    "save_checkpoint",
+    "load_checkpoint",
 ]

@@ -1,0 +1,227 @@
+"""Streaming training over long rollouts: updates during the rollout, nothing of length T stored."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from ..configuration import DivertedChainBranchOne, Supervised
+from ..emulators import functional, set_params
+from ..emulators._base import as_key
+from ..estimators import ETrace, Estimator
+
+__all__ = ["OnlineTrainer", "save_checkpoint", "load_checkpoint"]
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomically pickle `state` (numpy-converted) to `path` (write a temp file, then rename)."""
+    state = jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, state)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint written by `save_checkpoint` (keys params, opt_state, step, key, history)."""
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _check_pos(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+class OnlineTrainer:
+    """Train an emulator on a stream of long rollouts, with any online estimator.
+
+    Each rollout starts from `ic_sampler(key)` (a batch `(B, C, *N)`); the emulator runs
+    freely for `rollout_length` steps. Targets come from the reference, advanced alongside
+    in chunks (nothing of length `rollout_length` is stored):
+
+    * `target="trajectory"`: the loss of step t is loss(u_{t+1}, r_{t+1}) with the
+      reference trajectory r_{t+1} = ref_stepper(r_t), r_0 = u_0 (Supervised on a stream).
+    * `target="one_step"`: loss(u_{t+1}, ref_stepper(u_t)) (DivertedChainBranchOne with
+      cut_div_chain=True), the reference applied to the emulator's own state.
+
+    The rollout is processed in chunks of `update_every` steps (or `chunk_size` when
+    `update_every` is None): per chunk, `estimator.value_and_grad` of the chunk loss
+    (started from the current emulator state, which carries no gradient into the chunk:
+    gradient paths and eligibility traces restart at chunk boundaries, like
+    TruncatedBPTT(chunk)); with `update_every` the optimizer updates after every chunk
+    (true online learning), otherwise the chunk gradients are summed and applied once per
+    rollout. Memory is O(chunk) for BPTT-type estimators and independent of the chunk for
+    ETrace / ForwardRTRL apart from the chunk of reference states.
+
+    Arguments:
+        emulator: brainstate emulator (updated in place at the end of `train`).
+        optimizer: optax GradientTransformation.
+        ic_sampler: `ic_sampler(key) -> (B, C, *N)` initial conditions.
+        ref_stepper: reference stepper on one sample `(C, *N)`.
+        rollout_length: steps per rollout.
+        num_rollouts: rollouts to train on.
+        estimator: gradient estimator (default ETrace("d_rtrl")).
+        update_every: steps between updates; None = one update per rollout.
+        chunk_size: chunk length when `update_every` is None (default min(rollout_length, 100)).
+        target: "trajectory" or "one_step".
+        time_level_loss: optional loss object for the per-step term (default MSE).
+        checkpoint_path, checkpoint_every: write a checkpoint every this many updates
+            (and at the end) when a path is given.
+        progress_bar: show a tqdm bar over rollout steps.
+        key: int seed or PRNG key for the IC sampler.
+
+    Attributes (after `train`): `history` (list of dicts: update, step, rollout, loss),
+    `params`, `opt_state`.
+
+    Raises:
+        ValueError/TypeError: invalid arguments, before any compilation.
+    """
+
+    def __init__(self, emulator, optimizer, *, ic_sampler: Callable, ref_stepper: Callable,
+                 rollout_length: int, num_rollouts: int = 1, estimator: Estimator = ETrace("d_rtrl"),
+                 update_every: Optional[int] = None, chunk_size: Optional[int] = None,
+                 target: str = "trajectory", time_level_loss=None,
+                 checkpoint_path: Optional[str] = None, checkpoint_every: int = 100,
+                 progress_bar: bool = True, key=0):
+        if not hasattr(optimizer, "update") or not hasattr(optimizer, "init"):
+            raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
+        if not callable(ic_sampler):
+            raise TypeError(f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}")
+        if not callable(ref_stepper):
+            raise TypeError(f"ref_stepper: expected a callable on one sample, got {ref_stepper!r}")
+        if not isinstance(estimator, Estimator):
+            raise TypeError(f"estimator: expected an Estimator, got {type(estimator).__name__}")
+        if target not in ("trajectory", "one_step"):
+            raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
+        self.rollout_length = _check_pos("rollout_length", rollout_length)
+        self.num_rollouts = _check_pos("num_rollouts", num_rollouts)
+        self.update_every = _check_pos("update_every", update_every, allow_none=True)
+        chunk_size = _check_pos("chunk_size", chunk_size, allow_none=True)
+        self.chunk = self.update_every or chunk_size or min(self.rollout_length, 100)
+        self.checkpoint_every = _check_pos("checkpoint_every", checkpoint_every)
+        self.emulator, self.optimizer, self.ic_sampler = emulator, optimizer, ic_sampler
+        self.ref_stepper, self.estimator, self.target = ref_stepper, estimator, target
+        self.checkpoint_path, self.progress_bar = checkpoint_path, progress_bar
+        self.key = as_key(key)
+        kw = {} if time_level_loss is None else {"time_level_loss": time_level_loss}
+        self._configs = {}
+        self._kw = kw
+        self.apply, self.params = functional(emulator)
+        self.opt_state = optimizer.init(self.params)
+        self.step = 0
+        self.history: list[dict] = []
+        self._vg = {}
+
+    def _config(self, k):
+        if k not in self._configs:
+            if self.target == "trajectory":
+                self._configs[k] = Supervised(k, **self._kw)
+            else:
+                self._configs[k] = DivertedChainBranchOne(k, cut_div_chain=True, **self._kw)
+        return self._configs[k]
+
+    def _value_and_grad(self, k):
+        if k not in self._vg:
+            cfg, est, apply, ref = self._config(k), self.estimator, self.apply, self.ref_stepper
+            call = lambda p, d: est.value_and_grad(cfg, apply, p, d, ref_stepper=ref,  # noqa: E731
+                                                   emulator=self.emulator)
+            self._vg[k] = jax.jit(call) if est.jittable else call
+        return self._vg[k]
+
+    def _advance_fn(self, k):
+        """Chunk data (u, r_1..r_k) or (u,) and the next (u, r) after k steps."""
+        key = ("advance", k)
+        if key not in self._vg:
+            apply, ref, trajectory = self.apply, jax.vmap(self.ref_stepper), self.target == "trajectory"
+
+            def advance(params, u, r):
+                def body(c, _):
+                    u, r = c
+                    u, r = apply(params, u), (ref(r) if trajectory else r)
+                    return (u, r), (r if trajectory else None)
+
+                (u_end, r_end), rs = jax.lax.scan(body, (u, r), None, length=k)
+                data = (jnp.concatenate([u[:, None], jnp.moveaxis(rs, 0, 1)], axis=1)
+                        if trajectory else u[:, None])
+                return data, u_end, r_end
+
+            self._vg[key] = jax.jit(advance)
+        return self._vg[key]
+
+    def _update(self, grads):
+        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        self.params = optax.apply_updates(self.params, updates)
+
+    def _checkpoint(self):
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, {
+                "params": self.params, "opt_state": self.opt_state, "step": self.step,
+                "key": jax.random.key_data(self.key) if jnp.issubdtype(self.key.dtype, jax.dtypes.prng_key) else self.key,
+                "history": self.history,
+            })
+
+    def restore(self, path: str) -> "OnlineTrainer":
+        """Continue from a checkpoint: params, optimizer state, step counter, key, history."""
+        state = load_checkpoint(path)
+        self.params = jax.tree_util.tree_map(jnp.asarray, state["params"])
+        self.opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
+        self.step, self.key = state["step"], jnp.asarray(state["key"])
+        self.history = list(state["history"])
+        return self
+
+    def train(self):
+        """Run `num_rollouts` rollouts; returns the emulator with the trained parameters."""
+        T, K = self.rollout_length, self.chunk
+        bar = tqdm(total=self.num_rollouts * T, disable=not self.progress_bar, desc="online")
+        for rollout in range(self.num_rollouts):
+            self.key, sub = jax.random.split(self.key)
+            u = jnp.asarray(self.ic_sampler(sub))
+            r = u
+            done, acc, acc_loss = 0, None, 0.0
+            while done < T:
+                k = min(K, T - done)
+                data, u_next, r_next = self._advance_fn(k)(self.params, u, r)
+                loss, grads = self._value_and_grad(k)(self.params, data)
+                loss = float(loss)
+                done += k
+                if self.update_every is not None:
+                    self._update(grads)
+                    self.step += 1
+                    self.history.append({"update": self.step, "step": done, "rollout": rollout, "loss": loss})
+                    if self.step % self.checkpoint_every == 0:
+                        self._checkpoint()
+                else:
+                    acc = grads if acc is None else jax.tree_util.tree_map(jnp.add, acc, grads)
+                    acc_loss += loss
+                u, r = u_next, r_next
+                bar.update(k)
+                bar.set_postfix(loss=f"{loss:.3e}")
+            if self.update_every is None:
+                self._update(acc)
+                self.step += 1
+                self.history.append({"update": self.step, "step": T, "rollout": rollout, "loss": acc_loss})
+                if self.step % self.checkpoint_every == 0:
+                    self._checkpoint()
+        bar.close()
+        self._checkpoint()
+        set_params(self.emulator, self.params)
+        return self.emulator
