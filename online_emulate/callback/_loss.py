@@ -1,0 +1,56 @@
+"""Loss of another configuration during training."""
+
+from __future__ import annotations
+
+import jax
+
+from ..data import WindowSampler
+from ._base import Callback, CallbackContext
+from ._evaluation_batch import evaluation_windows
+
+__all__ = ["LossCallback"]
+
+
+class LossCallback(Callback):
+    """Record the loss of `configuration` (e.g. a long rollout) every `every` steps.
+
+    Evaluated on up to `max_windows` windows of the training data (or of `data`, if
+    given), cut to that configuration's own window length.
+
+    Arguments:
+        configuration: any online_emulate configuration.
+        every: period in steps.
+        data: trajectories `(samples, time, C, *N)`; defaults to the trainer's data.
+        max_windows: number of windows evaluated (spread evenly). Default 256.
+        name: history key. Default "loss_<ConfigurationName>".
+    """
+
+    def __init__(self, configuration, *, every: int, data=None, max_windows: int = 256, name=None):
+        super().__init__(every=every, name=name or f"loss_{type(configuration).__name__}")
+        self.configuration = configuration
+        self.data = data
+        self.max_windows = max_windows
+        self._cache = None
+
+    def __call__(self, ctx: CallbackContext):
+        if self._cache is None or self._cache[0] is not ctx.apply:
+            data = ctx.data if self.data is None else self.data
+            from ..data import trajectory_shape
+
+            samples, levels = trajectory_shape(data, name="LossCallback.data")
+            sampler = WindowSampler(samples, levels, self.configuration.num_time_levels, 1)
+            windows = evaluation_windows(sampler, data, self.max_windows)
+            config, apply = self.configuration, ctx.apply
+
+            @jax.jit
+            def evaluate(params, windows):
+                return config(
+                    lambda u: apply(params, u),
+                    windows,
+                    ref_stepper=ctx.ref_stepper,
+                    residuum_fn=ctx.residuum_fn,
+                )
+
+            self._cache = (ctx.apply, evaluate, windows)
+        _, evaluate, windows = self._cache
+        return float(evaluate(ctx.params, windows))

@@ -1,0 +1,57 @@
+"""Rollout error on held-out trajectories during training."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..data import check_trajectories
+from ..metrics import nrmse, rollout
+from ._base import Callback, CallbackContext
+
+__all__ = ["ValidationRolloutCallback"]
+
+
+class ValidationRolloutCallback(Callback):
+    """Mean nRMSE of an autoregressive rollout against held-out trajectories.
+
+    nRMSE_t = ||pred_t - ref_t|| / ||ref_t|| per sample, averaged over samples and over the
+    `num_steps` predicted steps, with pred_0 = ref_0 and pred_{t+1} = f(pred_t).
+
+    Arguments:
+        trajectories: held-out reference `(samples, time, C, *N)` (a single array).
+        every: period in steps.
+        num_steps: rollout length (default: all available levels - 1).
+        name: history key. Default "val_nrmse".
+    """
+
+    default_name = "val_nrmse"
+
+    def __init__(self, trajectories, *, every: int, num_steps: int | None = None, name=None):
+        super().__init__(every=every, name=name)
+        trajectories = check_trajectories(trajectories, name="trajectories")
+        if not isinstance(trajectories, jax.Array):
+            raise TypeError("trajectories: expected a single array, got a PyTree")
+        available = trajectories.shape[1] - 1
+        if num_steps is None:
+            num_steps = available
+        if not 1 <= num_steps <= available:
+            raise ValueError(
+                f"num_steps: expected an int in [1, {available}] (trajectory length - 1), "
+                f"got {num_steps!r}"
+            )
+        self.trajectories = trajectories[:, : num_steps + 1]
+        self.num_steps = num_steps
+        self._cache = None
+
+    def __call__(self, ctx: CallbackContext):
+        if self._cache is None or self._cache[0] is not ctx.apply:
+            apply = ctx.apply
+
+            @jax.jit
+            def error(params, ref):
+                pred = rollout(lambda u: apply(params, u), ref[:, 0], ref.shape[1] - 1)
+                return jnp.mean(nrmse(pred, ref[:, 1:]))
+
+            self._cache = (ctx.apply, error)
+        return float(self._cache[1](ctx.params, self.trajectories))

@@ -1,0 +1,6 @@
+"""Trajectory validation and the index-based minibatch schedule used by the trainers."""
+
+from ._trajectories import check_trajectories, trajectory_shape
+from ._windows import WindowSampler
+
+__all__ = ["WindowSampler", "check_trajectories", "trajectory_shape"]

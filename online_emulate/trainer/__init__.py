@@ -1,0 +1,29 @@
+"""Trainers: a configuration, an estimator, trajectory data and an optimizer."""
+
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._configuration_trainers import (
+    DivertedChainBranchOneTrainer,
+    DivertedChainTrainer,
+    MixChainPostPhysicsTrainer,
+    MixChainPrePhysicsTrainer,
+    ResiduumTrainer,
+    SupervisedTrainer,
+    TeacherForcingTrainer,
+)
+from ._general import GeneralTrainer
+from ._history import TrainingDiverged, TrainingHistory
+
+__all__ = [
+    "GeneralTrainer",
+    "SupervisedTrainer",
+    "DivertedChainTrainer",
+    "DivertedChainBranchOneTrainer",
+    "MixChainPostPhysicsTrainer",
+    "MixChainPrePhysicsTrainer",
+    "ResiduumTrainer",
+    "TeacherForcingTrainer",
+    "TrainingHistory",
+    "TrainingDiverged",
+    "save_checkpoint",
+    "load_checkpoint",
+]

@@ -1,0 +1,516 @@
+"""The general trainer: configuration x estimator x data x optimizer."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..callback import Callback, CallbackContext
+from ..data import WindowSampler, check_trajectories, trajectory_shape
+from ..emulators import functional, set_params
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._history import TrainingDiverged, TrainingHistory
+from ._progress import ProgressBar
+
+__all__ = ["GeneralTrainer"]
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _raw_key(key):
+    if isinstance(key, int) and not isinstance(key, bool):
+        return jax.random.PRNGKey(key)
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    if isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == np.uint32:
+        return jnp.asarray(key)
+    raise TypeError(f"key: expected an int seed or a jax PRNG key, got {key!r}")
+
+
+def _tree_where(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _all_finite(tree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+class GeneralTrainer:
+    """Train an emulator on minibatches of trajectory windows under any configuration.
+
+    Each step draws `batch_size` windows of `configuration.num_time_levels` time levels
+    (see `online_emulate.data.WindowSampler`: every offset of every trajectory, a fresh
+    shuffle per epoch, no ragged batches), evaluates the configuration's loss and its
+    gradient with `estimator`, and applies `optimizer`. Gathering, gradient and update of
+    up to `steps_per_call` steps run inside one jitted `lax.while_loop`, so Python is
+    visited only between chunks (for the progress bar, callbacks and checkpoints).
+
+    Arguments:
+        configuration: an `online_emulate.configuration` object (what the loss is).
+        data: trajectories `(samples, time, C, *N)` or a PyTree of such arrays.
+        optimizer: an optax `GradientTransformation` (or `online_emulate.optim.KFAC`).
+        num_training_steps: parameter updates per call.
+        batch_size: windows per step.
+        ref_stepper: reference stepper on ONE state (diverted/mix chains).
+        residuum_fn: `residuum_fn(next, prev)` on batches (Residuum).
+        callbacks: `online_emulate.callback.Callback` objects.
+        estimator: how the gradient is computed (default exact `BPTT()`).
+        sub_stacking: windows at every offset (True, default) or only at offset 0.
+        steps_per_call: steps per jitted chunk (default 200).
+        progress_bar: show a tqdm bar (console or notebook). Default True.
+        clip_grad_norm: if set, clip the global gradient norm to this value first.
+        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
+            writes the last good state.
+        data_parallel: shard each minibatch over all local devices (`jax.devices()`)
+            with a `Mesh` + `NamedSharding` over the batch axis; `batch_size` must be a
+            multiple of the device count. Results equal single-device training up to
+            float rounding.
+        check_finite_data: refuse trajectories holding NaN/inf (default True).
+
+    Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)`; the
+    emulator passed in is not modified (as with trainax/equinox, so several trainers
+    can start from one initialisation). The optimizer state, step counter and data order
+    are kept on the trainer: calling it again continues training for another
+    `num_training_steps` steps (`trainer.reset()` starts over). `history.loss[i]` is the
+    pre-update loss of step i.
+
+    Raises:
+        TypeError / ValueError: for invalid arguments (checked here and at call, before
+            anything is compiled).
+        TrainingDiverged: when a loss or gradient becomes NaN/inf; the exception carries an
+            emulator with the last good parameters (and a checkpoint if configured).
+    """
+
+    def __init__(
+        self,
+        configuration,
+        data,
+        *,
+        optimizer,
+        num_training_steps: int,
+        batch_size: int,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+        callbacks: Sequence[Callback] = (),
+        estimator=None,
+        sub_stacking: bool = True,
+        steps_per_call: int = 200,
+        progress_bar: bool = True,
+        clip_grad_norm: float | None = None,
+        checkpoint_path: str | None = None,
+        data_parallel: bool = False,
+        check_finite_data: bool = True,
+    ):
+        if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
+            raise TypeError(
+                "configuration: expected an online_emulate.configuration object, got "
+                f"{type(configuration).__name__}"
+            )
+        self.configuration = configuration
+        self.data = check_trajectories(data, name="data", check_finite=check_finite_data)
+        samples, levels = trajectory_shape(self.data)
+        self.num_training_steps = _positive_int("num_training_steps", num_training_steps)
+        self.steps_per_call = _positive_int("steps_per_call", steps_per_call)
+        self.sampler = WindowSampler(
+            samples, levels, configuration.num_time_levels, batch_size, sub_stacking
+        )
+        self.batch_size = batch_size
+        if configuration.needs_ref_stepper and ref_stepper is None:
+            raise ValueError(
+                f"ref_stepper: {type(configuration).__name__} needs a reference stepper "
+                "(a callable on one state (C, *N)); got None"
+            )
+        if configuration.needs_residuum_fn and residuum_fn is None:
+            raise ValueError(
+                f"residuum_fn: {type(configuration).__name__} needs residuum_fn(next, prev) "
+                "on batches; got None"
+            )
+        for name, fn in (("ref_stepper", ref_stepper), ("residuum_fn", residuum_fn)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+        self.ref_stepper = ref_stepper
+        self.residuum_fn = residuum_fn
+        self.callbacks = tuple(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    f"callbacks: expected online_emulate.callback.Callback objects, got "
+                    f"{type(cb).__name__}"
+                )
+        if estimator is None:
+            from ..estimators import BPTT
+
+            estimator = BPTT()
+        if not hasattr(estimator, "value_and_grad"):
+            raise TypeError(
+                "estimator: expected an online_emulate.estimators object (BPTT(), "
+                f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
+            )
+        self.estimator = estimator
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
+        self.clip_grad_norm = clip_grad_norm
+        self.optimizer = optimizer
+        self._is_kfac = bool(getattr(optimizer, "is_kfac", False))
+        if not self._is_kfac and not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(
+                "optimizer: expected an optax.GradientTransformation (e.g. optax.adam(1e-3)) "
+                f"or online_emulate.optim.KFAC, got {type(optimizer).__name__}"
+            )
+        if self._is_kfac and clip_grad_norm is not None:
+            raise ValueError("clip_grad_norm: not supported with K-FAC (set it to None)")
+        self._transform = (
+            optimizer
+            if clip_grad_norm is None or self._is_kfac
+            else optax.chain(optax.clip_by_global_norm(clip_grad_norm), optimizer)
+        )
+        self.progress_bar = progress_bar
+        self.checkpoint_path = checkpoint_path
+        self.data_parallel = bool(data_parallel)
+        if self.data_parallel and batch_size % jax.device_count() != 0:
+            raise ValueError(
+                f"batch_size: data_parallel needs a multiple of the {jax.device_count()} "
+                f"devices, got {batch_size}"
+            )
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget optimizer state, step counter, data order and history."""
+        self.params = None
+        self.opt_state = None
+        self.step = 0
+        self.key = None
+        self.history = TrainingHistory()
+        self._compiled = None
+        for cb in self.callbacks:
+            if hasattr(cb, "reset"):
+                cb.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "opt_state": self.opt_state,
+            "step": self.step,
+            "key": self.key,
+            "loss": self.history.loss,
+            "records": self.history.records,
+        }
+
+    def save_checkpoint(self, path: str | None = None) -> str:
+        """Write parameters, optimizer state, step, key and history atomically."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
+        if self.params is None:
+            raise RuntimeError("nothing to save: the trainer has not been called yet")
+        return save_checkpoint(path, self.state_dict())
+
+    # ------------------------------------------------------------ validation
+    def _check_emulator(self, emulator):
+        for attr in ("num_spatial_dims", "in_channels"):
+            if not hasattr(emulator, attr):
+                raise TypeError(
+                    "emulator: expected an online_emulate.emulators module (with "
+                    f"num_spatial_dims and in_channels), got {type(emulator).__name__}"
+                )
+        leaves = jax.tree_util.tree_leaves(self.data)
+        if len(leaves) == 1:
+            shape = leaves[0].shape
+            expected_ndim = emulator.num_spatial_dims + 3
+            if len(shape) != expected_ndim or shape[2] != emulator.in_channels:
+                raise ValueError(
+                    f"data: expected (samples, time, {emulator.in_channels}, "
+                    f"{', '.join(['N'] * emulator.num_spatial_dims)}) for this "
+                    f"{emulator.num_spatial_dims}-D emulator with {emulator.in_channels} "
+                    f"channel(s), got shape {tuple(shape)}"
+                )
+            one = jax.ShapeDtypeStruct(shape[2:], leaves[0].dtype)
+            if self.ref_stepper is not None:
+                out = jax.eval_shape(self.ref_stepper, one)
+                if tuple(out.shape) != tuple(shape[2:]):
+                    raise ValueError(
+                        f"ref_stepper: expected it to map one state of shape {tuple(shape[2:])} "
+                        f"to the same shape, got {tuple(out.shape)}"
+                    )
+
+    # --------------------------------------------------------------- program
+    def _loss_and_grad(self, apply, emulator):
+        estimator, config = self.estimator, self.configuration
+        ref_stepper, residuum_fn = self.ref_stepper, self.residuum_fn
+        sharding = None
+        if self.data_parallel:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+            sharding = NamedSharding(mesh, PartitionSpec("batch"))
+
+        def loss_and_grad(params, batch):
+            if sharding is not None:
+                batch = jax.tree_util.tree_map(
+                    lambda x: jax.lax.with_sharding_constraint(x, sharding), batch
+                )
+            return estimator.value_and_grad(
+                config,
+                apply,
+                params,
+                batch,
+                ref_stepper=ref_stepper,
+                residuum_fn=residuum_fn,
+                emulator=emulator,
+            )
+
+        return loss_and_grad
+
+    def _build(self, apply, emulator):
+        sampler, transform = self.sampler, self._transform
+        capacity = self.steps_per_call
+        loss_and_grad = self._loss_and_grad(apply, emulator)
+        kfac = self.optimizer if self._is_kfac else None
+
+        def update(params, opt_state, batch, key, step):
+            if kfac is not None:
+                return kfac.update(params, opt_state, batch, key, step, loss_and_grad)
+            loss, grads = loss_and_grad(params, batch)
+            updates, new_opt_state = transform.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            finite = jnp.isfinite(loss) & _all_finite(grads)
+            return new_params, new_opt_state, loss, finite
+
+        def chunk(params, opt_state, data, key, step0, num_steps):
+            w, b = sampler.num_windows, sampler.batch_size
+            epoch0 = (step0 * b) // w
+            perms = (sampler.permutation(key, epoch0), sampler.permutation(key, epoch0 + 1))
+            losses = jnp.full((capacity,), jnp.nan, jnp.float32)
+
+            def cond(carry):
+                i, *_, bad = carry
+                return (i < num_steps) & jnp.logical_not(bad)
+
+            def body(carry):
+                i, params, opt_state, perm_lo, perm_hi, epoch_lo, losses, bad = carry
+                step = step0 + i
+                epoch = (step * b) // w
+                perm_lo, perm_hi, epoch_lo = jax.lax.cond(
+                    epoch > epoch_lo,
+                    lambda: (perm_hi, sampler.permutation(key, epoch + 1), epoch),
+                    lambda: (perm_lo, perm_hi, epoch_lo),
+                )
+                ids = sampler.window_ids(key, step, perm_lo, perm_hi)
+                batch = sampler.gather(data, ids)
+                step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
+                new_params, new_opt_state, loss, finite = update(
+                    params, opt_state, batch, step_key, step
+                )
+                params = _tree_where(finite, new_params, params)
+                opt_state = _tree_where(finite, new_opt_state, opt_state)
+                losses = losses.at[i].set(loss.astype(jnp.float32))
+                return (i + 1, params, opt_state, perm_lo, perm_hi, epoch_lo, losses, ~finite)
+
+            carry = (jnp.int32(0), params, opt_state, *perms, epoch0, losses, jnp.bool_(False))
+            i, params, opt_state, *_, losses, bad = jax.lax.while_loop(cond, body, carry)
+            return params, opt_state, losses, i, bad
+
+        return jax.jit(chunk)
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, emulator, *, key, resume_from: str | None = None):
+        """Train a copy of `emulator`; return `(trained_emulator, history)`.
+
+        Arguments:
+            emulator: an `online_emulate.emulators` module (not modified).
+            key: int seed or PRNG key for the data order (and stochastic estimators).
+                Ignored when continuing or resuming (the stored key is used).
+            resume_from: path of a checkpoint written by this kind of trainer; training
+                continues from its parameters, optimizer state, step and key up to
+                `num_training_steps` in total.
+
+        Raises:
+            TrainingDiverged: on a NaN/inf loss or gradient (see class docstring).
+        """
+        self._check_emulator(emulator)
+        emulator = copy.deepcopy(emulator)
+        apply, params = self._functional(emulator)
+        target_step = None
+        if resume_from is not None:
+            blob = load_checkpoint(resume_from)
+            self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
+            self.opt_state = jax.tree_util.tree_map(jnp.asarray, blob["opt_state"])
+            self.step = int(blob["step"])
+            self.key = jnp.asarray(blob["key"])
+            self.history = TrainingHistory(np.asarray(blob["loss"]), dict(blob["records"]))
+            target_step = self.num_training_steps
+            if self.step > target_step:
+                raise ValueError(
+                    f"resume_from: the checkpoint is at step {self.step}, beyond "
+                    f"num_training_steps={target_step}"
+                )
+        elif self.params is None:
+            self.key = _raw_key(key)
+            self.params = params
+            self.opt_state = self._init_optimizer(params, apply, emulator)
+        else:
+            self.params = params  # continue: keep opt_state, step and key
+        if target_step is None:
+            target_step = self.step + self.num_training_steps
+        set_params(emulator, self.params)
+        return self._run(emulator, apply, target_step)
+
+    def _functional(self, emulator):
+        """`functional(emulator)`, reusing the previous `apply` for an emulator of the same
+        structure so that a continued call reuses the compiled program."""
+        apply, params = functional(emulator)
+        signature = (
+            type(emulator),
+            jax.tree_util.tree_structure(params),
+            tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(params)),
+        )
+        if self._compiled is not None and self._compiled[0] == signature:
+            return self._compiled[1], params
+        self._compiled = (signature, apply, self._build(apply, emulator))
+        return apply, params
+
+    def _init_optimizer(self, params, apply, emulator):
+        if self._is_kfac:
+            first = self.sampler.gather(self.data, self.sampler.window_ids(self.key, 0))
+            return self.optimizer.init(
+                params, first, self.key, apply=apply, configuration=self.configuration,
+                ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
+                loss_and_grad=self._loss_and_grad(apply, emulator),
+            )
+        return self._transform.init(params)
+
+    def _callbacks_due(self, step):
+        return [cb for cb in self.callbacks if step % cb.every == 0]
+
+    def _next_event(self, step, target):
+        nxt = target
+        for cb in self.callbacks:
+            nxt = min(nxt, (step // cb.every + 1) * cb.every)
+        return nxt
+
+    def _run_callbacks(self, apply, step) -> str | None:
+        due = self._callbacks_due(step)
+        if not due:
+            return None
+        ctx = CallbackContext(
+            step=step, params=self.params, apply=apply, opt_state=self.opt_state,
+            loss_history=self.history.loss, configuration=self.configuration, data=self.data,
+            ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn, sampler=self.sampler,
+            trainer=self,
+        )
+        for cb in due:
+            value = cb(ctx)
+            if value is not None:
+                self.history.record(cb.name, step, value)
+        return ctx.stop_reason
+
+    def _run(self, emulator, apply, target_step):
+        chunk = self._compiled[2]
+        bar = ProgressBar(
+            total=target_step, initial=self.step, enabled=self.progress_bar,
+            epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
+        )
+        try:
+            stop = self._run_callbacks(apply, self.step) if self.step == 0 else None
+            while self.step < target_step and stop is None:
+                n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
+                params, opt_state, losses, done, bad = chunk(
+                    self.params, self.opt_state, self.data, self.key,
+                    jnp.int32(self.step), jnp.int32(n),
+                )
+                done, bad = int(done), bool(bad)
+                good = done - 1 if bad else done
+                losses = np.asarray(losses[:good])
+                self.history.extend_loss(losses)
+                self.params, self.opt_state = params, opt_state
+                self.step += good
+                bar.advance(good, losses[-1] if good else None)
+                if bad:
+                    self._diverged(emulator)
+                stop = self._run_callbacks(apply, self.step)
+            if stop is not None:
+                self.history.stopped_early = stop
+        finally:
+            bar.close()
+        set_params(emulator, self.params)
+        return emulator, self.history
+
+    def _diverged(self, emulator):
+        set_params(emulator, self.params)
+        finite = self.history.loss[np.isfinite(self.history.loss)]
+        last = float(finite[-1]) if finite.size else None
+        checkpoint = self.save_checkpoint() if self.checkpoint_path else None
+        raise TrainingDiverged(self.step, last, emulator, self.history, checkpoint)
+
+    # ------------------------------------------------------- seed parallel
+    def train_seeds(self, emulators, keys):
+        """Train several seeds in ONE program by `jax.vmap` over parameters and keys.
+
+        Arguments:
+            emulators: a list of emulators of identical structure (e.g. built with
+                different `key=`), one per seed; or a single emulator, shared by all seeds.
+            keys: a list of int seeds / PRNG keys (data order per seed).
+
+        Returns:
+            `(trained_emulators, losses)`, `losses` of shape (num_seeds, num_training_steps).
+            Callbacks, divergence recovery and the progress bar are not run in this mode;
+            the trainer's own state is not changed.
+
+        Raises:
+            ValueError: if the numbers of emulators and keys differ, or on a NaN/inf loss.
+        """
+        keys = [_raw_key(k) for k in keys]
+        if not isinstance(emulators, (list, tuple)):
+            emulators = [emulators] * len(keys)
+        if len(emulators) != len(keys):
+            raise ValueError(
+                f"emulators: expected one emulator per key ({len(keys)}), got {len(emulators)}"
+            )
+        if self._is_kfac:
+            raise ValueError("optimizer: seed-parallel training supports optax optimizers only")
+        for em in emulators:
+            self._check_emulator(em)
+        emulators = [copy.deepcopy(em) for em in emulators]
+        apply, _ = functional(emulators[0])
+        params = jax.tree_util.tree_map(
+            lambda *xs: jnp.stack(xs), *[functional(em)[1] for em in emulators]
+        )
+        opt_state = jax.vmap(self._transform.init)(params)
+        chunk = self._build(apply, emulators[0])
+        vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None)))
+        key_batch = jnp.stack(keys)
+        step, losses_all = 0, []
+        while step < self.num_training_steps:
+            n = min(self.steps_per_call, self.num_training_steps - step)
+            params, opt_state, losses, done, bad = vchunk(
+                params, opt_state, self.data, key_batch, jnp.int32(step), jnp.int32(n)
+            )
+            if bool(jnp.any(bad)):
+                raise ValueError(
+                    f"training diverged for seed(s) {np.flatnonzero(np.asarray(bad)).tolist()} "
+                    f"within steps {step}..{step + n}"
+                )
+            losses_all.append(np.asarray(losses[:, :n]))
+            step += n
+        for i, em in enumerate(emulators):
+            set_params(em, jax.tree_util.tree_map(lambda x: x[i], params))
+        return emulators, np.concatenate(losses_all, axis=1)
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}({self.configuration!r}, steps={self.num_training_steps}, "
+            f"batch_size={self.batch_size}, estimator={self.estimator!r})"
+        )

@@ -1,0 +1,80 @@
+"""What a training run records."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TrainingHistory", "TrainingDiverged"]
+
+
+@dataclasses.dataclass
+class TrainingHistory:
+    """Loss per step and callback records of a training run.
+
+    Attributes:
+        loss: `loss[i]` is the training loss of the minibatch of step i evaluated with the
+            parameters BEFORE that step's update (the pre-update loss, as trainax records).
+        records: callback name -> list of `(step, value)`; `step` counts completed updates.
+        stopped_early: the reason if a callback (e.g. early stopping) ended the run.
+    """
+
+    loss: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+    records: dict[str, list[tuple[int, Any]]] = dataclasses.field(default_factory=dict)
+    stopped_early: str | None = None
+
+    def __getitem__(self, name: str):
+        if name == "loss":
+            return self.loss
+        return self.records[name]
+
+    def extend_loss(self, values: np.ndarray) -> None:
+        self.loss = np.concatenate([self.loss, np.asarray(values, dtype=self.loss.dtype)])
+
+    def record(self, name: str, step: int, value) -> None:
+        self.records.setdefault(name, []).append((int(step), value))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss.tolist(),
+            "records": {k: [(s, _plain(v)) for s, v in v_] for k, v_ in self.records.items()},
+            "stopped_early": self.stopped_early,
+        }
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return np.asarray(value).tolist()
+    return value
+
+
+class TrainingDiverged(RuntimeError):
+    """Training met a NaN/inf loss or gradient and stopped.
+
+    The trainer keeps the parameters of the last finite step: `emulator` carries them,
+    and a checkpoint is written when the trainer has a `checkpoint_path`.
+
+    Attributes:
+        step: the step whose loss or gradient was not finite (0-based).
+        last_finite_loss: the last finite training loss before it (None if none).
+        emulator: an emulator holding the last good parameters.
+        history: the history up to (excluding) the failing step.
+        checkpoint: path of the checkpoint written, or None.
+    """
+
+    def __init__(self, step, last_finite_loss, emulator, history, checkpoint=None):
+        self.step = step
+        self.last_finite_loss = last_finite_loss
+        self.emulator = emulator
+        self.history = history
+        self.checkpoint = checkpoint
+        where = f"; last good parameters saved to {checkpoint}" if checkpoint else ""
+        super().__init__(
+            f"training diverged: non-finite loss or gradient at step {step} (last finite "
+            f"loss {last_finite_loss}); the returned emulator keeps the parameters of step "
+            f"{step}{where}. Lower the learning rate or set clip_grad_norm."
+        )

@@ -1,0 +1,303 @@
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from online_emulate import configuration as cfg
+from online_emulate.callback import (
+    CheckpointCallback,
+    EarlyStopping,
+    GradNormCallback,
+    LossCallback,
+    ValidationRolloutCallback,
+    WeightNormCallback,
+)
+from online_emulate.data import WindowSampler
+from online_emulate.emulators import ConvNet, LinearStencil, functional, get_params
+from online_emulate.sample_data import advection_1d_periodic
+from online_emulate.trainer import (
+    DivertedChainBranchOneTrainer,
+    DivertedChainTrainer,
+    GeneralTrainer,
+    MixChainPostPhysicsTrainer,
+    MixChainPrePhysicsTrainer,
+    ResiduumTrainer,
+    SupervisedTrainer,
+    TeacherForcingTrainer,
+    TrainingDiverged,
+    load_checkpoint,
+)
+
+CFL = -0.75
+
+
+@pytest.fixture(scope="module")
+def advection():
+    return advection_1d_periodic(num_points=16, num_samples=6, cfl=CFL, temporal_horizon=12, key=jax.random.PRNGKey(0))
+
+
+def shift_stepper(u):
+    """Exact one-step reference for the CFL=-0.75 data is not a roll; use the FOU stencil."""
+    return (1 + CFL) * u + (-CFL) * jnp.roll(u, -1, axis=-1)
+
+
+def assert_trees_equal(a, b):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_quickstart_trend_longer_rollout_closer_to_fou():
+    data = advection_1d_periodic(cfl=CFL, key=jax.random.PRNGKey(0))
+    emulator = LinearStencil(1, 1, 1, kernel_size=2, key=73)
+    fou = jnp.array([1 + CFL, -CFL])
+    errors = []
+    for r in (1, 5, 20):
+        trainer = SupervisedTrainer(
+            data, optimizer=optax.adam(1e-2), num_training_steps=500, batch_size=32,
+            num_rollout_steps=r, progress_bar=False,
+        )
+        trained, history = trainer(emulator, key=jax.random.PRNGKey(42))
+        errors.append(float(jnp.linalg.norm(trained.stencil[0, 0] - fou)))
+        assert history.loss.shape == (500,)
+        assert history.loss[-1] < history.loss[0]
+    assert errors[0] > errors[1] > errors[2], errors
+    # the input emulator is untouched, so all three trainers started from one init
+    assert not np.allclose(get_params(emulator)["conv"]["weight"], get_params(trained)["conv"]["weight"])
+
+
+def test_sampler_each_epoch_is_a_permutation_and_batches_wrap():
+    sampler = WindowSampler(num_trajectories=3, num_time_levels=6, window_length=3, batch_size=5)
+    assert sampler.num_windows == 3 * 4
+    key = jax.random.PRNGKey(1)
+    stream = np.concatenate([np.asarray(sampler.window_ids(key, s)) for s in range(12)])
+    # 12 steps * 5 = 60 positions = 5 epochs; each epoch is a permutation of all windows
+    for e in range(5):
+        assert sorted(stream[e * 12 : (e + 1) * 12]) == list(range(12))
+        np.testing.assert_array_equal(
+            stream[e * 12 : (e + 1) * 12],
+            np.asarray(jax.random.permutation(jax.random.fold_in(key, e), 12)),
+        )
+
+
+def test_sampler_gathers_windows_by_index():
+    data = jnp.arange(2 * 5 * 1 * 3, dtype=jnp.float32).reshape(2, 5, 1, 3)
+    sampler = WindowSampler(2, 5, 2, 3)
+    ids = jnp.array([0, 3, 5])  # 4 windows per trajectory
+    out = sampler.gather(data, ids)
+    np.testing.assert_array_equal(out[0], data[0, 0:2])
+    np.testing.assert_array_equal(out[1], data[0, 3:5])
+    np.testing.assert_array_equal(out[2], data[1, 1:3])
+    no_stack = WindowSampler(2, 5, 2, 2, sub_stacking=False)
+    np.testing.assert_array_equal(no_stack.gather(data, jnp.array([1])), data[1:2, 0:2])
+
+
+def test_history_is_pre_update_loss_of_the_scheduled_batch(advection):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    config = cfg.Supervised(num_rollout_steps=2)
+    trainer = GeneralTrainer(config, advection, optimizer=optax.sgd(0.1), num_training_steps=2, batch_size=4, progress_bar=False)
+    _, history = trainer(emulator, key=7)
+    apply, params = functional(emulator)
+    # independent schedule: epoch 0 order, first 4 windows of 3 levels at every offset
+    per = advection.shape[1] - 3 + 1
+    key = jax.random.PRNGKey(7)
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 6 * per))
+    ids = order[:4]
+    windows = jnp.stack([advection[i // per, i % per : i % per + 3] for i in ids])
+    expected = config(lambda u: apply(params, u), windows)
+    np.testing.assert_allclose(history.loss[0], expected, rtol=1e-6)
+    # second loss is evaluated after one sgd update with the first batch's gradient
+    grads = jax.grad(lambda p: config(lambda u: apply(p, u), windows))(params)
+    params1 = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+    ids = order[4:8]
+    windows = jnp.stack([advection[i // per, i % per : i % per + 3] for i in ids])
+    np.testing.assert_allclose(history.loss[1], config(lambda u: apply(params1, u), windows), rtol=1e-5)
+
+
+def test_second_call_continues_like_one_long_run(advection):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    make = lambda n: SupervisedTrainer(advection, optimizer=optax.adam(1e-2), num_training_steps=n, batch_size=8, num_rollout_steps=3, progress_bar=False, steps_per_call=7)
+    long_trainer = make(40)
+    full, full_hist = long_trainer(emulator, key=3)
+    split_trainer = make(20)
+    half, _ = split_trainer(emulator, key=3)
+    resumed, hist = split_trainer(half, key=999)  # key ignored when continuing
+    assert_trees_equal(get_params(full), get_params(resumed))
+    np.testing.assert_array_equal(full_hist.loss, hist.loss)
+    split_trainer.reset()
+    again, _ = split_trainer(emulator, key=3)
+    assert_trees_equal(get_params(again), get_params(half))
+
+
+def test_checkpoint_resume_is_bit_identical(advection, tmp_path):
+    emulator = ConvNet(1, 1, 1, hidden_channels=4, depth=2, key=1)
+    config = cfg.Supervised(num_rollout_steps=2)
+
+    def make(callbacks=()):
+        return GeneralTrainer(config, advection, optimizer=optax.adam(3e-3), num_training_steps=30, batch_size=8, progress_bar=False, callbacks=callbacks, steps_per_call=8)
+
+    uninterrupted, hist = make()(emulator, key=11)
+    path = str(tmp_path / "ckpt_{step}.pkl")
+    interrupted = make([CheckpointCallback(path, every=12)])
+    interrupted(emulator, key=11)
+    blob = load_checkpoint(tmp_path / "ckpt_12.pkl")
+    assert blob["step"] == 12
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".ckpt-")]  # no temp files left
+    fresh = make()
+    resumed, rhist = fresh(emulator, key=0, resume_from=str(tmp_path / "ckpt_12.pkl"))
+    assert_trees_equal(get_params(uninterrupted), get_params(resumed))
+    np.testing.assert_array_equal(hist.loss, rhist.loss)
+
+
+def test_determinism_same_seed_same_result(advection):
+    emulator = ConvNet(1, 1, 1, hidden_channels=4, key=2)
+    runs = [
+        SupervisedTrainer(advection, optimizer=optax.adam(1e-3), num_training_steps=15, batch_size=8, num_rollout_steps=2, progress_bar=False)(emulator, key=5)
+        for _ in range(2)
+    ]
+    assert_trees_equal(get_params(runs[0][0]), get_params(runs[1][0]))
+    np.testing.assert_array_equal(runs[0][1].loss, runs[1][1].loss)
+
+
+def test_seed_parallel_equals_separate_runs(advection):
+    emulators = [LinearStencil(1, 1, 1, kernel_size=3, key=k) for k in (0, 1, 2)]
+    trainer = SupervisedTrainer(advection, optimizer=optax.adam(1e-2), num_training_steps=25, batch_size=8, num_rollout_steps=2, progress_bar=False, steps_per_call=10)
+    trained, losses = trainer.train_seeds(emulators, keys=[10, 11, 12])
+    assert losses.shape == (3, 25)
+    for em, seed, got, got_loss in zip(emulators, (10, 11, 12), trained, losses):
+        trainer.reset()
+        ref, hist = trainer(em, key=seed)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), get_params(ref), get_params(got))
+        np.testing.assert_allclose(hist.loss, got_loss, rtol=1e-5)
+
+
+def test_callbacks_record_at_their_period(advection):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    callbacks = [
+        LossCallback(cfg.Supervised(num_rollout_steps=5), every=5),
+        GradNormCallback(every=10),
+        WeightNormCallback(every=10),
+        ValidationRolloutCallback(advection[:2], every=10, num_steps=8),
+    ]
+    trainer = SupervisedTrainer(advection, optimizer=optax.adam(1e-2), num_training_steps=20, batch_size=8, progress_bar=False, callbacks=callbacks)
+    trained, history = trainer(emulator, key=0)
+    assert [s for s, _ in history["loss_Supervised"]] == [0, 5, 10, 15, 20]
+    assert [s for s, _ in history["grad_norm"]] == [0, 10, 20]
+    w = float(jnp.linalg.norm(get_params(trained)["conv"]["weight"]))
+    np.testing.assert_allclose(history["weight_norm"][-1][1], w, rtol=1e-6)
+    vals = [v for _, v in history["val_nrmse"]]
+    assert vals[-1] < vals[0]
+
+
+def test_early_stopping_stops_a_flat_run(advection):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    trainer = SupervisedTrainer(advection, optimizer=optax.sgd(0.0), num_training_steps=100, batch_size=8, progress_bar=False, callbacks=[EarlyStopping(every=5, patience=2)])
+    _, history = trainer(emulator, key=0)
+    assert history.stopped_early is not None and "early stopping" in history.stopped_early
+    assert len(history.loss) == 15  # best at 5, no improvement at 10 and 15
+
+
+def test_divergence_stops_keeps_last_good_params_and_checkpoints(advection, tmp_path):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    trainer = SupervisedTrainer(advection, optimizer=optax.sgd(1e4), num_training_steps=200, batch_size=8, num_rollout_steps=3, progress_bar=False, checkpoint_path=str(tmp_path / "last.pkl"))
+    with pytest.raises(TrainingDiverged, match="step") as info:
+        trainer(emulator, key=0)
+    err = info.value
+    params = get_params(err.emulator)
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
+    assert len(err.history.loss) == err.step and np.isfinite(err.history.loss).all()
+    assert err.last_finite_loss == pytest.approx(float(err.history.loss[-1]))
+    blob = load_checkpoint(err.checkpoint)
+    assert blob["step"] == err.step
+    assert_trees_equal(blob["params"], params)
+
+
+def test_gradient_clipping_keeps_a_big_step_finite(advection):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    trainer = SupervisedTrainer(advection, optimizer=optax.sgd(1e4), num_training_steps=20, batch_size=8, progress_bar=False, clip_grad_norm=1e-5)
+    _, history = trainer(emulator, key=0)
+    assert np.isfinite(history.loss).all()
+
+
+@pytest.mark.parametrize(
+    "trainer_cls, options",
+    [
+        (SupervisedTrainer, dict(num_rollout_steps=3, cut_bptt=True)),
+        (DivertedChainTrainer, dict(num_rollout_steps=3, num_branch_steps=2, ref_stepper=shift_stepper)),
+        (DivertedChainBranchOneTrainer, dict(num_rollout_steps=3, cut_div_chain=True, ref_stepper=shift_stepper)),
+        (MixChainPostPhysicsTrainer, dict(num_rollout_steps=2, num_post_physics_steps=1, ref_stepper=shift_stepper)),
+        (MixChainPrePhysicsTrainer, dict(num_rollout_steps=2, num_pre_physics_steps=1, ref_stepper=shift_stepper)),
+        (ResiduumTrainer, dict(num_rollout_steps=2, residuum_fn=lambda n, p: n - jax.vmap(shift_stepper)(p))),
+        (TeacherForcingTrainer, dict(num_rollout_steps=4, reset_every=2)),
+    ],
+)
+def test_every_configuration_trainer_learns(advection, trainer_cls, options):
+    emulator = LinearStencil(1, 1, 1, kernel_size=2, key=73)
+    trainer = trainer_cls(advection, optimizer=optax.adam(3e-2), num_training_steps=150, batch_size=8, progress_bar=False, **options)
+    trained, history = trainer(emulator, key=0)
+    assert np.mean(history.loss[-10:]) < 0.2 * np.mean(history.loss[:10])
+
+
+def test_composite_through_general_trainer(advection):
+    composite = cfg.Composite(
+        [cfg.Supervised(num_rollout_steps=1), cfg.DivertedChainBranchOne(num_rollout_steps=2)], [1.0, 0.5]
+    )
+    trainer = GeneralTrainer(composite, advection, optimizer=optax.adam(1e-2), num_training_steps=20, batch_size=8, ref_stepper=shift_stepper, progress_bar=False)
+    _, history = trainer(LinearStencil(1, 1, 1, kernel_size=2), key=0)
+    assert history.loss[-1] < history.loss[0]
+
+
+def test_pytree_data(advection):
+    def stepper_params():
+        return LinearStencil(1, 1, 1, kernel_size=3, key=0)
+
+    class Both:
+        """A configuration over dict data: supervised loss on the 'u' leaf only."""
+
+        num_time_levels = 2
+        needs_ref_stepper = False
+        needs_residuum_fn = False
+
+        def loss(self, stepper, data, *, ref_stepper=None, residuum_fn=None, scan=jax.lax.scan):
+            return jnp.mean((jax.vmap(stepper)(data["u"][:, 0]) - data["u"][:, 1]) ** 2) + 0 * jnp.sum(data["v"])
+
+        __call__ = loss
+
+    data = {"u": advection, "v": advection * 2}
+    trainer = GeneralTrainer(Both(), data, optimizer=optax.adam(1e-2), num_training_steps=5, batch_size=4, progress_bar=False)
+    _, history = trainer(stepper_params(), key=0)
+    assert history.loss.shape == (5,)
+
+
+# ----------------------------------------------------------------- validation
+def test_validation_errors_name_the_argument(advection):
+    em = LinearStencil(1, 1, 1)
+    opt = optax.adam(1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        SupervisedTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=10_000)
+    with pytest.raises(ValueError, match="data"):
+        SupervisedTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2, num_rollout_steps=50)
+    with pytest.raises(ValueError, match="ref_stepper"):
+        DivertedChainTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="residuum_fn"):
+        ResiduumTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2)
+    with pytest.raises(TypeError, match="optimizer"):
+        SupervisedTrainer(advection, optimizer="adam", num_training_steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="num_training_steps"):
+        SupervisedTrainer(advection, optimizer=opt, num_training_steps=0, batch_size=2)
+    with pytest.raises(TypeError, match="callbacks"):
+        SupervisedTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2, callbacks=[print])
+    bad = advection.at[2, 5, 0, 3].set(jnp.nan)
+    with pytest.raises(ValueError, match="sample 2, time level 5"):
+        SupervisedTrainer(bad, optimizer=opt, num_training_steps=1, batch_size=2)
+    trainer = SupervisedTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="channel"):
+        trainer(LinearStencil(1, 2, 2), key=0)
+    with pytest.raises(ValueError, match="2-D emulator"):
+        trainer(LinearStencil(2, 1, 1), key=0)
+    with pytest.raises(TypeError, match="key"):
+        trainer(em, key="zero")
+    wrong = DivertedChainBranchOneTrainer(advection, optimizer=opt, num_training_steps=1, batch_size=2, ref_stepper=lambda u: u[:, :-1])
+    with pytest.raises(ValueError, match="ref_stepper"):
+        wrong(em, key=0)
