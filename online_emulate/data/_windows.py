@@ -6,7 +6,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Int
+
+
+def _is_typed_key(key) -> bool:
+    return isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 __all__ = ["WindowSampler"]
 
@@ -19,7 +24,8 @@ class WindowSampler:
     windows (one per offset; "sub-stacking"), or only the window at offset 0 when
     `sub_stacking=False`. Windows are numbered `w = sample * windows_per_trajectory +
     offset`. Each epoch visits all `num_windows` windows in a fresh random order
-    `permutation(fold_in(key, epoch))`, and the epochs are laid end to end into one
+    `permutation(key, epoch)` (numpy's PCG64 seeded by the key words and the epoch),
+    and the epochs are laid end to end into one
     stream; step `s` takes stream positions `s*B, ..., s*B + B - 1`. So every batch has
     exactly `batch_size` windows (no ragged last batch, no recompilation, no window
     dropped): when an epoch does not divide evenly, a batch wraps over into the next
@@ -78,30 +84,46 @@ class WindowSampler:
         """Fractional number of epochs completed after `step` steps."""
         return step * self.batch_size / self.num_windows
 
-    def permutation(self, key: PRNGKeyArray, epoch) -> Int[Array, " num_windows"]:
-        return jax.random.permutation(jax.random.fold_in(key, epoch), self.num_windows)
+    def permutation(self, key, epoch: int) -> np.ndarray:
+        """The visiting order of all windows in `epoch` (host-side numpy, deterministic).
 
-    def window_ids(
-        self, key: PRNGKeyArray, step, perm_lo=None, perm_hi=None
-    ) -> Int[Array, " batch"]:
-        """Window numbers of the batch at `step`.
-
-        `perm_lo` / `perm_hi` may pass in the permutations of the epoch in which the batch
-        starts and of the next one (cached by a training loop); otherwise they are drawn.
+        Drawn on the host: a sort inside the jitted step costs about a second of XLA
+        compile time on CPU, the host shuffle microseconds per epoch.
         """
-        w, b = self.num_windows, self.batch_size
-        positions = step * b + jnp.arange(b)
-        epoch_lo = (step * b) // w
-        if perm_lo is None:
-            perm_lo = self.permutation(key, epoch_lo)
-            perm_hi = self.permutation(key, epoch_lo + 1)
-        within = positions - epoch_lo * w
-        in_lo = within < w
-        return jnp.where(
-            in_lo,
-            perm_lo[jnp.minimum(within, w - 1)],
-            perm_hi[jnp.maximum(within - w, 0)],
-        )
+        words = np.asarray(jax.random.key_data(key) if _is_typed_key(key) else key, np.uint32)
+        rng = np.random.default_rng([*words.ravel().tolist(), int(epoch)])
+        return rng.permutation(self.num_windows).astype(np.int32)
+
+    def epochs_spanned(self, first_step: int, num_steps: int) -> tuple[int, int]:
+        """`(first_epoch, count)` of the epochs touched by steps [first_step, first_step + num_steps)."""
+        b, w = self.batch_size, self.num_windows
+        first = (first_step * b) // w
+        last = ((first_step + num_steps) * b - 1) // w
+        return first, last - first + 1
+
+    def max_epochs_per_chunk(self, num_steps: int) -> int:
+        """Upper bound of `epochs_spanned(...)[1]` for any chunk of `num_steps` steps."""
+        return -(-num_steps * self.batch_size // self.num_windows) + 1
+
+    def permutation_table(self, key, first_step: int, num_steps: int, rows: int | None = None):
+        """Stacked permutations of the epochs of a chunk, padded to `rows` rows."""
+        first, count = self.epochs_spanned(first_step, num_steps)
+        rows = count if rows is None else rows
+        table = np.zeros((rows, self.num_windows), np.int32)
+        for i in range(count):
+            table[i] = self.permutation(key, first + i)
+        return first, table
+
+    def window_ids_from_table(self, step, first_epoch, table) -> Int[Array, " batch"]:
+        """Window numbers of the batch at `step` (jittable), given `permutation_table`."""
+        positions = step * self.batch_size + jnp.arange(self.batch_size)
+        epoch = positions // self.num_windows
+        return table[epoch - first_epoch, positions % self.num_windows]
+
+    def window_ids(self, key, step: int) -> np.ndarray:
+        """Window numbers of the batch at `step` (host-side reference of the schedule)."""
+        first, table = self.permutation_table(key, step, 1)
+        return np.asarray(self.window_ids_from_table(step, first, table))
 
     def gather(self, data, window_ids: Int[Array, " batch"]):
         """Slice windows `(batch, window_length, ...)` out of `(S, T+1, ...)` trajectories."""

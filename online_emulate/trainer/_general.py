@@ -289,10 +289,7 @@ class GeneralTrainer:
             finite = jnp.isfinite(loss) & _all_finite(grads)
             return new_params, new_opt_state, loss, finite
 
-        def chunk(params, opt_state, data, key, step0, num_steps):
-            w, b = sampler.num_windows, sampler.batch_size
-            epoch0 = (step0 * b) // w
-            perms = (sampler.permutation(key, epoch0), sampler.permutation(key, epoch0 + 1))
+        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table):
             losses = jnp.full((capacity,), jnp.nan, jnp.float32)
 
             def cond(carry):
@@ -300,15 +297,9 @@ class GeneralTrainer:
                 return (i < num_steps) & jnp.logical_not(bad)
 
             def body(carry):
-                i, params, opt_state, perm_lo, perm_hi, epoch_lo, losses, bad = carry
+                i, params, opt_state, losses, bad = carry
                 step = step0 + i
-                epoch = (step * b) // w
-                perm_lo, perm_hi, epoch_lo = jax.lax.cond(
-                    epoch > epoch_lo,
-                    lambda: (perm_hi, sampler.permutation(key, epoch + 1), epoch),
-                    lambda: (perm_lo, perm_hi, epoch_lo),
-                )
-                ids = sampler.window_ids(key, step, perm_lo, perm_hi)
+                ids = sampler.window_ids_from_table(step, first_epoch, table)
                 batch = sampler.gather(data, ids)
                 step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
                 new_params, new_opt_state, loss, finite = update(
@@ -317,10 +308,10 @@ class GeneralTrainer:
                 params = _tree_where(finite, new_params, params)
                 opt_state = _tree_where(finite, new_opt_state, opt_state)
                 losses = losses.at[i].set(loss.astype(jnp.float32))
-                return (i + 1, params, opt_state, perm_lo, perm_hi, epoch_lo, losses, ~finite)
+                return (i + 1, params, opt_state, losses, ~finite)
 
-            carry = (jnp.int32(0), params, opt_state, *perms, epoch0, losses, jnp.bool_(False))
-            i, params, opt_state, *_, losses, bad = jax.lax.while_loop(cond, body, carry)
+            carry = (jnp.int32(0), params, opt_state, losses, jnp.bool_(False))
+            i, params, opt_state, losses, bad = jax.lax.while_loop(cond, body, carry)
             return params, opt_state, losses, i, bad
 
         return jax.jit(chunk)
@@ -384,7 +375,7 @@ class GeneralTrainer:
 
     def _init_optimizer(self, params, apply, emulator):
         if self._is_kfac:
-            first = self.sampler.gather(self.data, self.sampler.window_ids(self.key, 0))
+            first = self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
             return self.optimizer.init(
                 params, first, self.key, apply=apply, configuration=self.configuration,
                 ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
@@ -427,9 +418,12 @@ class GeneralTrainer:
             stop = self._run_callbacks(apply, self.step) if self.step == 0 else None
             while self.step < target_step and stop is None:
                 n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
+                first_epoch, table = self.sampler.permutation_table(
+                    self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
+                )
                 params, opt_state, losses, done, bad = chunk(
                     self.params, self.opt_state, self.data, self.key,
-                    jnp.int32(self.step), jnp.int32(n),
+                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table,
                 )
                 done, bad = int(done), bool(bad)
                 good = done - 1 if bad else done
@@ -490,13 +484,18 @@ class GeneralTrainer:
         )
         opt_state = jax.vmap(self._transform.init)(params)
         chunk = self._build(apply, emulators[0])
-        vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None)))
+        vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0)))
         key_batch = jnp.stack(keys)
+        rows = self.sampler.max_epochs_per_chunk(self.steps_per_call)
         step, losses_all = 0, []
         while step < self.num_training_steps:
             n = min(self.steps_per_call, self.num_training_steps - step)
+            tables = [self.sampler.permutation_table(k, step, n, rows) for k in keys]
+            first_epoch = tables[0][0]
+            table = np.stack([t for _, t in tables])
             params, opt_state, losses, done, bad = vchunk(
-                params, opt_state, self.data, key_batch, jnp.int32(step), jnp.int32(n)
+                params, opt_state, self.data, key_batch, jnp.int32(step), jnp.int32(n),
+                jnp.int32(first_epoch), table,
             )
             if bool(jnp.any(bad)):
                 raise ValueError(
