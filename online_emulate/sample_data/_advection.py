@@ -79,17 +79,23 @@ def advection_1d_stepper(
 make_advection_1d_stepper = advection_1d_stepper
 
 
-def _truncated_fourier_series(
-    key: PRNGKeyArray, num_points: int, highest_init_mode: int
-) -> Float[Array, "num_points"]:
-    """sum_{m=1}^{M} a_m sin(m x) + b_m cos(m x) on x_j = 2 pi j / N, with
-    a_m, b_m ~ U(-1, 1) (a from the first, b from the second of three sub-keys)."""
-    sine_key, cosine_key, _ = jax.random.split(key, 3)
-    a = jax.random.uniform(sine_key, (highest_init_mode,), minval=-1.0, maxval=1.0)
-    b = jax.random.uniform(cosine_key, (highest_init_mode,), minval=-1.0, maxval=1.0)
-    x = jnp.arange(num_points) * (2.0 * jnp.pi / num_points)
-    angles = jnp.arange(1, highest_init_mode + 1)[:, None] * x[None, :]
-    return a @ jnp.sin(angles) + b @ jnp.cos(angles)
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _draw_coefficients(
+    key: PRNGKeyArray, num_samples: int, highest_init_mode: int
+) -> tuple[Float[Array, "num_samples M"], Float[Array, "num_samples M"]]:
+    """Sine and cosine amplitudes a_m, b_m ~ U(-1, 1), m = 1..M, per sample: one
+    key per sample (``split(key, num_samples)``), each split in three (sine,
+    cosine, unused offset). Jitted apart from the grid evaluation so that its
+    (slow to compile) random-bit generation is reused across grid sizes."""
+
+    def draw(sample_key):
+        sine_key, cosine_key, _ = jax.random.split(sample_key, 3)
+        shape = (highest_init_mode,)
+        a = jax.random.uniform(sine_key, shape, minval=-1.0, maxval=1.0)
+        b = jax.random.uniform(cosine_key, shape, minval=-1.0, maxval=1.0)
+        return a, b
+
+    return jax.vmap(draw)(jax.random.split(key, num_samples))
 
 
 def advection_1d_periodic(
@@ -141,23 +147,28 @@ def advection_1d_periodic(
     check_band_limit(highest_init_mode, num_points)
     temporal_horizon = check_int("temporal_horizon", temporal_horizon, minimum=1)
     check_key("key", key)
-    return _advection_data(
-        key, num_points, num_samples, highest_init_mode, temporal_horizon, cfl
+    sine_amplitudes, cosine_amplitudes = _draw_coefficients(
+        key, num_samples, highest_init_mode
+    )
+    # Level t is u_0 shifted by t * cfl cells: the one-step multiplier to the power
+    # t, with the phases computed in float64 (no error accumulates over steps).
+    modes = np.arange(num_points // 2 + 1, dtype=np.float64)
+    steps = np.arange(temporal_horizon, dtype=np.float64)
+    phases = np.exp(-2j * np.pi * np.outer(steps * cfl, modes) / num_points)
+    return _advect_series(
+        sine_amplitudes, cosine_amplitudes, np.asarray(phases, np.complex64), num_points
     )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
-def _advection_data(key, num_points, num_samples, highest_init_mode, temporal_horizon, cfl):
-    stepper = advection_1d_stepper(num_points, cfl)
-    u0 = jax.vmap(
-        lambda k: _truncated_fourier_series(k, num_points, highest_init_mode)
-    )(jax.random.split(key, num_samples))
-    u0 = u0[:, None, :].astype(jnp.float32)
-
-    def body(u, _):
-        return stepper(u), u
-
-    def trajectory(u):
-        return jax.lax.scan(body, u, None, length=temporal_horizon)[1]
-
-    return jax.vmap(trajectory)(u0)
+@functools.partial(jax.jit, static_argnums=(3,))
+def _advect_series(sine_amplitudes, cosine_amplitudes, phases, num_points):
+    """Evaluate u_0(x) = sum_m a_m sin(m x) + b_m cos(m x) on x_j = 2 pi j / N and
+    return the levels ``irfft(rfft(u_0) * phases[t])``."""
+    highest_init_mode = sine_amplitudes.shape[-1]
+    x = jnp.arange(num_points) * (2.0 * jnp.pi / num_points)
+    angles = jnp.arange(1, highest_init_mode + 1)[:, None] * x[None, :]
+    u0 = sine_amplitudes @ jnp.sin(angles) + cosine_amplitudes @ jnp.cos(angles)
+    u0_hat = jnp.fft.rfft(u0.astype(jnp.float32), axis=-1)
+    u_hat = u0_hat[:, None, :] * phases.astype(u0_hat.dtype)[None]
+    u = jnp.fft.irfft(u_hat, n=num_points, axis=-1).astype(jnp.float32)
+    return u[:, :, None, :]

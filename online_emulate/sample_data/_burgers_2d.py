@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import exponax as ex
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -46,6 +48,13 @@ def make_burgers_2d_stepper(
     domain_extent = check_real("domain_extent", domain_extent, positive=True)
     diffusivity = check_real("diffusivity", diffusivity, nonnegative=True)
     convection_scale = check_real("convection_scale", convection_scale)
+    return _build(num_points, dt, domain_extent, diffusivity, convection_scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _build(num_points, dt, domain_extent, diffusivity, convection_scale):
+    # Steppers are immutable; caching shares one object between a Problem's
+    # ref_stepper and its data generator and skips rebuilding the ETDRK coefficients.
     return ex.stepper.Burgers(
         2,
         domain_extent,
@@ -94,6 +103,12 @@ def burgers_2d(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
+    num_points = check_int("num_points", num_points, minimum=2)
+    num_samples, temporal_horizon, warmup_steps = check_data_args(
+        num_samples, temporal_horizon, warmup_steps, key
+    )
+    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
+    check_band_limit(highest_init_mode, num_points)
     stepper = make_burgers_2d_stepper(
         num_points,
         dt=dt,
@@ -101,11 +116,6 @@ def burgers_2d(
         diffusivity=diffusivity,
         convection_scale=convection_scale,
     )
-    num_samples, temporal_horizon, warmup_steps = check_data_args(
-        num_samples, temporal_horizon, warmup_steps, key
-    )
-    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
-    check_band_limit(highest_init_mode, num_points)
     return etdrk_trajectories(
         stepper,
         band_limited_ic(2, 2, highest_init_mode),

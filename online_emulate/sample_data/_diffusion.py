@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import exponax as ex
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -42,6 +44,13 @@ def make_diffusion_1d_stepper(
     dt = check_real("dt", dt, positive=True)
     domain_extent = check_real("domain_extent", domain_extent, positive=True)
     diffusivity = check_real("diffusivity", diffusivity, nonnegative=True)
+    return _build(num_points, dt, domain_extent, diffusivity)
+
+
+@functools.lru_cache(maxsize=64)
+def _build(num_points, dt, domain_extent, diffusivity):
+    # Steppers are immutable; caching shares one object between a Problem's
+    # ref_stepper and its data generator and skips rebuilding the coefficients.
     return ex.stepper.Diffusion(1, domain_extent, num_points, dt, diffusivity=diffusivity)
 
 
@@ -79,14 +88,15 @@ def diffusion_1d(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
-    stepper = make_diffusion_1d_stepper(
-        num_points, dt=dt, domain_extent=domain_extent, diffusivity=diffusivity
-    )
+    num_points = check_int("num_points", num_points, minimum=2)
     num_samples, temporal_horizon, warmup_steps = check_data_args(
         num_samples, temporal_horizon, warmup_steps, key
     )
     highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
     check_band_limit(highest_init_mode, num_points)
+    stepper = make_diffusion_1d_stepper(
+        num_points, dt=dt, domain_extent=domain_extent, diffusivity=diffusivity
+    )
     return etdrk_trajectories(
         stepper,
         band_limited_ic(1, 1, highest_init_mode),

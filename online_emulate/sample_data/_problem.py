@@ -12,6 +12,7 @@ from ._advection import advection_1d_periodic, advection_1d_stepper
 from ._burgers import burgers_1d, make_burgers_1d_stepper
 from ._burgers_2d import burgers_2d, make_burgers_2d_stepper
 from ._diffusion import diffusion_1d, make_diffusion_1d_stepper
+from ._validation import check_int
 from ._kuramoto_sivashinsky import (
     kuramoto_sivashinsky_1d,
     make_kuramoto_sivashinsky_1d_stepper,
@@ -86,12 +87,11 @@ class ProblemSpec:
         extra_levels = self.extra_levels
 
         def make_data(num_samples: int, temporal_horizon: int, key: PRNGKeyArray):
+            temporal_horizon = check_int("temporal_horizon", temporal_horizon, minimum=1)
             return data_fn(
                 num_points,
                 num_samples,
-                temporal_horizon=temporal_horizon + extra_levels
-                if isinstance(temporal_horizon, int) and not isinstance(temporal_horizon, bool)
-                else temporal_horizon,
+                temporal_horizon=temporal_horizon + extra_levels,
                 key=key,
                 **data_kwargs,
             )
