@@ -279,6 +279,14 @@ class GeneralTrainer:
         capacity = self.steps_per_call
         loss_and_grad = self._loss_and_grad(apply, emulator)
         kfac = self.optimizer if self._is_kfac else None
+        # braintrace estimators advance brainstate States inside their gradient; those
+        # writes must happen under brainstate's own transformations.
+        if not getattr(self.estimator, "jittable", True):
+            import brainstate
+
+            jit, while_loop = brainstate.transform.jit, brainstate.transform.while_loop
+        else:
+            jit, while_loop = jax.jit, jax.lax.while_loop
 
         def update(params, opt_state, batch, key, step):
             if kfac is not None:
@@ -311,10 +319,10 @@ class GeneralTrainer:
                 return (i + 1, params, opt_state, losses, ~finite)
 
             carry = (jnp.int32(0), params, opt_state, losses, jnp.bool_(False))
-            i, params, opt_state, losses, bad = jax.lax.while_loop(cond, body, carry)
+            i, params, opt_state, losses, bad = while_loop(cond, body, carry)
             return params, opt_state, losses, i, bad
 
-        return jax.jit(chunk)
+        return jit(chunk)
 
     # ------------------------------------------------------------------ call
     def __call__(self, emulator, *, key, resume_from: str | None = None):

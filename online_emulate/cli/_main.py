@@ -1,0 +1,149 @@
+"""`online-emulate`: demo, train, evaluate and bench from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option or value is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_training_options(p):
+    g = p.add_argument_group("problem and data")
+    g.add_argument("--problem", choices=PROBLEM_NAMES, default="burgers_1d", help="built-in reference problem (default: %(default)s)")
+    g.add_argument("--num-points", type=_positive_int, default=None, help="grid points per axis (default: the problem's)")
+    g.add_argument("--samples", type=_positive_int, default=20, help="training trajectories (default: %(default)s)")
+    g.add_argument("--horizon", type=_positive_int, default=50, help="time steps per training trajectory (default: %(default)s)")
+    g.add_argument("--test-samples", type=_positive_int, default=10, help="held-out trajectories (default: %(default)s)")
+    g.add_argument("--test-horizon", type=_positive_int, default=200, help="rollout steps evaluated (default: %(default)s)")
+    g = p.add_argument_group("configuration (what the loss is)")
+    g.add_argument("--configuration", choices=CONFIGURATIONS, default="supervised", help="training configuration (default: %(default)s)")
+    g.add_argument("--rollout-steps", type=_positive_int, default=5, help="network rollout steps R (default: %(default)s)")
+    g.add_argument("--branch-steps", type=_positive_int, default=1, help="branch length B of diverted-chain (default: %(default)s)")
+    g.add_argument("--physics-steps", type=_positive_int, default=1, help="reference steps of the mix-chain configurations (default: %(default)s)")
+    g.add_argument("--reset-every", type=_positive_int, default=2, help="teacher-forcing reset period (default: %(default)s)")
+    g.add_argument("--cut-bptt", action="store_true", help="stop gradients along the main chain")
+    g.add_argument("--cut-bptt-every", type=_positive_int, default=1, help="cut the main chain every k steps (default: %(default)s)")
+    g.add_argument("--cut-div-chain", action="store_true", help="no gradient through the reference stepper")
+    g.add_argument("--cut-prev", action="store_true", help="residuum: no gradient through the previous state")
+    g.add_argument("--cut-next", action="store_true", help="residuum: no gradient through the next state")
+    g = p.add_argument_group("gradient estimator (how the gradient is computed)")
+    g.add_argument("--estimator", choices=ESTIMATORS, default="bptt", help="bptt, checkpointed bptt-step/bptt-sqrt, truncated tbptt, forward rtrl, braintrace d_rtrl / es_d_rtrl (default: %(default)s)")
+    g.add_argument("--truncation", type=_positive_int, default=1, help="window k of tbptt (default: %(default)s)")
+    g.add_argument("--decay", type=float, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: braintrace's)")
+    g = p.add_argument_group("emulator and optimizer")
+    g.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
+    g.add_argument("--kernel-size", type=_positive_int, default=3, help="convolution width (default: %(default)s)")
+    g.add_argument("--hidden-channels", type=_positive_int, default=8, help="conv net width (default: %(default)s)")
+    g.add_argument("--depth", type=_positive_int, default=2, help="conv layers (default: %(default)s)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer; kfac needs the kfac extra (default: %(default)s)")
+    g.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="adam/sgd learning rate (default: %(default)s)")
+    g.add_argument("--steps", type=_positive_int, default=1000, help="training steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=_positive_int, default=16, help="windows per step (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and data order (default: %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--output", default="runs/train", help="output folder (default: %(default)s)")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every k steps")
+    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pkl if present")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="online-emulate", description="Train autoregressive neural PDE emulators with unrolled (BPTT) or online (eligibility-trace) gradients.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    demo = sub.add_parser("demo", help="train on built-in advection and Burgers data with BPTT and online D_RTRL; print a comparison table")
+    demo.add_argument("--output", default="runs/demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--steps", type=_positive_int, default=400, help="training steps per run (default: %(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train = sub.add_parser("train", help="train one emulator; writes config, checkpoint, metrics and plots")
+    _add_training_options(train)
+    ev = sub.add_parser("evaluate", help="evaluate the checkpoint of a train run on fresh test data")
+    ev.add_argument("--run", required=True, help="folder of a `train` run (holds config.json and checkpoint.pkl)")
+    ev.add_argument("--problem", choices=PROBLEM_NAMES, default=None, help="problem to test on (default: the run's)")
+    ev.add_argument("--test-samples", type=_positive_int, default=10, help="held-out trajectories (default: %(default)s)")
+    ev.add_argument("--test-horizon", type=_positive_int, default=200, help="rollout steps (default: %(default)s)")
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the test data (default: %(default)s)")
+    ev.add_argument("--output", default=None, help="output folder (default: RUN/evaluation)")
+    bench = sub.add_parser("bench", help="memory and time per rollout step of every gradient estimator")
+    bench.add_argument("--rollout-lengths", type=_positive_int, nargs="+", default=[10, 100, 1000], help="rollout lengths T (default: %(default)s)")
+    bench.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default: %(default)s)")
+    bench.add_argument("--num-points", type=_positive_int, default=64, help="grid points (default: %(default)s)")
+    bench.add_argument("--hidden-channels", type=_positive_int, default=8, help="conv net width (default: %(default)s)")
+    bench.add_argument("--output", default="runs/bench", help="output folder (default: %(default)s)")
+    return parser
+
+
+def _train_run_dict(args) -> dict:
+    return {
+        "problem": args.problem, "num_points": args.num_points, "samples": args.samples,
+        "horizon": args.horizon, "test_samples": args.test_samples, "test_horizon": args.test_horizon,
+        "configuration": args.configuration, "rollout_steps": args.rollout_steps,
+        "branch_steps": args.branch_steps, "physics_steps": args.physics_steps,
+        "reset_every": args.reset_every, "cut_bptt": args.cut_bptt, "cut_bptt_every": args.cut_bptt_every,
+        "cut_div_chain": args.cut_div_chain, "cut_prev": args.cut_prev, "cut_next": args.cut_next,
+        "estimator": args.estimator, "truncation": args.truncation, "decay": args.decay,
+        "emulator": {"kind": args.emulator, "kernel_size": args.kernel_size, "hidden_channels": args.hidden_channels, "depth": args.depth, "seed": args.seed},
+        "optimizer": args.optimizer, "learning_rate": args.learning_rate, "steps": args.steps,
+        "batch_size": args.batch_size, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+    }
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            run_demo(output=args.output, steps=args.steps, progress=not args.no_progress)
+        elif args.command == "train":
+            from ._run import run_training
+
+            result = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume)
+            m = result["metrics"]
+            print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
+                  f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")
+        elif args.command == "evaluate":
+            from ._run import evaluate_checkpoint
+
+            m = evaluate_checkpoint(args.run, output=args.output, problem_name=args.problem, test_samples=args.test_samples, test_horizon=args.test_horizon, seed=args.seed)
+            print(f"nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}, "
+                  f"steps until decorrelation {m['steps_until_decorrelation']}")
+        elif args.command == "bench":
+            from ._bench import run_bench
+
+            run_bench(rollout_lengths=args.rollout_lengths, batch_size=args.batch_size, num_points=args.num_points, hidden_channels=args.hidden_channels, output=args.output)
+    except (ValueError, TypeError, ImportError) as err:
+        sys.stderr.write(f"online-emulate {args.command}: error: {err}\n")
+        return 2
+    return 0
