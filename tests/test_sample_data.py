@@ -1,6 +1,8 @@
 """Tests of online_emulate.sample_data: layouts, reproducibility, exactness of the
 reference steppers, advection against trainax, physical sanity, validation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,14 +77,8 @@ def test_problem_shapes_and_metadata(name, small_problems, small_data):
     assert p.num_points == SMALL[name]["num_points"]
     assert p.dt > 0
     assert p.params["num_points"] == p.num_points
-    with pytest.raises(dataclasses_frozen_error()):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         p.name = "x"
-
-
-def dataclasses_frozen_error():
-    import dataclasses
-
-    return dataclasses.FrozenInstanceError
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

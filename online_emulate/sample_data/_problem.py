@@ -12,11 +12,11 @@ from ._advection import advection_1d_periodic, advection_1d_stepper
 from ._burgers import burgers_1d, make_burgers_1d_stepper
 from ._burgers_2d import burgers_2d, make_burgers_2d_stepper
 from ._diffusion import diffusion_1d, make_diffusion_1d_stepper
-from ._validation import check_int
 from ._kuramoto_sivashinsky import (
     kuramoto_sivashinsky_1d,
     make_kuramoto_sivashinsky_1d_stepper,
 )
+from ._validation import check_int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
