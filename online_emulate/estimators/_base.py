@@ -98,3 +98,22 @@ def teacher_reset(spec, t: Int[Array, ""], u: PyTree, data: PyTree) -> tuple[PyT
         jax.tree_util.tree_map(lambda a, b: jnp.where(hit, b.astype(a.dtype), a), u, target),
         hit,
     )
+
+
+def weight_at(spec):
+    """`t -> weights[t]` (t may be traced and >= num_steps, giving 0). Uniform weights
+    become a scalar constant, so no length-T array enters the compiled loop (which
+    would make memory grow with T)."""
+    import numpy as np
+
+    R = spec.num_steps
+    try:
+        w = np.asarray(spec.weights)
+        uniform = bool(np.all(w == w[0]))
+    except Exception:  # traced weights
+        w, uniform = None, False
+    if uniform:
+        w0 = w[0]
+        return lambda t: jnp.where(t < R, jnp.asarray(w0), jnp.zeros((), w.dtype))
+    weights = jnp.asarray(spec.weights)
+    return lambda t: jnp.where(t < R, weights[jnp.minimum(t, R - 1)], 0.0).astype(weights.dtype)

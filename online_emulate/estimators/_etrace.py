@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from ..emulators import get_params
 from ..emulators._functional import _nest
-from ._base import Estimator, first_level, online_spec_for, teacher_reset
+from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
 
 __all__ = ["ETrace"]
 
@@ -66,10 +66,11 @@ class _Runner:
                                                 return_value=True)
 
             weights = jnp.asarray(spec.weights)
+            wt = weight_at(spec)
 
             def body(carry, _):
                 g_acc, l_acc, t = carry
-                g, l = grad_fn(t, weights[t])
+                g, l = grad_fn(t, wt(t))
                 return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l, t + 1), None
 
             g0 = {k: jnp.zeros_like(v.value) for k, v in learner.param_states.items()}

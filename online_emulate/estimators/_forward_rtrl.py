@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ._base import Estimator, first_level, online_spec_for, teacher_reset
+from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
 
@@ -84,10 +84,11 @@ class ForwardRTRL(Estimator):
         f = lambda th, u: apply(unravel(th), u)  # noqa: E731
 
         weights = jnp.asarray(spec.weights)
+        wt = weight_at(spec)
 
         def body(carry, _):
             u, J, g, loss, t = carry
-            w = weights[t]
+            w = wt(t)
             u, hit = teacher_reset(spec, t, u, data)
             J = jnp.where(hit, jnp.zeros_like(J), J)
             v, lin = jax.linearize(f, flat, u)

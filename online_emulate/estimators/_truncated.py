@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._base import Estimator, first_level, online_spec_for, teacher_reset
+from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
 
 __all__ = ["TruncatedBPTT"]
 
@@ -53,11 +53,12 @@ class TruncatedBPTT(Estimator):
         k = min(self.k, R)
         n_win = math.ceil(R / k)
         weights = jnp.asarray(spec.weights)
+        wt = weight_at(spec)
 
         def window_loss(p, u, t_start):
             def body(u, i):
                 t = t_start + i
-                w = jnp.where(t < R, weights[jnp.minimum(t, R - 1)], 0.0)
+                w = wt(t)
                 u, _ = teacher_reset(spec, t, u, data)
                 v = apply(p, u)
                 term = spec.step_loss(t, u, v, data, ref_stepper=ref_stepper,
