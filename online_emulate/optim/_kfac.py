@@ -106,6 +106,9 @@ class KFAC:
             `curvature_scale`, named in the message.
     """
 
+    # Trainers recognise K-FAC by this flag (it is not an optax transformation).
+    is_kfac = True
+
     def __init__(self, *, curvature_scale="auto", check_blocks: bool = True, **kfac_options):
         self._kfac_jax = import_kfac()
         check_kfac_options(self._kfac_jax.Optimizer.__init__, kfac_options)

@@ -195,6 +195,7 @@ class GeneralTrainer:
         self.key = None
         self.history = TrainingHistory()
         self._compiled = None
+        self._kfac_gather = None
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -278,7 +279,6 @@ class GeneralTrainer:
         sampler, transform = self.sampler, self._transform
         capacity = self.steps_per_call
         loss_and_grad = self._loss_and_grad(apply, emulator)
-        kfac = self.optimizer if self._is_kfac else None
         # braintrace estimators advance brainstate States inside their gradient; those
         # writes must happen under brainstate's own transformations.
         if not getattr(self.estimator, "jittable", True):
@@ -289,10 +289,13 @@ class GeneralTrainer:
             jit, while_loop = jax.jit, jax.lax.while_loop
 
         def update(params, opt_state, batch, key, step):
-            if kfac is not None:
-                return kfac.update(params, opt_state, batch, key, step, loss_and_grad)
             loss, grads = loss_and_grad(params, batch)
-            updates, new_opt_state = transform.update(grads, opt_state, params)
+            if isinstance(transform, optax.GradientTransformationExtraArgs):
+                # extra arguments reach transforms that need the minibatch (e.g. the
+                # K-FAC preconditioner's curvature); the others ignore them
+                updates, new_opt_state = transform.update(grads, opt_state, params, batch=batch)
+            else:
+                updates, new_opt_state = transform.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             finite = jnp.isfinite(loss) & _all_finite(grads)
             return new_params, new_opt_state, loss, finite
@@ -383,12 +386,19 @@ class GeneralTrainer:
 
     def _init_optimizer(self, params, apply, emulator):
         if self._is_kfac:
+            from ..estimators import BPTT
+
+            if not isinstance(self.estimator, BPTT):
+                raise ValueError(
+                    f"estimator: K-FAC takes its gradient from the full rollout (BPTT), got "
+                    f"{self.estimator!r}; for online estimators precondition with "
+                    "online_emulate.optim.KFACPreconditioner instead"
+                )
             first = self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
-            return self.optimizer.init(
-                params, first, self.key, apply=apply, configuration=self.configuration,
-                ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
-                loss_and_grad=self._loss_and_grad(apply, emulator),
+            self.optimizer.build(
+                apply, self.configuration, ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn
             )
+            return self.optimizer.init(params, self.key, first)
         return self._transform.init(params)
 
     def _callbacks_due(self, step):
@@ -416,8 +426,29 @@ class GeneralTrainer:
                 self.history.record(cb.name, step, value)
         return ctx.stop_reason
 
+    def _kfac_chunk(self, params, opt_state, data, key, step0, num_steps, first_epoch, table):
+        """K-FAC compiles its own step, so its steps run from a host loop (same schedule)."""
+        if self._kfac_gather is None:
+            sampler = self.sampler
+            self._kfac_gather = jax.jit(
+                lambda data, step, first, table: sampler.gather(
+                    data, sampler.window_ids_from_table(step, first, table)
+                )
+            )
+        losses = np.full((self.steps_per_call,), np.nan, np.float32)
+        for i in range(int(num_steps)):
+            step = step0 + i
+            batch = self._kfac_gather(data, step, first_epoch, table)
+            step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
+            new_params, new_state, loss = self.optimizer.step(params, opt_state, batch, step_key)
+            losses[i] = float(loss)
+            if not (np.isfinite(losses[i]) and bool(_all_finite(new_params))):
+                return params, opt_state, losses, i + 1, True
+            params, opt_state = new_params, new_state
+        return params, opt_state, losses, int(num_steps), False
+
     def _run(self, emulator, apply, target_step):
-        chunk = self._compiled[2]
+        chunk = self._kfac_chunk if self._is_kfac else self._compiled[2]
         bar = ProgressBar(
             total=target_step, initial=self.step, enabled=self.progress_bar,
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
@@ -434,6 +465,8 @@ class GeneralTrainer:
                     jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table,
                 )
                 done, bad = int(done), bool(bad)
+                if bad and self._is_kfac:
+                    params, opt_state = self.params, None  # K-FAC consumed the state
                 good = done - 1 if bad else done
                 losses = np.asarray(losses[:good])
                 self.history.extend_loss(losses)
