@@ -24,7 +24,7 @@ from online_emulate.configuration import (
     Supervised,
     TeacherForcing,
 )
-from online_emulate.loss import MAELoss, MSELoss
+from online_emulate.loss import MAELoss
 
 B, C, N = 3, 2, 8
 RTOL, ATOL = 1e-5, 1e-6

@@ -1,6 +1,5 @@
 """Bad arguments raise ValueError/TypeError naming the argument, before any tracing."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -6,7 +6,7 @@ from typing import Callable, Optional, TypeVar
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, Int
 
 from ._utils import cut_where, stop_gradient
 
