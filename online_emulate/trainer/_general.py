@@ -301,7 +301,8 @@ class GeneralTrainer:
             return new_params, new_opt_state, loss, finite
 
         def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table):
-            losses = jnp.full((capacity,), jnp.nan, jnp.float32)
+            loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+            losses = jnp.full((capacity,), jnp.nan, loss_dtype)
 
             def cond(carry):
                 i, *_, bad = carry
@@ -318,7 +319,7 @@ class GeneralTrainer:
                 )
                 params = _tree_where(finite, new_params, params)
                 opt_state = _tree_where(finite, new_opt_state, opt_state)
-                losses = losses.at[i].set(loss.astype(jnp.float32))
+                losses = losses.at[i].set(loss.astype(loss_dtype))
                 return (i + 1, params, opt_state, losses, ~finite)
 
             carry = (jnp.int32(0), params, opt_state, losses, jnp.bool_(False))

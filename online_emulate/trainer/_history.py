@@ -31,7 +31,8 @@ class TrainingHistory:
         return self.records[name]
 
     def extend_loss(self, values: np.ndarray) -> None:
-        self.loss = np.concatenate([self.loss, np.asarray(values, dtype=self.loss.dtype)])
+        values = np.asarray(values)
+        self.loss = values.copy() if self.loss.size == 0 else np.concatenate([self.loss, values])
 
     def record(self, name: str, step: int, value) -> None:
         self.records.setdefault(name, []).append((int(step), value))
