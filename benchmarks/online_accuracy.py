@@ -1,0 +1,91 @@
+"""Train advection and Burgers emulators with BPTT and with each online estimator at an
+equal number of updates; report nRMSE at rollout steps 20 and 200 on held-out initial
+conditions, and the gradient-fidelity table (cosine / relative error to BPTT).
+
+Usage: python benchmarks/online_accuracy.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from online_emulate.configuration import Supervised
+from online_emulate.emulators import ConvNet, functional
+from online_emulate.estimators import (BPTT, ETrace, ForwardRTRL, TruncatedBPTT,
+                                       gradient_fidelity)
+from online_emulate.sample_data import get_problem
+
+
+def nrmse_curve(apply, params, data, horizon):
+    def body(u, _):
+        v = apply(params, u)
+        return v, v
+
+    _, preds = jax.lax.scan(body, data[:, 0], None, length=horizon)
+    preds = jnp.moveaxis(preds, 0, 1)
+    ref = data[:, 1:horizon + 1]
+    axes = tuple(range(2, ref.ndim))
+    err = jnp.sqrt(jnp.sum((preds - ref) ** 2, axes) / jnp.sum(ref ** 2, axes))
+    return np.asarray(jnp.mean(err, 0))
+
+
+def train(problem_data, make_emulator, estimator, *, R, updates, batch, seed):
+    emu = make_emulator()
+    apply, params = functional(emu)
+    cfg = Supervised(R)
+    opt = optax.adam(optax.cosine_decay_schedule(3e-3, updates))
+    state = opt.init(params)
+    if estimator.jittable:
+        vg = jax.jit(lambda p, d: estimator.value_and_grad(cfg, apply, p, d))
+    else:
+        def vg(p, d):
+            return estimator.value_and_grad(cfg, apply, p, d, emulator=emu)
+    S, T = problem_data.shape[:2]
+    rng = np.random.default_rng(seed)
+    for _ in range(updates):
+        i = rng.integers(0, S, batch)
+        t = rng.integers(0, T - R, batch)
+        d = jnp.stack([problem_data[a, b:b + R + 1] for a, b in zip(i, t)])
+        _, g = vg(params, d)
+        upd, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, upd)
+    return emu, apply, params
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    N = 32 if args.quick else 64
+    updates = 150 if args.quick else 1500
+    R, batch = 5, 8
+    make_emulator = lambda: ConvNet(1, 1, 1, hidden_channels=8, depth=2, residual=True, key=0)  # noqa: E731
+    estimators = [BPTT(), TruncatedBPTT(1), ForwardRTRL(), ETrace("d_rtrl"),
+                  ETrace("es_d_rtrl", decay=0.9)]
+    for name in ["advection_1d", "burgers_1d"]:
+        prob = get_problem(name, num_points=N)
+        train_data = prob.make_data(16 if args.quick else 64, 50, jax.random.PRNGKey(1))
+        test_data = prob.make_data(8, 200, jax.random.PRNGKey(2))
+        print(f"\n## {name} (N={N}, {updates} updates, Supervised({R}) windows, batch {batch})")
+        print(f"{'estimator':34s} {'nRMSE@20':>10s} {'nRMSE@200':>10s}")
+        for est in estimators:
+            emu, apply, params = train(train_data, make_emulator, est, R=R, updates=updates,
+                                       batch=batch, seed=0)
+            curve = nrmse_curve(apply, params, test_data, 200)
+            print(f"{repr(est)[:34]:34s} {curve[19]:10.4f} {curve[199]:10.4f}", flush=True)
+        print(f"\ngradient fidelity at the initial parameters ({name}):")
+        print(f"{'estimator':34s} {'T':>4s} {'cosine':>8s} {'rel_err':>9s} {'temp_B':>9s} {'us/step':>9s}")
+        rows = gradient_fidelity(make_emulator(), lambda T: Supervised(T), train_data[:batch],
+                                 estimators=estimators[1:], rollout_lengths=[1, 5, 20])
+        for r in rows:
+            print(f"{r['estimator'][:34]:34s} {r['T']:4d} {r['cosine']:8.4f} {r['rel_error']:9.2e} "
+                  f"{r['temp_bytes']:9d} {r['time_per_step'] * 1e6:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
