@@ -15,7 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fold_window", "folded_batch_size", "make_curvature_loss"]
+__all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "RolloutCurvature"]
 
 
 def _check_window(batch) -> None:
@@ -79,3 +79,127 @@ def make_curvature_loss(
         return curvature_scale * jnp.mean((flat_pred - flat_targets) ** 2)
 
     return loss
+
+
+def _rollout_spec(configuration):
+    """`(num_steps, weights, reset_every, uses_data_targets)` or None without an online spec."""
+    try:
+        spec = configuration.online_spec()
+    except (AttributeError, ValueError, TypeError, NotImplementedError):
+        return None
+    weights = jnp.broadcast_to(jnp.asarray(spec.weights, jnp.float32), (spec.num_steps,))
+    return int(spec.num_steps), weights, spec.reset_every, bool(spec.uses_data_targets)
+
+
+def _register_rows(kfac_jax, pred, target, row_weights, num_rows_per_problem):
+    """Register `pred` `(rows, C, *N)` as a squared error whose mean over rows is
+    `sum_t w_t * mean_b mean_{C,N}(pred - target)^2` (rows ordered time-major)."""
+    flat_pred = pred.reshape((pred.shape[0], -1))
+    flat_target = target.reshape(flat_pred.shape)
+    per_sample = flat_pred.shape[1]
+    root = jnp.sqrt(row_weights)[:, None]
+    kfac_jax.register_squared_error_loss(
+        flat_pred * root, flat_target * root, weight=num_rows_per_problem / per_sample
+    )
+    return jnp.mean(jnp.sum(row_weights[:, None] * (flat_pred - flat_target) ** 2, axis=1)) * (
+        num_rows_per_problem / per_sample
+    )
+
+
+class RolloutCurvature:
+    """Curvature models of a configuration's rollout loss, for kfac.
+
+    For a configuration with an `online_spec()` (R steps, weights w, optional teacher
+    forcing resets), with the network's own chain `u_{t+1} = apply(p, u_t)` from
+    `u_0 = data[:, 0]`:
+
+    * `estimator_loss(p, (data, states))` (kfac's ``value_func_for_estimator``, which
+      builds the Kronecker factors): ONE network step applied to the network's rollout
+      states `u_0 .. u_{R-1}` (`states(p, data)`, computed beforehand without gradient,
+      time folded into the batch, `B * R` rows), its output registered as a squared
+      error with row weights `w_t`. Every parameter is used exactly once there, so every
+      layer gets a Kronecker block.
+    * `model_loss(p, data)` (registered inside the value function, which kfac uses for
+      its exact quadratic model: adaptive learning rate, momentum, damping's rho): the
+      whole chain `u_1 .. u_R` WITH its dependence through earlier states, registered
+      as the same weighted squared error. Its Gauss-Newton matrix is the exact one of
+      a weighted-MSE rollout loss, so the step sizes kfac picks are consistent with the
+      gradient's loss (the one-step model underestimates a rollout's curvature by
+      roughly `sum_t (t+1)^2 w_t / sum_t w_t` for a near-identity emulator).
+
+    Both are means over `B * R` rows whose value is `sum_t w_t * mean_{b,C,N} err^2` (the
+    scale of a `Supervised` MSE loss). Targets are `data[:, t+1]` when the configuration
+    reads data targets, otherwise the (constant) prediction itself: kfac's curvature
+    does not depend on the targets of a squared error (except in its empirical-Fisher
+    estimation modes).
+    """
+
+    def __init__(self, apply: Callable, configuration, *, curvature_scale: float = 1.0):
+        from ._compat import import_kfac
+
+        self._kfac_jax = import_kfac()
+        self.apply = apply
+        spec = _rollout_spec(configuration)
+        if spec is None:
+            raise ValueError(
+                f"configuration: {type(configuration).__name__} has no online_spec(); "
+                "use make_curvature_loss for a one-step curvature over its data"
+            )
+        self.num_steps, self.weights, self.reset_every, self.data_targets = spec
+        self.curvature_scale = float(curvature_scale)
+
+    def batch_size(self, batch) -> int:
+        """Rows of one curvature evaluation: `B * R` (`batch`: a window or `(window, states)`)."""
+        data = batch[0] if isinstance(batch, tuple) else batch
+        _check_window(data)
+        return data.shape[0] * self.num_steps
+
+    def _chain(self, params, data):
+        """`(inputs, outputs)`, each `(R, B, C, *N)`: states before/after every step."""
+        def body(u, t):
+            if self.reset_every is not None:
+                reset = (t > 0) & (t % self.reset_every == 0)
+                level = jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False)
+                u = jnp.where(reset, level, u)
+            nxt = self.apply(params, u)
+            return nxt, (u, nxt)
+
+        _, (inputs, outputs) = jax.lax.scan(body, data[:, 0], jnp.arange(self.num_steps))
+        return inputs, outputs
+
+    def states(self, params, data):
+        """The network's own rollout states `u_0 .. u_{R-1}`, `(R, B, C, *N)`, no gradient.
+
+        Computed outside the function kfac's graph matcher reads (a parameter used in
+        this rollout and again in the registered step would lose its Kronecker block).
+        """
+        _check_window(data)
+        return jax.lax.stop_gradient(self._chain(params, data)[0])
+
+    def _targets(self, data, pred):
+        if self.data_targets and data.shape[1] >= self.num_steps + 1:
+            target = jnp.moveaxis(data[:, 1 : self.num_steps + 1], 1, 0)
+            return target.reshape(pred.shape)
+        return jax.lax.stop_gradient(pred)
+
+    def _row_weights(self, batch_rows):
+        return self.curvature_scale * jnp.repeat(self.weights, batch_rows)
+
+    def estimator_loss(self, params, batch):
+        """`batch = (data, states)` with `states = self.states(params, data)`."""
+        data, inputs = batch
+        folded = inputs.reshape((-1,) + inputs.shape[2:])
+        pred = self.apply(params, folded)
+        return _register_rows(
+            self._kfac_jax, pred, self._targets(data, pred),
+            self._row_weights(data.shape[0]), self.num_steps,
+        )
+
+    def model_loss(self, params, data):
+        _check_window(data)
+        _, outputs = self._chain(params, data)
+        pred = outputs.reshape((-1,) + outputs.shape[2:])
+        return _register_rows(
+            self._kfac_jax, pred, self._targets(data, pred),
+            self._row_weights(data.shape[0]), self.num_steps,
+        )

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
-from ._curvature import folded_batch_size, make_curvature_loss
+from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
 from ._layout import lift_params, lifted_leaf_mask, lower_params
 
 __all__ = ["KFAC", "DEFAULT_KFAC_OPTIONS", "auto_curvature_scale", "check_kfac_options"]
@@ -126,6 +126,8 @@ class KFAC:
         self._built = None
         self._optimizer = None
         self._mask = None
+        self._prepare = None
+        self.curvature = None
         self.blocks: list[tuple[str, tuple[str, ...]]] = []
         self.fallback_params: list[str] = []
         self.last_stats: Optional[dict] = None
@@ -182,12 +184,23 @@ class KFAC:
         apply, configuration, ref_stepper, residuum_fn = self._built
         folded_batch_size(batch)  # validates the window
         self._mask = _choose_mask(apply, params, batch)
-        scale = (
-            auto_curvature_scale(configuration)
-            if self.curvature_scale == "auto"
-            else float(self.curvature_scale)
-        )
-        curvature_loss = make_curvature_loss(apply, curvature_scale=scale)
+        scale = 1.0 if self.curvature_scale == "auto" else float(self.curvature_scale)
+        try:
+            curvature = RolloutCurvature(apply, configuration, curvature_scale=scale)
+        except ValueError:  # no online spec: one-step curvature over the data levels
+            curvature = None
+        if curvature is not None:
+            estimator_loss, model_loss = curvature.estimator_loss, curvature.model_loss
+            batch_size = curvature.batch_size
+            states = jax.jit(curvature.states)
+            self._prepare = lambda p, data: (data, states(p, data))
+        else:
+            one_step = make_curvature_loss(apply, curvature_scale=scale)
+            estimator_loss = lambda p, b: one_step(p, b[0])  # noqa: E731
+            model_loss = one_step
+            batch_size = lambda b: folded_batch_size(b[0])  # noqa: E731
+            self._prepare = lambda p, data: (data, None)
+        self.curvature = curvature
 
         def rollout_loss(p, data):
             def stepper(u):
@@ -197,21 +210,24 @@ class KFAC:
                 stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn
             )
 
-        def value_and_grad(p, data):
-            # The registered one-step loss comes first so kfac's exact quadratic model
-            # (adaptive lr/momentum) finds its loss tags without evaluating the rollout.
-            registered = curvature_loss(p, data)
+        def value_and_grad(p, batch):
+            data = batch[0]
+            # kfac's exact quadratic model (adaptive learning rate and momentum, the
+            # damping's reduction ratio) differentiates the loss tags registered in this
+            # function: register the rollout's own predictions (with their dependence
+            # through earlier states) so that model matches the gradient's loss.
+            registered = model_loss(p, data)
             value, grads = jax.value_and_grad(rollout_loss)(p, data)
             return value + 0.0 * registered, grads
 
         self._optimizer = self._kfac_jax.Optimizer(
             value_and_grad_func=value_and_grad,
-            value_func_for_estimator=curvature_loss,
-            batch_size_extractor=folded_batch_size,
+            value_func_for_estimator=estimator_loss,
+            batch_size_extractor=batch_size,
             **self.options,
         )
         lifted = lift_params(params, self._mask)
-        state = self._optimizer.init(lifted, key, batch)
+        state = self._optimizer.init(lifted, key, self._prepare(lifted, batch))
         estimator = getattr(self._optimizer, "estimator", None) or self._optimizer._estimator
         self.blocks = block_report(estimator, lifted, self._kfac_jax)
         if self.check_blocks:
@@ -230,8 +246,11 @@ class KFAC:
         if self._optimizer is None:
             raise RuntimeError("KFAC.step: call kfac.init(params, key, batch) first")
         lifted = lift_params(params, self._mask)
+        # kfac's batch: the window and the network's rollout states at the current
+        # parameters (the inputs of the registered one-step curvature loss)
+        prepared = self._prepare(lifted, batch)
         new, state, stats = self._optimizer.step(
-            lifted, state, key, data_iterator=itertools.repeat(batch)
+            lifted, state, key, data_iterator=itertools.repeat(prepared)
         )
         self.last_stats = stats
         return lower_params(new, self._mask), state, stats["loss"]
