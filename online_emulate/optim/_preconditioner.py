@@ -79,6 +79,11 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
             key = jax.random.PRNGKey(key)
         num_spatial_dims = example_batch.ndim - 3
         loss = make_curvature_loss(apply, curvature_scale=curvature_scale)
+        # kfac syncs its statistics with collectives over `pmap_axis_name` whenever it
+        # believes it runs under that axis; on one device (inside a trainer's jit /
+        # while_loop) there is no such axis, so by default we name none and no
+        # collective is emitted. Pass pmap_axis_name= explicitly to run under pmap.
+        kfac_options.setdefault("pmap_axis_name", None)
         precon = kfac_jax.OptaxPreconditioner(
             value_func=loss,
             damping=damping,
