@@ -142,6 +142,15 @@ class ETrace(Estimator):
             per_emulator[key] = _Runner(emulator, tuple(state_shape), self.algorithm, self.decay)
         return per_emulator[key]
 
+    def prepare(self, emulator, state_shape) -> None:
+        """Compile the learner for `emulator` and batched states `(B, C, *N)` now.
+
+        Callers that trace `value_and_grad` inside their own brainstate transformation
+        (the trainers) call this first, so the learner's States are created eagerly
+        rather than as tracers of that transformation.
+        """
+        self.runner(emulator, state_shape)
+
     def _prepare(self, configuration, params, data, ref_stepper, residuum_fn, emulator):
         """Validate, compile (cached) and return `(brainstate-jitted fn, flat params, runner)`."""
         if emulator is None:

@@ -178,6 +178,8 @@ class GeneralTrainer:
         )
         self.progress_bar = progress_bar
         self.checkpoint_path = checkpoint_path
+        self._compiled = None
+        self._kfac_gather = None
         self.data_parallel = bool(data_parallel)
         if self.data_parallel and batch_size % jax.device_count() != 0:
             raise ValueError(
@@ -188,14 +190,15 @@ class GeneralTrainer:
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
-        """Forget optimizer state, step counter, data order and history."""
+        """Forget optimizer state, step counter, data order and history.
+
+        The compiled training program is kept: it does not depend on any of them.
+        """
         self.params = None
         self.opt_state = None
         self.step = 0
         self.key = None
         self.history = TrainingHistory()
-        self._compiled = None
-        self._kfac_gather = None
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -375,6 +378,9 @@ class GeneralTrainer:
         """`functional(emulator)`, reusing the previous `apply` for an emulator of the same
         structure so that a continued call reuses the compiled program."""
         apply, params = functional(emulator)
+        if hasattr(self.estimator, "prepare"):
+            leaf = jax.tree_util.tree_leaves(self.data)[0]
+            self.estimator.prepare(emulator, (self.batch_size, *leaf.shape[2:]))
         signature = (
             type(emulator),
             jax.tree_util.tree_structure(params),
