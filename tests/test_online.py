@@ -4,6 +4,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -12,6 +13,7 @@ from online_emulate.emulators import ConvNet, LinearStencil, get_params, set_par
 from online_emulate.estimators import ETrace, TruncatedBPTT, value_and_grad
 from online_emulate.online import (ExcludedParameterError, OnlineTrainer, RecurrentEmulator,
                                    compile_learner, load_checkpoint)
+from online_emulate.trainer import TrainingDiverged
 
 
 def test_exclusion_of_inner_layer_raises_naming_the_parameter():
@@ -98,3 +100,55 @@ def test_trainer_validates_arguments():
     with pytest.raises(ValueError, match="target"):
         OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
                       rollout_length=5, target="x")
+
+
+# ---------------------------------------------------------------- stream sources
+def _stream_data(num=4, levels=41, n=16):
+    x = jnp.linspace(0, 2 * jnp.pi, n, endpoint=False)
+    phase = jnp.arange(num)[:, None, None, None] * 0.7
+    t = jnp.arange(levels)[None, :, None, None]
+    return np.asarray(jnp.sin(x[None, None, None] + phase - 0.3 * t), np.float32)  # (num, levels, 1, n)
+
+
+def test_online_trainer_streams_reference_data_without_a_stepper():
+    data = _stream_data()
+    trainer = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), optax.adam(3e-2),
+                            reference_data=data, batch_size=2, rollout_length=10, num_rollouts=40,
+                            update_every=5, estimator=TruncatedBPTT(5), progress_bar=False)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.history]
+    assert len(losses) == 40 * 2
+    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
+
+
+def test_online_trainer_is_deterministic():
+    def run():
+        t = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3, key=1), optax.adam(1e-2), ic_sampler=_ic,
+                          ref_stepper=_ref, rollout_length=20, num_rollouts=2, update_every=5,
+                          estimator=ETrace("d_rtrl"), progress_bar=False, key=4)
+        t.train()
+        return t
+    a, b = run(), run()
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_online_trainer_divergence_keeps_last_good_params(tmp_path):
+    emu = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    trainer = OnlineTrainer(emu, optax.sgd(1e6), ic_sampler=_ic, ref_stepper=_ref, rollout_length=20,
+                            num_rollouts=20, update_every=5, estimator=TruncatedBPTT(5), progress_bar=False,
+                            checkpoint_path=str(tmp_path / "ckpt.pkl"))
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.train()
+    params = get_params(info.value.emulator)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
+    saved = load_checkpoint(info.value.checkpoint)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, saved["params"], params)
+
+
+def test_online_trainer_reference_data_validation():
+    data = _stream_data(levels=11)
+    with pytest.raises(ValueError, match="reference_data"):
+        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=2, rollout_length=20)
+    with pytest.raises(ValueError, match="batch_size"):
+        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=9, rollout_length=5)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 from typing import Callable, Optional
 
 import jax
@@ -17,30 +14,10 @@ from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import functional, set_params
 from ..emulators._base import as_key
 from ..estimators import ETrace, Estimator
+from ..trainer._checkpoint import load_checkpoint, save_checkpoint
+from ..trainer._history import TrainingDiverged
 
 __all__ = ["OnlineTrainer", "save_checkpoint", "load_checkpoint"]
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Atomically pickle `state` (numpy-converted) to `path` (write a temp file, then rename)."""
-    state = jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, state)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint written by `save_checkpoint` (keys params, opt_state, step, key, history)."""
-    with open(path, "rb") as f:
-        return pickle.load(f)
 
 
 def _check_pos(name, value, allow_none=False):
@@ -75,9 +52,16 @@ class OnlineTrainer:
     Arguments:
         emulator: brainstate emulator (updated in place at the end of `train`).
         optimizer: optax GradientTransformation.
-        ic_sampler: `ic_sampler(key) -> (B, C, *N)` initial conditions.
-        ref_stepper: reference stepper on one sample `(C, *N)`.
         rollout_length: steps per rollout.
+        ic_sampler: `ic_sampler(key) -> (B, C, *N)` initial conditions (with ref_stepper).
+        ref_stepper: reference stepper on one sample `(C, *N)`; produces the reference on
+            the fly (target "trajectory" without reference_data, and target "one_step").
+        reference_data: instead of ic_sampler (and of ref_stepper for target "trajectory"),
+            stored trajectories `(samples, time, C, *N)` with at least rollout_length + 1
+            levels, e.g. a numpy memmap far larger than device memory: each rollout takes
+            `batch_size` trajectories in order (wrapping around) and each chunk reads only
+            its own time levels.
+        batch_size: trajectories per rollout with reference_data.
         num_rollouts: rollouts to train on.
         estimator: gradient estimator (default ETrace("d_rtrl")).
         update_every: steps between updates; None = one update per rollout.
@@ -96,18 +80,33 @@ class OnlineTrainer:
         ValueError/TypeError: invalid arguments, before any compilation.
     """
 
-    def __init__(self, emulator, optimizer, *, ic_sampler: Callable, ref_stepper: Callable,
-                 rollout_length: int, num_rollouts: int = 1, estimator: Estimator = ETrace("d_rtrl"),
+    def __init__(self, emulator, optimizer, *, rollout_length: int,
+                 ic_sampler: Optional[Callable] = None, ref_stepper: Optional[Callable] = None,
+                 reference_data=None, batch_size: Optional[int] = None, num_rollouts: int = 1, estimator: Estimator = ETrace("d_rtrl"),
                  update_every: Optional[int] = None, chunk_size: Optional[int] = None,
                  target: str = "trajectory", time_level_loss=None,
                  checkpoint_path: Optional[str] = None, checkpoint_every: int = 100,
                  progress_bar: bool = True, key=0):
         if not hasattr(optimizer, "update") or not hasattr(optimizer, "init"):
             raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
-        if not callable(ic_sampler):
-            raise TypeError(f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}")
-        if not callable(ref_stepper):
-            raise TypeError(f"ref_stepper: expected a callable on one sample, got {ref_stepper!r}")
+        if reference_data is None:
+            if not callable(ic_sampler):
+                raise TypeError(f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}")
+            if not callable(ref_stepper):
+                raise TypeError(f"ref_stepper: expected a callable on one sample, got {ref_stepper!r}")
+        else:
+            if ic_sampler is not None:
+                raise ValueError("ic_sampler: the initial conditions come from reference_data; pass one of the two")
+            shape = getattr(reference_data, "shape", None)
+            if shape is None or len(shape) < 3:
+                raise ValueError(f"reference_data: expected an array (samples, time, C, *N), got {type(reference_data).__name__}{'' if shape is None else tuple(shape)}")
+            if shape[1] < rollout_length + 1:
+                raise ValueError(f"reference_data: rollout_length={rollout_length} needs {rollout_length + 1} time levels, the data has {shape[1]}")
+            if batch_size is None or not isinstance(batch_size, int) or not 1 <= batch_size <= shape[0]:
+                raise ValueError(f"batch_size: with reference_data expected an int in [1, {shape[0]}] (trajectories per rollout), got {batch_size!r}")
+            if target == "one_step" and not callable(ref_stepper):
+                raise TypeError(f"ref_stepper: target='one_step' needs a callable on one sample, got {ref_stepper!r}")
+        self.reference_data, self.batch_size = reference_data, batch_size
         if not isinstance(estimator, Estimator):
             raise TypeError(f"estimator: expected an Estimator, got {type(estimator).__name__}")
         if target not in ("trajectory", "one_step"):
@@ -151,7 +150,10 @@ class OnlineTrainer:
         """Chunk data (u, r_1..r_k) or (u,) and the next (u, r) after k steps."""
         key = ("advance", k)
         if key not in self._vg:
-            apply, ref, trajectory = self.apply, jax.vmap(self.ref_stepper), self.target == "trajectory"
+            # with reference_data the reference levels are read from the stream instead
+            trajectory = self.target == "trajectory" and self.reference_data is None
+            apply = self.apply
+            ref = jax.vmap(self.ref_stepper) if trajectory else None
 
             def advance(params, u, r):
                 def body(c, _):
@@ -167,6 +169,20 @@ class OnlineTrainer:
             self._vg[key] = jax.jit(advance)
         return self._vg[key]
 
+    def _initial_state(self, rollout, key):
+        if self.reference_data is None:
+            return jnp.asarray(self.ic_sampler(key)), None
+        # trajectories are visited in order, batch_size at a time, wrapping around
+        idx = (rollout * self.batch_size + np.arange(self.batch_size)) % self.reference_data.shape[0]
+        return jnp.asarray(self.reference_data[idx, 0]), idx
+
+    def _chunk_from_data(self, idx, u, done, k):
+        """Chunk data from the stored stream: only levels done+1..done+k are read."""
+        if self.target == "one_step":
+            return u[:, None]
+        refs = jnp.asarray(self.reference_data[idx, done + 1 : done + k + 1])
+        return jnp.concatenate([u[:, None], refs], axis=1)
+
     def _update(self, grads):
         updates, self.opt_state = self.optimizer.update(grads, self.opt_state, self.params)
         self.params = optax.apply_updates(self.params, updates)
@@ -178,6 +194,13 @@ class OnlineTrainer:
                 "key": jax.random.key_data(self.key) if jnp.issubdtype(self.key.dtype, jax.dtypes.prng_key) else self.key,
                 "history": self.history,
             })
+
+    def _diverged(self, step, loss):
+        set_params(self.emulator, self.params)
+        finite = [h["loss"] for h in self.history if np.isfinite(h["loss"])]
+        checkpoint = self.checkpoint_path
+        self._checkpoint()
+        raise TrainingDiverged(step, finite[-1] if finite else None, self.emulator, self.history, checkpoint)
 
     def restore(self, path: str) -> "OnlineTrainer":
         """Continue from a checkpoint: params, optimizer state, step counter, key, history."""
@@ -194,14 +217,19 @@ class OnlineTrainer:
         bar = tqdm(total=self.num_rollouts * T, disable=not self.progress_bar, desc="online")
         for rollout in range(self.num_rollouts):
             self.key, sub = jax.random.split(self.key)
-            u = jnp.asarray(self.ic_sampler(sub))
+            u, idx = self._initial_state(rollout, sub)
             r = u
             done, acc, acc_loss = 0, None, 0.0
             while done < T:
                 k = min(K, T - done)
                 data, u_next, r_next = self._advance_fn(k)(self.params, u, r)
+                if idx is not None:
+                    data = self._chunk_from_data(idx, u, done, k)
                 loss, grads = self._value_and_grad(k)(self.params, data)
                 loss = float(loss)
+                if not (np.isfinite(loss) and all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))):
+                    bar.close()
+                    self._diverged(done + rollout * T, loss)
                 done += k
                 if self.update_every is not None:
                     self._update(grads)
