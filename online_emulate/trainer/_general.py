@@ -159,6 +159,11 @@ class GeneralTrainer:
                 f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
             )
         self.estimator = estimator
+        if getattr(estimator, "online", False):
+            from ..estimators._base import online_spec_for
+
+            # an unsupported configuration/estimator pair fails here, not mid-compile
+            online_spec_for(configuration, estimator, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
         self.clip_grad_norm = clip_grad_norm
