@@ -8,7 +8,7 @@ from ._compat import (
     import_kfac,
     kfac_needs_shim,
 )
-from ._curvature import fold_window, folded_batch_size, make_curvature_loss
+from ._curvature import RolloutCurvature, fold_window, folded_batch_size, make_curvature_loss
 from ._fit import fit_kfac, sample_windows
 from ._kfac import DEFAULT_KFAC_OPTIONS, KFAC, auto_curvature_scale
 from ._layout import lift_params, lifted_leaf_mask, lower_params
@@ -22,6 +22,7 @@ __all__ = [
     "sample_windows",
     "auto_curvature_scale",
     "make_curvature_loss",
+    "RolloutCurvature",
     "fold_window",
     "folded_batch_size",
     "lift_params",
