@@ -56,8 +56,10 @@ def auto_curvature_scale(configuration) -> float:
     """Total step weight of a configuration's loss (sum of `online_spec().weights`).
 
     The rollout loss is `sum_t w_t * step_loss_t`; approximating every step's curvature
-    by the mean one-step curvature gives `sum_t w_t` times it. Configurations without
-    an online spec get 1.0 (adaptive damping absorbs the remaining mismatch).
+    by the mean one-step curvature gives `sum_t w_t` times it (a lower bound: it ignores
+    the dependence through earlier states). Only for callers building their own
+    one-step curvature with `make_curvature_loss`; `KFAC` registers the rollout itself
+    (`RolloutCurvature`). Configurations without an online spec get 1.0.
     """
     try:
         spec = configuration.online_spec()
@@ -69,13 +71,19 @@ def auto_curvature_scale(configuration) -> float:
 class KFAC:
     """K-FAC (kfac-jax) for emulators trained on a configuration's rollout loss.
 
-    The gradient comes from the configuration's full rollout loss (BPTT); the
-    curvature from a separate one-step squared-error loss over the window's states with
-    time folded into the batch (kfac's ``value_func_for_estimator``, batch size
-    ``B * (T - 1)``), evaluated with plain lax ops so kfac's graph matcher registers
-    every convolution as a Kronecker-factored block (1-D kernels in the height-1 2-D
-    layout, see `lift_params`). The same one-step loss defines the quadratic model that
-    picks the adaptive learning rate and momentum.
+    The gradient comes from the configuration's full rollout loss (BPTT). For a
+    configuration with an `online_spec()` (Supervised, TeacherForcing, Residuum, ...)
+    the curvature follows `RolloutCurvature`: kfac's Kronecker factors come from ONE
+    network step applied to the network's own rollout states (computed before each
+    step without gradient, time folded into the batch, `B * R` rows, rows weighted by
+    the step weights), evaluated with plain lax ops so every convolution is a
+    Kronecker-factored block (1-D kernels in the height-1 2-D layout, see
+    `lift_params`); kfac's exact quadratic model (adaptive learning rate, momentum and
+    the damping's reduction ratio) uses the Gauss-Newton matrix of the rollout's own
+    predictions, so it is consistent with the gradient's loss. (Using the one-step
+    model there underestimates a rollout's curvature several-fold and made 5-step
+    training diverge.) Configurations without an online spec fall back to a one-step
+    loss over the window's data levels.
 
     Protocol (what a trainer calls)::
 
@@ -90,9 +98,9 @@ class KFAC:
     Do not jit `init`/`step` (kfac compiles internally).
 
     Arguments:
-        curvature_scale: factor on the registered one-step loss, or ``"auto"``
-            (default): the total step weight of the configuration's `online_spec()`,
-            1.0 when it has none.
+        curvature_scale: factor on the registered losses, or ``"auto"`` (default,
+            1.0: they already have the scale of the configuration's weighted rollout
+            MSE).
         check_blocks: warn (naming them) about parameters that fell back to a
             diagonal/generic block after `init`. Default True.
         **kfac_options: any keyword of ``kfac_jax.Optimizer`` except
