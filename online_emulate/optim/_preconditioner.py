@@ -52,7 +52,9 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
         curvature_scale: factor on the registered one-step loss. Default 1.0.
         check_blocks: warn naming parameters that fell back to diagonal/generic blocks.
         **kfac_options: any keyword of ``kfac_jax.OptaxPreconditioner`` except
-            ``value_func`` and ``batch_size_extractor``.
+            ``value_func`` and ``batch_size_extractor``. ``pmap_axis_name`` defaults
+            to None (one device, no collectives; works inside jit / while_loop); name
+            the axis only when `update` runs under ``jax.pmap``.
 
     Raises:
         ImportError: kfac-jax is not installed (the message says how to install it).
