@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from online_emulate.configuration import DivertedChainBranchOne
 from online_emulate.emulators import ConvNet, LinearStencil, functional
 from online_emulate.estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT
-from online_emulate.estimators._fidelity import compiled_temp_bytes
+from online_emulate.estimators import compiled_temp_bytes
 
 CONSTANT = ("ETrace", "ForwardRTRL", "TruncatedBPTT")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -18,43 +17,24 @@ from online_emulate.configuration import Supervised
 from online_emulate.emulators import ConvNet, functional
 from online_emulate.estimators import (BPTT, ETrace, ForwardRTRL, TruncatedBPTT,
                                        gradient_fidelity)
+from online_emulate.metrics import nrmse, rollout
 from online_emulate.sample_data import get_problem
+from online_emulate.trainer import SupervisedTrainer
 
 
-def nrmse_curve(apply, params, data, horizon):
-    def body(u, _):
-        v = apply(params, u)
-        return v, v
-
-    _, preds = jax.lax.scan(body, data[:, 0], None, length=horizon)
-    preds = jnp.moveaxis(preds, 0, 1)
-    ref = data[:, 1:horizon + 1]
-    axes = tuple(range(2, ref.ndim))
-    err = jnp.sqrt(jnp.sum((preds - ref) ** 2, axes) / jnp.sum(ref ** 2, axes))
-    return np.asarray(jnp.mean(err, 0))
-
-
-def train(problem_data, make_emulator, estimator, *, R, updates, batch, seed):
-    emu = make_emulator()
-    apply, params = functional(emu)
-    cfg = Supervised(R)
-    opt = optax.adam(optax.cosine_decay_schedule(3e-3, updates))
-    state = opt.init(params)
-    if estimator.jittable:
-        vg = jax.jit(lambda p, d: estimator.value_and_grad(cfg, apply, p, d))
-    else:
-        def vg(p, d):
-            return estimator.value_and_grad(cfg, apply, p, d, emulator=emu)
-    S, T = problem_data.shape[:2]
-    rng = np.random.default_rng(seed)
-    for _ in range(updates):
-        i = rng.integers(0, S, batch)
-        t = rng.integers(0, T - R, batch)
-        d = jnp.stack([problem_data[a, b:b + R + 1] for a, b in zip(i, t)])
-        _, g = vg(params, d)
-        upd, state = opt.update(g, state, params)
-        params = optax.apply_updates(params, upd)
-    return emu, apply, params
+def train_and_test(train_data, test_data, make_emulator, estimator, *, R, updates, batch):
+    """Train with the library's SupervisedTrainer (same data order for every estimator)
+    and return the test nRMSE per rollout step."""
+    trainer = SupervisedTrainer(
+        train_data, num_rollout_steps=R, estimator=estimator, batch_size=batch,
+        optimizer=optax.adam(optax.cosine_decay_schedule(3e-3, updates)),
+        num_training_steps=updates, progress_bar=False,
+    )
+    trained, _ = trainer(make_emulator(), key=0)
+    apply, params = functional(trained)
+    horizon = test_data.shape[1] - 1
+    preds = rollout(lambda u: apply(params, u), test_data[:, 0], horizon)
+    return np.asarray(nrmse(preds, test_data[:, 1:]))
 
 
 def main():
@@ -74,9 +54,8 @@ def main():
         print(f"\n## {name} (N={N}, {updates} updates, Supervised({R}) windows, batch {batch})")
         print(f"{'estimator':34s} {'nRMSE@20':>10s} {'nRMSE@200':>10s}")
         for est in estimators:
-            emu, apply, params = train(train_data, make_emulator, est, R=R, updates=updates,
-                                       batch=batch, seed=0)
-            curve = nrmse_curve(apply, params, test_data, 200)
+            curve = train_and_test(train_data, test_data, make_emulator, est, R=R,
+                                   updates=updates, batch=batch)
             print(f"{repr(est)[:34]:34s} {curve[19]:10.4f} {curve[199]:10.4f}", flush=True)
         print(f"\ngradient fidelity at the initial parameters ({name}):")
         print(f"{'estimator':34s} {'T':>4s} {'cosine':>8s} {'rel_err':>9s} {'temp_B':>9s} {'us/step':>9s}")

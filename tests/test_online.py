@@ -152,3 +152,12 @@ def test_online_trainer_reference_data_validation():
         OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=2, rollout_length=20)
     with pytest.raises(ValueError, match="batch_size"):
         OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=9, rollout_length=5)
+
+
+def test_online_trainer_second_call_continues_rollout_numbering():
+    t = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
+                      rollout_length=6, num_rollouts=2, update_every=3, estimator=TruncatedBPTT(3), progress_bar=False)
+    t.train()
+    t.train()
+    assert [h["rollout"] for h in t.history] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [h["update"] for h in t.history] == list(range(1, 9))

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from ..emulators import functional
-from ..estimators._fidelity import compiled_temp_bytes
+from ..estimators import compiled_temp_bytes
 from ..metrics import evaluate_rollout, rollout, to_json_dict
 from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
 from ..trainer import GeneralTrainer, load_checkpoint

@@ -5,7 +5,7 @@ from ._base import Estimator
 from ._bptt import BPTT
 from ._checkpoint_scan import sqrt_checkpoint_scan, step_checkpoint_scan
 from ._etrace import ETrace
-from ._fidelity import gradient_fidelity
+from ._fidelity import compiled_temp_bytes, gradient_fidelity
 from ._forward_rtrl import ForwardRTRL, rtrl_memory_bytes
 from ._truncated import TruncatedBPTT
 from ._value_and_grad import value_and_grad
@@ -18,6 +18,7 @@ __all__ = [
     "ETrace",
     "value_and_grad",
     "gradient_fidelity",
+    "compiled_temp_bytes",
     "step_checkpoint_scan",
     "sqrt_checkpoint_scan",
     "rtrl_memory_bytes",

@@ -127,6 +127,7 @@ class OnlineTrainer:
         self.apply, self.params = functional(emulator)
         self.opt_state = optimizer.init(self.params)
         self.step = 0
+        self.rollouts_done = 0  # rollout numbers (and the data stream) continue across train() calls
         self.history: list[dict] = []
         self._vg = {}
 
@@ -209,13 +210,15 @@ class OnlineTrainer:
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, state["opt_state"])
         self.step, self.key = state["step"], jnp.asarray(state["key"])
         self.history = list(state["history"])
+        self.rollouts_done = 1 + max((h["rollout"] for h in self.history), default=-1)
         return self
 
     def train(self):
         """Run `num_rollouts` rollouts; returns the emulator with the trained parameters."""
         T, K = self.rollout_length, self.chunk
         bar = tqdm(total=self.num_rollouts * T, disable=not self.progress_bar, desc="online")
-        for rollout in range(self.num_rollouts):
+        first = self.rollouts_done
+        for rollout in range(first, first + self.num_rollouts):
             self.key, sub = jax.random.split(self.key)
             u, idx = self._initial_state(rollout, sub)
             r = u
@@ -249,6 +252,7 @@ class OnlineTrainer:
                 self.history.append({"update": self.step, "step": T, "rollout": rollout, "loss": acc_loss})
                 if self.step % self.checkpoint_every == 0:
                     self._checkpoint()
+            self.rollouts_done = rollout + 1
         bar.close()
         self._checkpoint()
         set_params(self.emulator, self.params)
