@@ -6,6 +6,7 @@ data, emulator and adam baselines are shared by module-scoped fixtures.
 
 import warnings
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +17,9 @@ pytest.importorskip("kfac_jax")
 pytest.importorskip("exponax")
 
 from online_emulate.configuration import Supervised  # noqa: E402
-from online_emulate.emulators import ConvNet, functional  # noqa: E402
+from online_emulate.emulators import ConvNet, functional, get_params  # noqa: E402
 from online_emulate.estimators import ForwardRTRL, TruncatedBPTT  # noqa: E402
-from online_emulate.optim import KFAC, KFACPreconditioner, RolloutCurvature, fit_kfac  # noqa: E402
+from online_emulate.optim import KFAC, KFACPreconditioner, RolloutCurvature  # noqa: E402
 from online_emulate.sample_data import get_problem  # noqa: E402
 from online_emulate.trainer import SupervisedTrainer  # noqa: E402
 
@@ -126,24 +127,26 @@ def test_trainer_kfac_rejects_non_bptt_estimator(burgers, net):
         trainer(net, key=0)
 
 
-def test_fit_kfac_names_fallback_parameter(burgers, net):
+class _GainedNet(ConvNet):
+    """A ConvNet times a learnable scalar: the scalar belongs to no layer K-FAC knows."""
+
+    def __init__(self):
+        super().__init__(1, 1, 1, hidden_channels=8, depth=3, kernel_size=5, residual=True, key=0)
+        self.gain = brainstate.ParamState(jnp.ones(()))
+
+    def _forward(self, x):
+        return self.gain.value * super()._forward(x)
+
+
+def test_kfac_names_fallback_parameter_and_trains_a_rollout(burgers):
     """A parameter outside any layer is named in a warning; a rollout loss still trains."""
     train, _ = burgers
-    net_apply, net_params = functional(net)
-
-    def apply(params, u):
-        return net_apply(params["net"], u) * params["gain"]
-
-    params = {"net": net_params, "gain": jnp.ones(())}
     kfac = KFAC(inverse_update_period=1)
     with pytest.warns(RuntimeWarning, match="gain"):
-        trained, losses = fit_kfac(
-            apply, params, Supervised(3), train, num_steps=6, batch_size=4,
-            key=jax.random.PRNGKey(2), kfac=kfac,
-        )
+        trained, losses, _ = _train(train, _GainedNet(), kfac, 3, steps=6)
     assert kfac.fallback_params and all("gain" in p for p in kfac.fallback_params)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    assert jax.tree_util.tree_structure(trained) == jax.tree_util.tree_structure(params)
+    assert set(get_params(trained)) == {"layers", "gain"}
     assert set(kfac.last_stats) >= {"learning_rate", "momentum", "damping"}
 
 

@@ -9,7 +9,6 @@ from ._compat import (
     kfac_needs_shim,
 )
 from ._curvature import RolloutCurvature, fold_window, folded_batch_size, make_curvature_loss
-from ._fit import fit_kfac, sample_windows
 from ._kfac import DEFAULT_KFAC_OPTIONS, KFAC, auto_curvature_scale
 from ._layout import lift_params, lifted_leaf_mask, lower_params
 from ._preconditioner import KFACPreconditioner
@@ -18,8 +17,6 @@ __all__ = [
     "KFAC",
     "KFACPreconditioner",
     "DEFAULT_KFAC_OPTIONS",
-    "fit_kfac",
-    "sample_windows",
     "auto_curvature_scale",
     "make_curvature_loss",
     "RolloutCurvature",
