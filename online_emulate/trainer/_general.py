@@ -47,6 +47,9 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+_all_finite_jit = jax.jit(_all_finite)
+
+
 class GeneralTrainer:
     """Train an emulator on minibatches of trajectory windows under any configuration.
 
@@ -454,7 +457,7 @@ class GeneralTrainer:
             step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
             new_params, new_state, loss = self.optimizer.step(params, opt_state, batch, step_key)
             losses[i] = float(loss)
-            if not (np.isfinite(losses[i]) and bool(_all_finite(new_params))):
+            if not (np.isfinite(losses[i]) and bool(_all_finite_jit(new_params))):
                 return params, opt_state, losses, i + 1, True
             params, opt_state = new_params, new_state
         return params, opt_state, losses, int(num_steps), False
