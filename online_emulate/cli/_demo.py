@@ -53,6 +53,7 @@ def run_demo(*, output: str, steps: int, progress: bool) -> list[dict]:
         plot_error_vs_step(curves, os.path.join(output, f"{problem}_nrmse.png"))
         plot_loss_history(losses, os.path.join(output, f"{problem}_loss.png"))
     _print_table(rows)
+    print("(ms/step: wall time of the training call divided by its steps, compilation included)")
     write_json(os.path.join(output, "results.json"), rows)
     print(f"\nplots, checkpoints and metrics written to {output}/")
     return rows
