@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from online_emulate.configuration import Supervised
 from online_emulate.emulators import ConvNet, functional
 from online_emulate.metrics import nrmse, rollout
 from online_emulate.optim import KFAC

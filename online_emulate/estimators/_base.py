@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Int, PyTree
 
 __all__ = ["Estimator", "online_spec_for", "first_level", "teacher_reset", "BPTT_NAMES"]
 

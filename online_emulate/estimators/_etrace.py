@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import weakref
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
-from ..emulators import get_params
 from ..emulators._functional import _nest
 from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import brainstate
 import braintrace
 import jax.numpy as jnp
 

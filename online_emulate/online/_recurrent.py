@@ -6,7 +6,7 @@ import brainstate
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..emulators import ConvNet, LinearStencil
+from ..emulators import ConvNet
 
 __all__ = ["RecurrentEmulator"]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
-import time
 from typing import Any, Callable, Sequence
 
 import jax
