@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from .._checks import check_positive_int
+
 __all__ = ["Callback", "CallbackContext"]
 
 
@@ -57,10 +59,15 @@ class Callback:
     default_name = "callback"
 
     def __init__(self, *, every: int, name: str | None = None):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every: expected a positive int, got {every!r}")
-        self.every = every
+        self.every = check_positive_int("every", every)
         self.name = name or self.default_name
+        self._cache = None
+
+    def _cached(self, ctx: CallbackContext, build: Callable):
+        """`build()` once per emulator function: the jitted evaluation is reused every call."""
+        if self._cache is None or self._cache[0] is not ctx.apply:
+            self._cache = (ctx.apply, build())
+        return self._cache[1]
 
     def __call__(self, ctx: CallbackContext):
         raise NotImplementedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+from .._checks import check_positive_int
 from ._base import Callback, CallbackContext
 
 __all__ = ["CheckpointCallback", "EarlyStopping"]
@@ -47,12 +48,10 @@ class EarlyStopping(Callback):
 
     def __init__(self, *, every: int, monitor: str = "loss", patience: int = 5, min_delta: float = 0.0, name=None):
         super().__init__(every=every, name=name)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience: expected a positive int, got {patience!r}")
         if min_delta < 0:
             raise ValueError(f"min_delta: expected a non-negative float, got {min_delta!r}")
         self.monitor = monitor
-        self.patience = patience
+        self.patience = check_positive_int("patience", patience)
         self.min_delta = min_delta
         self.best = math.inf
         self.bad_checks = 0

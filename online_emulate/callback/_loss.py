@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
-from ..data import WindowSampler
+from ..data import WindowSampler, trajectory_shape
 from ._base import Callback, CallbackContext
 from ._evaluation_batch import evaluation_windows
 
@@ -30,27 +32,21 @@ class LossCallback(Callback):
         self.configuration = configuration
         self.data = data
         self.max_windows = max_windows
-        self._cache = None
 
     def __call__(self, ctx: CallbackContext):
-        if self._cache is None or self._cache[0] is not ctx.apply:
+        def build():
             data = ctx.data if self.data is None else self.data
-            from ..data import trajectory_shape
-
             samples, levels = trajectory_shape(data, name="LossCallback.data")
             sampler = WindowSampler(samples, levels, self.configuration.num_time_levels, 1)
             windows = evaluation_windows(sampler, data, self.max_windows)
             config, apply = self.configuration, ctx.apply
-
-            @jax.jit
-            def evaluate(params, windows):
-                return config(
-                    lambda u: apply(params, u),
-                    windows,
-                    ref_stepper=ctx.ref_stepper,
-                    residuum_fn=ctx.residuum_fn,
+            evaluate = jax.jit(
+                lambda params, windows: config(
+                    lambda u: apply(params, u), windows,
+                    ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,
                 )
+            )
+            # windows stay an argument: closed over, they would be compiled in as constants
+            return functools.partial(evaluate, windows=windows)
 
-            self._cache = (ctx.apply, evaluate, windows)
-        _, evaluate, windows = self._cache
-        return float(evaluate(ctx.params, windows))
+        return float(self._cached(ctx, build)(ctx.params))

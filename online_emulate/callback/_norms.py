@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,28 +26,23 @@ class GradNormCallback(Callback):
     def __init__(self, *, every: int, max_windows: int = 256, name=None):
         super().__init__(every=every, name=name)
         self.max_windows = max_windows
-        self._cache = None
 
     def __call__(self, ctx: CallbackContext):
-        if self._cache is None or self._cache[0] is not ctx.apply:
+        def build():
             windows = evaluation_windows(ctx.sampler, ctx.data, self.max_windows)
             config, apply = ctx.configuration, ctx.apply
 
-            @jax.jit
-            def norm(params, windows):
-                grads = jax.grad(
-                    lambda p: config(
-                        lambda u: apply(p, u),
-                        windows,
-                        ref_stepper=ctx.ref_stepper,
-                        residuum_fn=ctx.residuum_fn,
-                    )
-                )(params)
-                return optax.global_norm(grads)
+            def loss(params, windows):
+                return config(
+                    lambda u: apply(params, u), windows,
+                    ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,
+                )
 
-            self._cache = (ctx.apply, norm, windows)
-        _, norm, windows = self._cache
-        return float(norm(ctx.params, windows))
+            norm = jax.jit(lambda params, windows: optax.global_norm(jax.grad(loss)(params, windows)))
+            # windows stay an argument: closed over, they would be compiled in as constants
+            return functools.partial(norm, windows=windows)
+
+        return float(self._cached(ctx, build)(ctx.params))
 
 
 class WeightNormCallback(Callback):

@@ -42,10 +42,9 @@ class ValidationRolloutCallback(Callback):
             )
         self.trajectories = trajectories[:, : num_steps + 1]
         self.num_steps = num_steps
-        self._cache = None
 
     def __call__(self, ctx: CallbackContext):
-        if self._cache is None or self._cache[0] is not ctx.apply:
+        def build():
             apply = ctx.apply
 
             @jax.jit
@@ -53,5 +52,6 @@ class ValidationRolloutCallback(Callback):
                 pred = rollout(lambda u: apply(params, u), ref[:, 0], ref.shape[1] - 1)
                 return jnp.mean(nrmse(pred, ref[:, 1:]))
 
-            self._cache = (ctx.apply, error)
-        return float(self._cache[1](ctx.params, self.trajectories))
+            return error
+
+        return float(self._cached(ctx, build)(ctx.params, self.trajectories))

@@ -35,14 +35,10 @@ def run_demo(*, output: str, steps: int, progress: bool) -> list[dict]:
         for estimator in DEMO_ESTIMATORS:
             run = dict(_BASE, problem=problem, emulator=emulator, learning_rate=lr, steps=steps, estimator=estimator)
             print(f"== {problem}: Supervised(R={run['rollout_steps']}) trained with {estimator}", flush=True)
-            result = run_training(run, output=os.path.join(output, problem, estimator), progress=progress)
+            result, history = run_training(run, output=os.path.join(output, problem, estimator), progress=progress)
             m = result["metrics"]
             curves[estimator] = m["nrmse"]
-            history_path = os.path.join(output, problem, estimator, "history.json")
-            import json
-
-            with open(history_path) as f:
-                losses[estimator] = json.load(f)["loss"]
+            losses[estimator] = history.loss
             rows.append({
                 "problem": problem, "estimator": estimator,
                 "nrmse_1": m["nrmse"][0], "nrmse_20": m["nrmse"][19], "nrmse_200": m["nrmse"][199],

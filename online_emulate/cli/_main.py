@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         elif args.command == "train":
             from ._run import run_training
 
-            result = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume)
+            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume)
             m = result["metrics"]
             print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")

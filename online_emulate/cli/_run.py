@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 
 import jax
 import numpy as np
@@ -41,16 +42,18 @@ def _datasets(problem, samples: int, test_samples: int, horizon: int, test_horiz
     return train, test
 
 
-def run_training(run: dict, *, output: str, progress: bool, resume: bool = False) -> dict:
+def run_training(run: dict, *, output: str, progress: bool, resume: bool = False):
     """Train and evaluate one run described by the plain dict `run`; write its files.
 
     `run` holds every setting (it is written to `output/config.json` as given), so a run
     is reproducible from that file alone.
+
+    Returns:
+        `(result, history)`: the dict written to `metrics.json` and the `TrainingHistory`.
     """
     os.makedirs(output, exist_ok=True)
     problem = make_problem(run["problem"], run.get("num_points"))
-    args = _Namespace(run)
-    configuration = make_configuration(run["configuration"], args)
+    configuration = make_configuration(run["configuration"], types.SimpleNamespace(**run))
     estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=run.get("decay"))
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
@@ -95,7 +98,7 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
     plot_loss_history({run["estimator"]: history.loss}, os.path.join(output, "loss.png"))
     write_json(os.path.join(output, "metrics.json"), to_json_dict(result))
     write_json(os.path.join(output, "history.json"), history.as_dict())
-    return result
+    return result, history
 
 
 def _evaluate(emulator, test, output: str, *, label: str) -> dict:
@@ -135,15 +138,3 @@ def evaluate_checkpoint(run_dir: str, *, output: str | None, problem_name: str |
     write_json(os.path.join(output, "metrics.json"), metrics)
     return metrics
 
-
-class _Namespace:
-    def __init__(self, run: dict):
-        self.rollout_steps = run["rollout_steps"]
-        self.branch_steps = run["branch_steps"]
-        self.physics_steps = run["physics_steps"]
-        self.reset_every = run["reset_every"]
-        self.cut_bptt = run["cut_bptt"]
-        self.cut_bptt_every = run["cut_bptt_every"]
-        self.cut_div_chain = run["cut_div_chain"]
-        self.cut_prev = run["cut_prev"]
-        self.cut_next = run["cut_next"]

@@ -9,9 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-
-def _is_typed_key(key) -> bool:
-    return isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+from .._checks import key_data
 
 __all__ = ["WindowSampler"]
 
@@ -90,7 +88,7 @@ class WindowSampler:
         Drawn on the host: a sort inside the jitted step costs about a second of XLA
         compile time on CPU, the host shuffle microseconds per epoch.
         """
-        words = np.asarray(jax.random.key_data(key) if _is_typed_key(key) else key, np.uint32)
+        words = np.asarray(key_data(key), np.uint32)
         rng = np.random.default_rng([*words.ravel().tolist(), int(epoch)])
         return rng.permutation(self.num_windows).astype(np.int32)
 

@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import brainstate
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._checks import as_key, check_positive_int
+
 __all__ = ["Emulator", "as_key"]
-
-
-def as_key(key) -> jax.Array:
-    """Turn an int seed or a PRNG key into a PRNG key.
-
-    Raises:
-        TypeError: if `key` is neither an int nor a JAX PRNG key.
-    """
-    if isinstance(key, bool):
-        raise TypeError(f"key: expected an int seed or a jax PRNG key, got {key!r}")
-    if isinstance(key, int):
-        return jax.random.PRNGKey(key)
-    if isinstance(key, jax.Array):
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,):
-            return key
-    raise TypeError(
-        f"key: expected an int seed or a jax PRNG key, got {type(key).__name__}"
-        f"{getattr(key, 'shape', '')}"
-    )
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class Emulator(brainstate.nn.Module):
@@ -54,8 +30,8 @@ class Emulator(brainstate.nn.Module):
                 f"num_spatial_dims: expected 1, 2 or 3, got {num_spatial_dims!r}"
             )
         self.num_spatial_dims = num_spatial_dims
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
 
     def _forward(self, x: Float[Array, "batch *space channel"]):
         raise NotImplementedError

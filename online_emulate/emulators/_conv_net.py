@@ -7,7 +7,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ._base import Emulator, _check_positive_int, as_key
+from .._checks import check_positive_int
+from ._base import Emulator, as_key
 from ._periodic_conv import PeriodicConv
 
 __all__ = ["ConvNet"]
@@ -52,8 +53,8 @@ class ConvNet(Emulator):
         dtype=jnp.float32,
     ):
         super().__init__(num_spatial_dims, in_channels, out_channels)
-        _check_positive_int("hidden_channels", hidden_channels)
-        _check_positive_int("depth", depth)
+        check_positive_int("hidden_channels", hidden_channels)
+        check_positive_int("depth", depth)
         if not callable(activation):
             raise TypeError(f"activation: expected a callable, got {activation!r}")
         if residual and in_channels != out_channels:

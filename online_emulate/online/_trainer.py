@@ -12,20 +12,12 @@ from tqdm.auto import tqdm
 
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import functional, set_params
-from ..emulators._base import as_key
+from .._checks import as_key, check_positive_int
 from ..estimators import ETrace, Estimator
 from ..trainer._checkpoint import load_checkpoint, save_checkpoint
 from ..trainer._history import TrainingDiverged
 
 __all__ = ["OnlineTrainer", "save_checkpoint", "load_checkpoint"]
-
-
-def _check_pos(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class OnlineTrainer:
@@ -111,12 +103,12 @@ class OnlineTrainer:
             raise TypeError(f"estimator: expected an Estimator, got {type(estimator).__name__}")
         if target not in ("trajectory", "one_step"):
             raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
-        self.rollout_length = _check_pos("rollout_length", rollout_length)
-        self.num_rollouts = _check_pos("num_rollouts", num_rollouts)
-        self.update_every = _check_pos("update_every", update_every, allow_none=True)
-        chunk_size = _check_pos("chunk_size", chunk_size, allow_none=True)
+        self.rollout_length = check_positive_int("rollout_length", rollout_length)
+        self.num_rollouts = check_positive_int("num_rollouts", num_rollouts)
+        self.update_every = check_positive_int("update_every", update_every, allow_none=True)
+        chunk_size = check_positive_int("chunk_size", chunk_size, allow_none=True)
         self.chunk = self.update_every or chunk_size or min(self.rollout_length, 100)
-        self.checkpoint_every = _check_pos("checkpoint_every", checkpoint_every)
+        self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
         self.emulator, self.optimizer, self.ic_sampler = emulator, optimizer, ic_sampler
         self.ref_stepper, self.estimator, self.target = ref_stepper, estimator, target
         self.checkpoint_path, self.progress_bar = checkpoint_path, progress_bar

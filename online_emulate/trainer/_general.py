@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._checks import check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import functional, set_params
@@ -18,22 +19,6 @@ from ._history import TrainingDiverged, TrainingHistory
 from ._progress import ProgressBar
 
 __all__ = ["GeneralTrainer"]
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
-def _raw_key(key):
-    if isinstance(key, int) and not isinstance(key, bool):
-        return jax.random.PRNGKey(key)
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(key)
-    if isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == np.uint32:
-        return jnp.asarray(key)
-    raise TypeError(f"key: expected an int seed or a jax PRNG key, got {key!r}")
 
 
 def _tree_where(pred, new, old):
@@ -122,8 +107,8 @@ class GeneralTrainer:
         self.configuration = configuration
         self.data = check_trajectories(data, name="data", check_finite=check_finite_data)
         samples, levels = trajectory_shape(self.data)
-        self.num_training_steps = _positive_int("num_training_steps", num_training_steps)
-        self.steps_per_call = _positive_int("steps_per_call", steps_per_call)
+        self.num_training_steps = check_positive_int("num_training_steps", num_training_steps)
+        self.steps_per_call = check_positive_int("steps_per_call", steps_per_call)
         self.sampler = WindowSampler(
             samples, levels, configuration.num_time_levels, batch_size, sub_stacking
         )
@@ -370,7 +355,7 @@ class GeneralTrainer:
                     f"num_training_steps={target_step}"
                 )
         elif self.params is None:
-            self.key = _raw_key(key)
+            self.key = key_data(key)
             self.params = params
             self.opt_state = self._init_optimizer(params, apply, emulator)
         else:
@@ -520,7 +505,7 @@ class GeneralTrainer:
         Raises:
             ValueError: if the numbers of emulators and keys differ, or on a NaN/inf loss.
         """
-        keys = [_raw_key(k) for k in keys]
+        keys = [key_data(k) for k in keys]
         if not isinstance(emulators, (list, tuple)):
             emulators = [emulators] * len(keys)
         if len(emulators) != len(keys):
