@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import functional, set_params
-from .._checks import as_key, check_positive_int
+from .._checks import as_key, check_positive_int, key_data
 from ..estimators import ETrace, Estimator
 from ..trainer._checkpoint import load_checkpoint, save_checkpoint
 from ..trainer._history import TrainingDiverged
@@ -184,7 +184,7 @@ class OnlineTrainer:
         if self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, {
                 "params": self.params, "opt_state": self.opt_state, "step": self.step,
-                "key": jax.random.key_data(self.key) if jnp.issubdtype(self.key.dtype, jax.dtypes.prng_key) else self.key,
+                "key": key_data(self.key),
                 "history": self.history,
             })
 
