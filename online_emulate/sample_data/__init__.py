@@ -6,11 +6,7 @@ that problem's data (usable as ``ref_stepper`` of diverted-chain configurations)
 ``get_problem(name, **overrides)`` bundles both with metadata.
 """
 
-from ._advection import (
-    advection_1d_periodic,
-    advection_1d_stepper,
-    make_advection_1d_stepper,
-)
+from ._advection import advection_1d_periodic, advection_1d_stepper
 from ._burgers import burgers_1d, make_burgers_1d_stepper
 from ._burgers_2d import burgers_2d, make_burgers_2d_stepper
 from ._diffusion import diffusion_1d, make_diffusion_1d_stepper
@@ -23,7 +19,6 @@ from ._problem import PROBLEMS, Problem, ProblemSpec, get_problem
 __all__ = [
     "advection_1d_periodic",
     "advection_1d_stepper",
-    "make_advection_1d_stepper",
     "diffusion_1d",
     "make_diffusion_1d_stepper",
     "burgers_1d",

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._validation import check_band_limit, check_int, check_key, check_real
+from .._checks import check_int, check_key, check_real
+from ._exponax import check_band_limit
 
 
 def _shift_phase(num_points: int, cfl: float) -> np.ndarray:
@@ -75,8 +76,6 @@ def advection_1d_stepper(
 
     return stepper
 
-
-make_advection_1d_stepper = advection_1d_stepper
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import exponax as ex
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._etdrk_rollout import band_limited_ic, check_data_args, etdrk_trajectories
-from ._validation import check_band_limit, check_int, check_real
+from ._exponax import PDES, make_stepper, trajectories
+
+_SPEC = PDES["burgers_2d"]
 
 
 def make_burgers_2d_stepper(
@@ -43,23 +42,11 @@ def make_burgers_2d_stepper(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
-    num_points = check_int("num_points", num_points, minimum=2)
-    dt = check_real("dt", dt, positive=True)
-    domain_extent = check_real("domain_extent", domain_extent, positive=True)
-    diffusivity = check_real("diffusivity", diffusivity, nonnegative=True)
-    convection_scale = check_real("convection_scale", convection_scale)
-    return _build(num_points, dt, domain_extent, diffusivity, convection_scale)
-
-
-@functools.lru_cache(maxsize=64)
-def _build(num_points, dt, domain_extent, diffusivity, convection_scale):
-    # Steppers are immutable; caching shares one object between a Problem's
-    # ref_stepper and its data generator and skips rebuilding the ETDRK coefficients.
-    return ex.stepper.Burgers(
-        2,
-        domain_extent,
+    return make_stepper(
+        _SPEC,
         num_points,
-        dt,
+        dt=dt,
+        domain_extent=domain_extent,
         diffusivity=diffusivity,
         convection_scale=convection_scale,
     )
@@ -103,25 +90,16 @@ def burgers_2d(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
-    num_points = check_int("num_points", num_points, minimum=2)
-    num_samples, temporal_horizon, warmup_steps = check_data_args(
-        num_samples, temporal_horizon, warmup_steps, key
-    )
-    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
-    check_band_limit(highest_init_mode, num_points)
-    stepper = make_burgers_2d_stepper(
+    return trajectories(
+        _SPEC,
         num_points,
+        num_samples,
+        temporal_horizon=temporal_horizon,
+        key=key,
         dt=dt,
         domain_extent=domain_extent,
         diffusivity=diffusivity,
         convection_scale=convection_scale,
-    )
-    return etdrk_trajectories(
-        stepper,
-        band_limited_ic(2, 2, highest_init_mode),
-        num_points=num_points,
-        num_samples=num_samples,
-        temporal_horizon=temporal_horizon,
+        highest_init_mode=highest_init_mode,
         warmup_steps=warmup_steps,
-        key=key,
     )

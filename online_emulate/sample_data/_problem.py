@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -16,7 +17,8 @@ from ._kuramoto_sivashinsky import (
     kuramoto_sivashinsky_1d,
     make_kuramoto_sivashinsky_1d_stepper,
 )
-from ._validation import check_int
+from .._checks import check_int
+from ._exponax import PDES
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,7 +114,16 @@ class ProblemSpec:
         )
 
 
-def _spec(name, dims, channels, data_fn, stepper_fn, stepper_keys, description, extra_levels=0, **defaults):
+def _spec(name, channels_dims, data_fn, stepper_fn, stepper_keys, description, extra_levels=0):
+    # The overridable parameters and their defaults are the data generator's own keyword
+    # defaults, so the registry cannot drift from the functions.
+    skip = {"num_samples", "temporal_horizon", "key"}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(data_fn).parameters.items()
+        if k not in skip and p.default is not inspect.Parameter.empty
+    }
+    dims, channels = channels_dims
     return ProblemSpec(
         name=name,
         num_spatial_dims=dims,
@@ -126,42 +137,35 @@ def _spec(name, dims, channels, data_fn, stepper_fn, stepper_keys, description, 
     )
 
 
+def _pde(name, data_fn, stepper_fn, description):
+    pde = PDES[name]
+    return _spec(name, (pde.num_spatial_dims, pde.num_channels), data_fn, stepper_fn,
+                 pde.physics_names, description)
+
+
 PROBLEMS: Mapping[str, ProblemSpec] = MappingProxyType(
     {
         "advection_1d": _spec(
-            "advection_1d", 1, 1, advection_1d_periodic,
+            "advection_1d", (1, 1), advection_1d_periodic,
             lambda n, cfl: advection_1d_stepper(n, cfl), ("cfl",),
             "exact 1-D advection u_t + c u_x = 0 (Fourier shift by cfl cells per step)",
             extra_levels=1,
-            num_points=30, cfl=0.75, highest_init_mode=5,
         ),
-        "diffusion_1d": _spec(
-            "diffusion_1d", 1, 1, diffusion_1d, make_diffusion_1d_stepper,
-            ("dt", "domain_extent", "diffusivity"),
+        "diffusion_1d": _pde(
+            "diffusion_1d", diffusion_1d, make_diffusion_1d_stepper,
             "1-D diffusion u_t = nu u_xx (exact spectral)",
-            num_points=64, dt=0.01, domain_extent=1.0, diffusivity=0.01,
-            highest_init_mode=5, warmup_steps=0,
         ),
-        "burgers_1d": _spec(
-            "burgers_1d", 1, 1, burgers_1d, make_burgers_1d_stepper,
-            ("dt", "domain_extent", "diffusivity", "convection_scale"),
+        "burgers_1d": _pde(
+            "burgers_1d", burgers_1d, make_burgers_1d_stepper,
             "1-D viscous Burgers u_t + b 1/2 (u^2)_x = nu u_xx (ETDRK2)",
-            num_points=64, dt=0.01, domain_extent=1.0, diffusivity=0.01,
-            convection_scale=1.0, highest_init_mode=5, warmup_steps=0,
         ),
-        "ks_1d": _spec(
-            "ks_1d", 1, 1, kuramoto_sivashinsky_1d, make_kuramoto_sivashinsky_1d_stepper,
-            ("dt", "domain_extent"),
+        "ks_1d": _pde(
+            "ks_1d", kuramoto_sivashinsky_1d, make_kuramoto_sivashinsky_1d_stepper,
             "1-D Kuramoto-Sivashinsky u_t + 1/2 (u^2)_x + u_xx + u_xxxx = 0 (ETDRK2)",
-            num_points=64, dt=0.5, domain_extent=32.0, highest_init_mode=5,
-            warmup_steps=200,
         ),
-        "burgers_2d": _spec(
-            "burgers_2d", 2, 2, burgers_2d, make_burgers_2d_stepper,
-            ("dt", "domain_extent", "diffusivity", "convection_scale"),
+        "burgers_2d": _pde(
+            "burgers_2d", burgers_2d, make_burgers_2d_stepper,
             "2-D viscous Burgers u_t + b 1/2 div(u u^T) = nu Laplacian(u) (ETDRK2)",
-            num_points=32, dt=0.01, domain_extent=1.0, diffusivity=0.02,
-            convection_scale=1.0, highest_init_mode=4, warmup_steps=0,
         ),
     }
 )
