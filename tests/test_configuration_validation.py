@@ -135,7 +135,7 @@ def test_too_few_time_levels(cfg, needed):
     def untraceable(u):  # pragma: no cover
         raise AssertionError("traced before validation")
 
-    with pytest.raises(ValueError, match=rf"needs `data` with at least {needed} time levels.*got 3"):
+    with pytest.raises(ValueError, match=rf"data: expected at least {needed} time levels.*got 3"):
         cfg(untraceable, DATA, ref_stepper=stepper)
 
 
@@ -151,7 +151,7 @@ def test_too_few_time_levels(cfg, needed):
     ],
 )
 def test_missing_helper(cfg, name):
-    with pytest.raises(ValueError, match=rf"needs `{name}`.*got {name}=None") as info:
+    with pytest.raises(ValueError, match=rf"{name}: .* needs it.*got {name}=None") as info:
         cfg(stepper, DATA)
     # the message names the configuration that needs it
     expected_owner = "Residuum" if isinstance(cfg, Composite) else type(cfg).__name__
@@ -178,7 +178,7 @@ def test_helper_must_be_callable():
     ids=["2d", "leaf_1d", "floats", "empty", "mismatch", "string"],
 )
 def test_bad_data(data):
-    with pytest.raises(ValueError, match="`data`"):
+    with pytest.raises(ValueError, match="data: expected"):
         Supervised(1)(stepper, data)
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_int as check_count  # the package's one integer checker
 from ..loss import BaseLoss
 
 __all__ = [
-    "check_count",
+    "check_count",  # = online_emulate._checks.check_int
     "check_flag",
     "check_loss",
     "check_weights",
@@ -21,19 +21,10 @@ __all__ = [
 ]
 
 
-def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return `value` as an int, raising if it is not an integer >= `minimum`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
-    return int(value)
-
-
 def check_flag(name: str, value: Any) -> bool:
     """Return `value` as a bool, raising TypeError for anything but a boolean."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a bool, got {value!r} of type {type(value).__name__}.")
+        raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
     return bool(value)
 
 
@@ -41,8 +32,8 @@ def check_loss(name: str, value: Any) -> BaseLoss:
     """Require an `online_emulate.loss` loss object."""
     if not isinstance(value, BaseLoss):
         raise TypeError(
-            f"`{name}` must be a loss from online_emulate.loss (an instance of BaseLoss, "
-            f"e.g. MSELoss()), got {value!r} of type {type(value).__name__}."
+            f"{name}: expected a loss from online_emulate.loss (an instance of BaseLoss, "
+            f"e.g. MSELoss()), got {value!r} ({type(value).__name__})"
         )
     return value
 
@@ -59,7 +50,7 @@ def check_weights(name: str, value: Optional[Any], length: int, meaning: str):
     array = jnp.asarray(value)
     if array.ndim != 1 or array.shape[0] != length:
         raise ValueError(
-            f"`{name}` must have shape ({length},) ({meaning}), got shape {tuple(array.shape)}."
+            f"{name}: expected shape ({length},) ({meaning}), got shape {tuple(array.shape)}"
         )
     if not jnp.issubdtype(array.dtype, jnp.floating):
         array = array.astype(jnp.result_type(float))
@@ -69,11 +60,11 @@ def check_weights(name: str, value: Optional[Any], length: int, meaning: str):
 def check_callable(name: str, value: Any, configuration: str, why: str) -> None:
     """Require a callable that the configuration needs."""
     if value is None:
-        raise ValueError(f"{configuration} needs `{name}` ({why}), got {name}=None.")
+        raise ValueError(f"{name}: {configuration} needs it ({why}), got {name}=None")
     if not callable(value):
         raise TypeError(
-            f"{configuration} needs a callable `{name}` ({why}), got {value!r} "
-            f"of type {type(value).__name__}."
+            f"{name}: expected a callable ({configuration} needs it: {why}), got {value!r} "
+            f"({type(value).__name__})"
         )
 
 
@@ -88,30 +79,30 @@ def check_data(data: Any, num_time_levels: int, configuration: str) -> None:
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
         raise ValueError(
-            f"`data` must be an array or a PyTree of arrays (batch, time, channel, *space); "
-            f"got an empty PyTree {data!r:.80}."
+            f"data: expected an array or a PyTree of arrays (batch, time, channel, *space), "
+            f"got an empty PyTree {data!r:.80}"
         )
     sizes = set()
     for leaf in leaves:
         if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
             raise ValueError(
-                "`data` must be an array or a PyTree of arrays (batch, time, channel, *space); "
-                f"got a leaf of type {type(leaf).__name__}."
+                "data: expected an array or a PyTree of arrays (batch, time, channel, *space), "
+                f"got a leaf of type {type(leaf).__name__}"
             )
         if len(leaf.shape) < 3:
             raise ValueError(
-                "`data` leaves must have at least 3 axes (batch, time, channel, *space); "
-                f"got a leaf of shape {tuple(leaf.shape)}."
+                "data: expected leaves with at least 3 axes (batch, time, channel, *space), "
+                f"got a leaf of shape {tuple(leaf.shape)}"
             )
         sizes.add(tuple(leaf.shape[:2]))
     if len(sizes) != 1:
         raise ValueError(
-            "`data` leaves must share the batch and time sizes; got (batch, time) sizes "
-            f"{sorted(sizes)}."
+            "data: expected leaves that share the batch and time sizes, got (batch, time) "
+            f"sizes {sorted(sizes)}"
         )
     (_, num_given), = sizes
     if num_given < num_time_levels:
         raise ValueError(
-            f"{configuration} needs `data` with at least {num_time_levels} time levels "
-            f"(axis 1), got {num_given}."
+            f"data: expected at least {num_time_levels} time levels (axis 1) for "
+            f"{configuration}, got {num_given}"
         )

@@ -10,7 +10,8 @@ from jaxtyping import Array, Float
 from ._per_step import correlation, mae, nrmse, rmse
 from ._rollout import rollout
 from ._summary import mean_nrmse_geometric, steps_until_decorrelation
-from ._validation import check_int, shape_of
+from .._checks import check_int
+from ._validation import shape_of
 
 PER_STEP_METRICS: dict[str, Callable] = {
     "nrmse": nrmse,
@@ -74,7 +75,7 @@ def evaluate_rollout(
         )
     if num_steps is None:
         num_steps = available
-    num_steps = check_int(num_steps, "num_steps", minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > available:
         raise ValueError(
             f"`num_steps` must be at most the number of reference steps in "
@@ -89,7 +90,7 @@ def evaluate_rollout(
             f"`metrics` must be a non-empty sequence of distinct names from "
             f"{sorted(PER_STEP_METRICS)}; got {list(metrics)}."
         )
-    summary_steps = check_int(summary_steps, "summary_steps", minimum=1)
+    summary_steps = check_int("summary_steps", summary_steps, minimum=1)
     if "correlation" in metrics:
         # validate before the (possibly long) rollout
         if not (

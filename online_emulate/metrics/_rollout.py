@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validation import check_int, shape_of
+from .._checks import check_int
+from ._validation import shape_of
 
 
 def rollout(
@@ -56,7 +57,7 @@ def rollout(
             f"`stepper` must be callable (one state (C, *N) -> next state); got "
             f"{type(stepper).__name__}."
         )
-    num_steps = check_int(num_steps, "num_steps", minimum=0)
+    num_steps = check_int("num_steps", num_steps, minimum=0)
     shape = shape_of(initial_states)
     if len(shape) < 2:
         raise ValueError(

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ._validation import check_int, check_per_step
+from .._checks import check_int
+from ._validation import check_per_step
 
 
 @partial(jax.jit, static_argnums=1)
@@ -47,7 +48,7 @@ def mean_nrmse_geometric(
             ``num_steps`` is not an integer in [1, T].
     """
     length = check_per_step(nrmse_per_step, "nrmse_per_step")
-    num_steps = check_int(num_steps, "num_steps", minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > length:
         raise ValueError(
             f"`num_steps` must be at most the length of `nrmse_per_step`; expected "
