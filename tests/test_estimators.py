@@ -10,7 +10,7 @@ from online_emulate.configuration import (DivertedChain, DivertedChainBranchOne,
 from online_emulate.emulators import ConvNet, LinearStencil
 from online_emulate.estimators import (BPTT, ETrace, ForwardRTRL, TruncatedBPTT,
                                        gradient_fidelity, value_and_grad)
-from online_emulate.estimators._fidelity import flat_vector
+from online_emulate.estimators._fidelity import compiled_temp_bytes, flat_vector
 
 B, N = 2, 16
 
@@ -134,5 +134,9 @@ def test_gradient_fidelity_rows(data):
     assert len(rows) == 4
     for r in rows:
         assert set(r) >= {"estimator", "T", "cosine", "rel_error", "temp_bytes", "time_per_step"}
-        assert r["temp_bytes"] >= 0 and r["time_per_step"] > 0
+        assert r["time_per_step"] > 0
+    # temp_bytes is XLA's temp memory of that estimator's compiled program on that window
+    for r, est, T in zip(rows, [BPTT(checkpoint="sqrt"), ETrace("d_rtrl")] * 2, [1, 1, 5, 5]):
+        assert r["T"] == T and r["estimator"] == repr(est)
+        assert r["temp_bytes"] == compiled_temp_bytes(est, Supervised(T), emu, data[:, :T + 1]) > 0
     assert rows[0]["rel_error"] < 1e-5 and abs(rows[1]["cosine"] - 1) < 1e-5

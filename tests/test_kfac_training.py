@@ -23,6 +23,9 @@ from online_emulate.optim import KFAC, KFACPreconditioner, RolloutCurvature  # n
 from online_emulate.sample_data import get_problem  # noqa: E402
 from online_emulate.trainer import SupervisedTrainer  # noqa: E402
 
+# Optimizer studies (K-FAC against adam / sgd over dozens of steps): minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 STEPS = 40
 BATCH = 8
 

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from online_emulate._checks import key_data
 from online_emulate.configuration import Supervised
 from online_emulate.emulators import ConvNet, LinearStencil, get_params, set_params
 from online_emulate.estimators import ETrace, TruncatedBPTT, value_and_grad
@@ -64,6 +65,7 @@ def _ic(key):
     return jax.random.normal(key, (2, 1, 16))
 
 
+@pytest.mark.slow  # a 10,000-step stream
 def test_streaming_10000_steps(tmp_path):
     emu = LinearStencil(1, 1, 1, key=3)
     # a contracting start: a free run of 10,000 steps stays finite
@@ -80,8 +82,14 @@ def test_streaming_10000_steps(tmp_path):
     assert float(jnp.abs(after["conv"]["weight"] - before["conv"]["weight"]).max()) > 1e-3
     state = load_checkpoint(path)
     assert state["step"] == 100
-    OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
-                  rollout_length=10, progress_bar=False).restore(path)
+    restored = OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
+                             rollout_length=10, progress_bar=False).restore(path)
+    # the last checkpoint (update 100) is the end state of the stream
+    assert restored.step == trainer.step == 100
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, trainer.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, after)
+    assert [h["step"] for h in restored.history] == [h["step"] for h in trainer.history]
+    np.testing.assert_array_equal(key_data(restored.key), key_data(trainer.key))
 
 
 def test_streaming_learns_shift_once_per_rollout():

@@ -6,6 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# Each test starts a fresh Python process that imports JAX and compiles a training run.
+pytestmark = pytest.mark.slow
+
 
 MULTI_DEVICE = textwrap.dedent(
     """
@@ -41,8 +46,11 @@ MULTI_DEVICE = textwrap.dedent(
                                  batch_size=8, data_parallel=dp, progress_bar=False)
         trained, history = trainer(emulator, key=3)
         runs[dp] = (get_params(trained), history.loss)
-        if dp:
-            chunk = trainer._compiled[2]
+        # the compiled gradient program really is split over 4 devices (2 samples each)
+        # with data_parallel=True, and holds the whole batch of 8 on one device without
+        hlo = jax.jit(trainer._loss_and_grad(apply, emulator)).lower(params, batch).compile().as_text()
+        assert ("num_partitions=4" in hlo) == dp, dp
+        assert ("f32[2,1,16]" in hlo) == dp and ("f32[8,1,16]" in hlo) != dp, dp
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), runs[False][0], runs[True][0])
     np.testing.assert_allclose(runs[False][1], runs[True][1], rtol=1e-4)
     try:

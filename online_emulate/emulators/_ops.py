@@ -9,7 +9,6 @@ import contextlib
 import contextvars
 from typing import Iterator
 
-import braintrace
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -80,6 +79,10 @@ def periodic_conv(
     padded = periodic_pad(x, kernel_size)
     if _USE_LAX.get():
         return _lax_conv(padded, kernel, bias)
+    # braintrace (and the scipy.stats it pulls in) loads on the first ETP evaluation, not
+    # at import: BPTT training and metrics run under lax_ops() and never need it.
+    import braintrace
+
     dimension_numbers = _DIMENSION_NUMBERS[num_spatial_dims]
     return braintrace.conv(
         padded,
