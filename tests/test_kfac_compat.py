@@ -12,16 +12,13 @@ import pytest
 kfac_jax = pytest.importorskip("kfac_jax")
 
 from online_emulate.emulators import ConvNet, LinearStencil, functional  # noqa: E402
-from online_emulate.optim import _compat  # noqa: E402
-from online_emulate.optim import (  # noqa: E402
-    KFAC,
+from online_emulate.optim import KFAC, _compat  # noqa: E402
+from online_emulate.optim._compat import (  # noqa: E402
     apply_kfac_shim,
     bind_params_convention,
     eval_eqn_works,
-    lift_params,
-    lifted_leaf_mask,
-    lower_params,
 )
+from online_emulate.optim._layout import lift_params, lifted_leaf_mask, lower_params  # noqa: E402
 
 
 def _old_style_eval(eqn, in_values):

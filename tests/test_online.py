@@ -13,8 +13,8 @@ from online_emulate.configuration import Supervised
 from online_emulate.emulators import ConvNet, LinearStencil, get_params, set_params
 from online_emulate.estimators import ETrace, TruncatedBPTT, value_and_grad
 from online_emulate.online import (ExcludedParameterError, OnlineTrainer, RecurrentEmulator,
-                                   compile_learner, load_checkpoint)
-from online_emulate.trainer import TrainingDiverged
+                                   compile_learner)
+from online_emulate.trainer import TrainingDiverged, load_checkpoint
 
 
 def test_exclusion_of_inner_layer_raises_naming_the_parameter():

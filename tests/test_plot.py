@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from online_emulate import configuration as cfg
 from online_emulate import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -95,19 +96,15 @@ def test_memory_vs_rollout(tmp_path):
 
 
 CONFIGURATIONS = {
-    "supervised": stand_in("Supervised", num_rollout_steps=4, cut_bptt=True, cut_bptt_every=2),
-    "final_only": stand_in("Supervised", num_rollout_steps=3, time_level_weights=np.array([0.0, 0.0, 1.0])),
-    "branch_one": stand_in("DivertedChainBranchOne", num_rollout_steps=3, cut_div_chain=True),
-    "diverted": stand_in("DivertedChain", num_rollout_steps=3, num_branch_steps=2, cut_bptt=True),
-    "post": stand_in("MixChainPostPhysics", num_rollout_steps=2, num_post_physics_steps=2),
-    "pre": stand_in("MixChainPrePhysics", num_rollout_steps=2, num_pre_physics_steps=1),
-    "residuum": stand_in("Residuum", num_rollout_steps=3, cut_prev=True),
-    "teacher": stand_in("TeacherForcing", num_rollout_steps=5, reset_every=2),
-    "composite": stand_in(
-        "Composite",
-        configurations=[stand_in("Supervised", num_rollout_steps=2), stand_in("Residuum", num_rollout_steps=2, cut_next=True)],
-        weights=[1.0, 0.5],
-    ),
+    "supervised": cfg.Supervised(4, cut_bptt=True, cut_bptt_every=2),
+    "final_only": cfg.Supervised(3, time_level_weights=np.array([0.0, 0.0, 1.0])),
+    "branch_one": cfg.DivertedChainBranchOne(3, cut_div_chain=True),
+    "diverted": cfg.DivertedChain(3, 2, cut_bptt=True),
+    "post": cfg.MixChainPostPhysics(2, 2),
+    "pre": cfg.MixChainPrePhysics(2, 1),
+    "residuum": cfg.Residuum(3, cut_prev=True),
+    "teacher": cfg.TeacherForcing(5, 2),
+    "composite": cfg.Composite([cfg.Supervised(2), cfg.Residuum(2, cut_next=True)], [1.0, 0.5]),
 }
 
 
@@ -127,29 +124,18 @@ def test_configuration_schematic_into_axes_and_errors(tmp_path):
     ax = fig.subplots()
     assert plot.plot_configuration_schematic(CONFIGURATIONS["teacher"], ax=ax) is fig
     assert len(ax.patches) > 10
-    with pytest.raises(ValueError, match="Supervised"):
-        plot.plot_configuration_schematic(stand_in("Unknown"), tmp_path / "x.png")
-    with pytest.raises(ValueError, match="num_rollout_steps"):
-        plot.plot_configuration_schematic(stand_in("Supervised", num_rollout_steps=0), tmp_path / "x.png")
-    with pytest.raises(ValueError, match="num_branch_steps"):
-        plot.plot_configuration_schematic(
-            stand_in("DivertedChain", num_rollout_steps=2, num_branch_steps=3), tmp_path / "x.png"
-        )
-    with pytest.raises(ValueError, match="time_level_weights"):
-        plot.plot_configuration_schematic(
-            stand_in("Supervised", num_rollout_steps=3, time_level_weights=[1.0]), tmp_path / "x.png"
-        )
+    with pytest.raises(TypeError, match="configuration: expected one of .*Supervised"):
+        plot.plot_configuration_schematic(stand_in("Supervised", num_rollout_steps=2), tmp_path / "x.png")
+
+    class Longer(cfg.Supervised):
+        """A user subclass is drawn like its library base class."""
+
+    assert_png(plot.plot_configuration_schematic(Longer(3), tmp_path / "sub.png"))
+    with pytest.raises(ValueError, match="configuration.time_level_weights"):
+        # a subclass whose attributes break the drawing's assumptions
+        bad = Longer(3)
+        object.__setattr__(bad, "time_level_weights", np.ones(1))
+        plot.plot_configuration_schematic(bad, tmp_path / "x.png")
     with pytest.raises(ValueError, match="path"):
         plot.plot_configuration_schematic(CONFIGURATIONS["supervised"])
     assert not (tmp_path / "x.png").exists()
-
-
-def test_configuration_schematic_real_configurations(tmp_path):
-    configuration = pytest.importorskip("online_emulate.configuration")
-    for name in ("DivertedChainBranchOne", "TeacherForcing"):
-        cls = getattr(configuration, name, None)
-        if cls is None:
-            continue
-        path = tmp_path / f"{name}.png"
-        plot.plot_configuration_schematic(cls(3), path)
-        assert_png(path)

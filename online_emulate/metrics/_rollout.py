@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Callable
 
 import jax
@@ -11,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int
+from ..emulators import lax_ops
 from ._validation import shape_of
 
 
@@ -82,19 +81,10 @@ def rollout(
         )
 
     batched = jax.vmap(stepper)
-    with _plain_ops():
+    # library emulators evaluate with plain jax.lax ops here (vmap-friendly, identical
+    # outputs); other steppers ignore the switch
+    with lax_ops():
         return _scan_rollout(batched, initial_states, num_steps, include_init)
-
-
-def _plain_ops():
-    """Evaluate library emulators with plain ``jax.lax`` ops (vmap-friendly).
-
-    Only relevant when the emulators package is loaded (i.e. when the stepper can be
-    one of its emulators); outputs are identical either way.
-    """
-    emulators = sys.modules.get("online_emulate.emulators")
-    lax_ops = getattr(emulators, "lax_ops", None)
-    return lax_ops() if lax_ops is not None else contextlib.nullcontext()
 
 
 def _scan_rollout(batched, initial_states, num_steps, include_init):

@@ -1,9 +1,10 @@
 """Online learning: the emulator as a recurrent brainstate model, braintrace learners,
-and streaming training over long rollouts."""
+and streaming training over long rollouts. Checkpoints are read and written with
+`online_emulate.trainer.save_checkpoint` / `load_checkpoint`."""
 
 from ._compile import ExcludedParameterError, check_no_excluded_parameters, compile_learner
 from ._recurrent import RecurrentEmulator
-from ._trainer import OnlineTrainer, load_checkpoint, save_checkpoint
+from ._trainer import OnlineTrainer
 
 __all__ = [
     "RecurrentEmulator",
@@ -11,6 +12,4 @@ __all__ = [
     "check_no_excluded_parameters",
     "ExcludedParameterError",
     "OnlineTrainer",
-    "save_checkpoint",
-    "load_checkpoint",
 ]

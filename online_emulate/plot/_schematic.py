@@ -1,7 +1,7 @@
 """Schematic drawing of a training configuration (what the loss is made of).
 
-The drawing is built from duck-typed attributes of the configuration object, so this
-module does not import ``online_emulate.configuration``.
+The drawer is chosen by the configuration's class (subclasses of a library
+configuration are drawn like it); the drawing reads the configuration's attributes.
 
 Visual language:
 
@@ -25,18 +25,17 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyBboxPatch
 
-from ._figure import check_target, finish, new_figure
-
-SUPPORTED = (
-    "Supervised",
-    "DivertedChain",
-    "DivertedChainBranchOne",
-    "MixChainPostPhysics",
-    "MixChainPrePhysics",
-    "Residuum",
-    "TeacherForcing",
-    "Composite",
+from ..configuration import (
+    Composite,
+    DivertedChain,
+    DivertedChainBranchOne,
+    MixChainPostPhysics,
+    MixChainPrePhysics,
+    Residuum,
+    Supervised,
+    TeacherForcing,
 )
+from ._figure import check_target, finish, new_figure
 
 _NET = "#1f5fbf"
 _PHYS = "#2e8b3d"
@@ -148,8 +147,8 @@ def _count(cfg, name, default, minimum=1):
         value = default
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(
-            f"`configuration.{name}` must be an integer >= {minimum} to draw "
-            f"{type(cfg).__name__}; got {value!r}."
+            f"configuration.{name}: expected an int >= {minimum} to draw "
+            f"{type(cfg).__name__}, got {value!r}"
         )
     return int(value)
 
@@ -162,8 +161,8 @@ def _weights(cfg, n, name="time_level_weights"):
     w = np.ravel(np.asarray(raw, dtype=float))
     if w.size < n:
         raise ValueError(
-            f"`configuration.{name}` must hold at least {n} weights to draw "
-            f"{type(cfg).__name__}; got {w.size}."
+            f"configuration.{name}: expected at least {n} weights to draw "
+            f"{type(cfg).__name__}, got {w.size}"
         )
     return w[:n]
 
@@ -317,14 +316,28 @@ def _draw_mix_pre(d, cfg, y):
 
 
 _DRAWERS = {
-    "Supervised": _draw_supervised,
-    "TeacherForcing": _draw_teacher_forcing,
-    "DivertedChain": lambda d, c, y: _draw_diverted(d, c, y, branch_one=False),
-    "DivertedChainBranchOne": lambda d, c, y: _draw_diverted(d, c, y, branch_one=True),
-    "Residuum": _draw_residuum,
-    "MixChainPostPhysics": _draw_mix_post,
-    "MixChainPrePhysics": _draw_mix_pre,
+    Supervised: _draw_supervised,
+    TeacherForcing: _draw_teacher_forcing,
+    DivertedChain: lambda d, c, y: _draw_diverted(d, c, y, branch_one=False),
+    DivertedChainBranchOne: lambda d, c, y: _draw_diverted(d, c, y, branch_one=True),
+    Residuum: _draw_residuum,
+    MixChainPostPhysics: _draw_mix_post,
+    MixChainPrePhysics: _draw_mix_pre,
 }
+SUPPORTED = tuple(cls.__name__ for cls in _DRAWERS) + ("Composite",)
+
+
+def _check_supported(cfg) -> None:
+    if not isinstance(cfg, (Composite, *_DRAWERS)):
+        raise TypeError(
+            f"configuration: expected one of online_emulate.configuration's "
+            f"{', '.join(SUPPORTED)}, got {type(cfg).__name__}"
+        )
+
+
+def _drawer(cfg):
+    # the most specific library class in the configuration's MRO decides
+    return next(_DRAWERS[klass] for klass in type(cfg).__mro__ if klass in _DRAWERS)
 
 
 def _describe(cfg) -> str:
@@ -356,13 +369,8 @@ def _parts(cfg):
 
 
 def _draw_any(d, cfg, y, depth=0):
-    name = type(cfg).__name__
-    if name not in SUPPORTED:
-        raise ValueError(
-            f"`configuration` must be one of {', '.join(SUPPORTED)} (by class name); got "
-            f"an instance of {name}."
-        )
-    if name == "Composite":
+    _check_supported(cfg)
+    if isinstance(cfg, Composite):
         if depth > 0:
             raise ValueError("`configuration`: nested Composite configurations cannot be drawn.")
         parts = _parts(cfg)
@@ -379,7 +387,7 @@ def _draw_any(d, cfg, y, depth=0):
             _draw_any(d, part, y, depth + 1)
             y = min(d.ymin, top) - 1.3
         return
-    _DRAWERS[name](d, cfg, y)
+    _drawer(cfg)(d, cfg, y)
 
 
 def plot_configuration_schematic(configuration, path=None, ax=None, *, title=None):
@@ -393,9 +401,9 @@ def plot_configuration_schematic(configuration, path=None, ax=None, *, title=Non
     alongside the edge whose cotangent it stops. A ``Composite`` is drawn as its parts
     stacked, each captioned with its weight.
 
-    Only duck-typed attributes are read: the class name (one of Supervised,
+    The configuration is one of ``online_emulate.configuration``'s Supervised,
     DivertedChain, DivertedChainBranchOne, MixChainPostPhysics, MixChainPrePhysics,
-    Residuum, TeacherForcing, Composite) and ``num_rollout_steps``,
+    Residuum, TeacherForcing or Composite (or a subclass); read are ``num_rollout_steps``,
     ``num_branch_steps``, ``num_post_physics_steps``, ``num_pre_physics_steps``,
     ``reset_every``, ``cut_bptt``, ``cut_bptt_every``, ``cut_div_chain``, ``cut_prev``,
     ``cut_next``, ``time_level_weights``, ``branch_level_weights`` (missing ones take
@@ -411,17 +419,13 @@ def plot_configuration_schematic(configuration, path=None, ax=None, *, title=Non
         ``path`` when ``ax`` is None, otherwise the figure of ``ax``.
 
     Raises:
-        ValueError: for an unsupported class name, attributes of the wrong kind (e.g. a
-            non-positive step count, too few weights), or unusable ``path``/``ax``.
+        TypeError: for an object that is not one of those configurations.
+        ValueError: for attributes of the wrong kind (e.g. a non-positive step count,
+            too few weights), or unusable ``path``/``ax``.
     """
     check_target(path, ax)
     # dry run first, so that bad input raises before anything is drawn into ``ax``
-    name = type(configuration).__name__
-    if name not in SUPPORTED:
-        raise ValueError(
-            f"`configuration` must be one of {', '.join(SUPPORTED)} (by class name); got "
-            f"an instance of {name}."
-        )
+    _check_supported(configuration)
     _draw_any(_Drawer(None), configuration, 0.0)
 
     if ax is None:
@@ -437,7 +441,7 @@ def plot_configuration_schematic(configuration, path=None, ax=None, *, title=Non
     ax_used.set_aspect("equal")
     ax_used.axis("off")
     if title is None:
-        title = "Composite" if name == "Composite" else _describe(configuration)
+        title = "Composite" if isinstance(configuration, Composite) else _describe(configuration)
     ax_used.set_title(title, fontsize=10)
     if ax is None:
         scale = 1.1
