@@ -227,7 +227,13 @@ from online_emulate import (callback, configuration, data, emulators, estimators
                             metrics, sample_data, trainer)
 core = sorted(m for m in ("braintrace", "scipy.stats", "online_emulate.plot",
                           "online_emulate.online") if m in sys.modules)
-print(json.dumps({"light": light, "core": core}))
+import jax.numpy as jnp
+emulator = emulators.LinearStencil(1, 1, 1, kernel_size=2, key=0)
+metrics.rollout(emulator, jnp.ones((2, 1, 8)), 3)  # evaluates under lax_ops()
+after_rollout = "braintrace" in sys.modules
+emulator(jnp.ones((1, 8)))  # the braintrace ETP path
+print(json.dumps({"light": light, "core": core, "after_rollout": after_rollout,
+                  "after_etp_call": "braintrace" in sys.modules}))
 """
 
 
@@ -242,6 +248,8 @@ def test_import_is_lazy_in_a_fresh_process():
     # plotting code or the braintrace bridge; matplotlib itself comes with brainstate
     # (brainunit -> saiunit), which the emulators need
     assert result["core"] == [], result
+    # a rollout for metrics stays on plain lax; the ETP evaluation loads braintrace
+    assert result["after_rollout"] is False and result["after_etp_call"] is True, result
 
 
 @pytest.mark.parametrize("name", ["plot", "online", "value_and_grad"])

@@ -72,7 +72,10 @@ def rollout(
         )
     initial_states = jnp.asarray(initial_states)
     one = jax.ShapeDtypeStruct(shape[1:], initial_states.dtype)
-    out = jax.eval_shape(stepper, one)
+    # library emulators evaluate with plain jax.lax ops here (vmap-friendly, identical
+    # outputs, and braintrace stays unloaded); other steppers ignore the switch
+    with lax_ops():
+        out = jax.eval_shape(stepper, one)
     out_shape = getattr(out, "shape", None)
     if out_shape is None or tuple(out_shape) != shape[1:]:
         raise ValueError(
@@ -81,8 +84,6 @@ def rollout(
         )
 
     batched = jax.vmap(stepper)
-    # library emulators evaluate with plain jax.lax ops here (vmap-friendly, identical
-    # outputs); other steppers ignore the switch
     with lax_ops():
         return _scan_rollout(batched, initial_states, num_steps, include_init)
 
