@@ -34,9 +34,10 @@ LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 # loaded when an eligibility-trace path first needs it (it pulls in scipy.stats).
 LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace"}
 
-# Edges that still break the rules, in files other work is rewriting; each is
-# (importer module, imported package or module, why). The list only shrinks: a pair
-# that no longer occurs fails the test so it is removed here.
+# Edges that still break the rules, in files other work is rewriting: (importer module,
+# imported package or module), the reason in the comment above each group. The list
+# only shrinks: a pair that no longer occurs fails test_pending_edges_still_exist, so
+# that it is removed here.
 _PENDING_EDGES = {
     # the online/ <-> estimators/_etrace.py cycle (OnlineTrainer uses estimators,
     # ETrace uses the braintrace bridge): upward edge and a function-level import
