@@ -1,12 +1,15 @@
-"""How the gradient is computed: exact BPTT (optionally checkpointed), truncated BPTT,
-forward-mode RTRL and braintrace eligibility traces, behind one interface."""
+"""How the gradient is computed: exact BPTT (optionally checkpointed, or fitted to a memory
+budget), truncated BPTT, forward-mode RTRL and braintrace eligibility traces, behind one
+interface; `plan` shows what each costs for a problem before training."""
 
 from ._base import Estimator
 from ._bptt import BPTT
-from ._checkpoint_scan import sqrt_checkpoint_scan, step_checkpoint_scan
+from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,
+                               sqrt_checkpoint_scan, step_checkpoint_scan)
 from ._etrace import ETrace
 from ._fidelity import compiled_temp_bytes, gradient_fidelity
 from ._forward_rtrl import ForwardRTRL, rtrl_memory_bytes
+from ._plan import Plan, PlanRow, plan
 from ._truncated import TruncatedBPTT
 from ._value_and_grad import value_and_grad
 
@@ -21,5 +24,10 @@ __all__ = [
     "compiled_temp_bytes",
     "step_checkpoint_scan",
     "sqrt_checkpoint_scan",
+    "binomial_checkpoint_scan",
+    "binomial_step_evaluations",
+    "plan",
+    "Plan",
+    "PlanRow",
     "rtrl_memory_bytes",
 ]

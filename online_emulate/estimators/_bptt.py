@@ -2,48 +2,137 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 from ._base import Estimator
-from ._checkpoint_scan import sqrt_checkpoint_scan, step_checkpoint_scan
+from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
+                               step_checkpoint_scan)
 
 __all__ = ["BPTT"]
 
-_SCANS = {None: jax.lax.scan, "step": step_checkpoint_scan, "sqrt": sqrt_checkpoint_scan}
+_SCANS = {None: jax.lax.scan, "step": step_checkpoint_scan, "sqrt": sqrt_checkpoint_scan,
+          "binomial": binomial_checkpoint_scan}
+
+
+def _is_positive_int(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int) and x >= 1
 
 
 class BPTT(Estimator):
     """Backpropagation through time: `jax.value_and_grad` of `configuration.loss`.
 
+    Every scheme gives the same gradient up to floating-point reassociation and supports
+    every configuration, since the scan is injected through
+    `configuration.loss(..., scan=...)`; they differ in memory and recomputation.
+
     Arguments:
-        checkpoint: None (plain scan, memory O(T) step intermediates), "step"
-            (`jax.checkpoint` per step: O(T) carries only) or "sqrt" (nested sqrt(T)
-            segments: O(sqrt(T)) carries, about one extra forward pass). All three
-            give the same gradient up to floating-point reassociation. Every
-            configuration is supported, since the scan is injected through
-            `configuration.loss(..., scan=...)`.
+        checkpoint: None (plain scan: memory O(T) step intermediates), "step"
+            (`jax.checkpoint` per step: O(T) carries), "sqrt" (nested sqrt(T)
+            segments: O(sqrt(T)) carries, about one extra forward pass) or
+            "binomial" (equinox's online binomial checkpointing: at most
+            `num_checkpoints` stored carries per rollout loop, whatever T; fewer
+            checkpoints recompute more).
+        num_checkpoints: the number of stored carries of "binomial" (positive int);
+            only with `checkpoint="binomial"`.
+        memory_budget_bytes: instead of `checkpoint`, a compiled temp-memory budget
+            (positive int, bytes). On first use for a (configuration, parameter and
+            data shape) the cheapest exact scheme that fits is picked by compiling:
+            plain BPTT, else "sqrt", else "binomial" with the largest
+            `num_checkpoints` that fits (see `estimators.plan`).
 
     Raises:
-        ValueError: for any other `checkpoint`.
+        ValueError: unknown `checkpoint`; `num_checkpoints` missing, not a positive int
+            or given without "binomial"; `memory_budget_bytes` not a positive int or
+            given with `checkpoint`. `value_and_grad` raises a ValueError naming the
+            smallest budget that would work when no exact scheme fits the budget.
     """
 
-    def __init__(self, *, checkpoint: str | None = None):
+    def __init__(self, *, checkpoint: str | None = None, num_checkpoints: int | None = None,
+                 memory_budget_bytes: int | None = None):
         if checkpoint not in _SCANS:
             raise ValueError(
-                f"checkpoint: expected None, 'step' or 'sqrt', got {checkpoint!r}"
+                "checkpoint: expected None, 'step', 'sqrt' or 'binomial', got "
+                f"{checkpoint!r}"
             )
-        self._set(checkpoint=checkpoint)
+        if checkpoint == "binomial":
+            if not _is_positive_int(num_checkpoints):
+                raise ValueError(
+                    "num_checkpoints: expected a positive int with checkpoint='binomial', "
+                    f"got {num_checkpoints!r}"
+                )
+        elif num_checkpoints is not None:
+            raise ValueError(
+                "num_checkpoints: expected None unless checkpoint='binomial', got "
+                f"{num_checkpoints!r} with checkpoint={checkpoint!r}"
+            )
+        if memory_budget_bytes is not None:
+            if not _is_positive_int(memory_budget_bytes):
+                raise ValueError(
+                    "memory_budget_bytes: expected a positive int number of bytes, got "
+                    f"{memory_budget_bytes!r}"
+                )
+            if checkpoint is not None:
+                raise ValueError(
+                    "memory_budget_bytes: picks the checkpointing scheme itself; expected "
+                    f"checkpoint=None with it, got checkpoint={checkpoint!r}"
+                )
+        self._set(checkpoint=checkpoint, num_checkpoints=num_checkpoints,
+                  memory_budget_bytes=memory_budget_bytes, _choices={})
 
     def _key(self):
-        return (self.checkpoint,)
+        return (self.checkpoint, self.num_checkpoints, self.memory_budget_bytes)
 
     def __repr__(self):
-        return "BPTT()" if self.checkpoint is None else f"BPTT(checkpoint={self.checkpoint!r})"
+        if self.memory_budget_bytes is not None:
+            return f"BPTT(memory_budget_bytes={self.memory_budget_bytes})"
+        if self.checkpoint is None:
+            return "BPTT()"
+        if self.checkpoint == "binomial":
+            return f"BPTT(checkpoint='binomial', num_checkpoints={self.num_checkpoints})"
+        return f"BPTT(checkpoint={self.checkpoint!r})"
 
     @property
     def scan(self):
-        """The scan implementation handed to `configuration.loss`."""
+        """The scan implementation handed to `configuration.loss`.
+
+        Raises:
+            ValueError: for `BPTT(memory_budget_bytes=...)`, whose scan depends on the
+                problem (use `resolve`).
+        """
+        if self.memory_budget_bytes is not None:
+            raise ValueError(
+                f"scan: {self!r} picks its scan per problem; call "
+                "resolve(configuration, apply, params, data, ...) first"
+            )
+        if self.checkpoint == "binomial":
+            return functools.partial(binomial_checkpoint_scan, checkpoints=self.num_checkpoints)
         return _SCANS[self.checkpoint]
+
+    def resolve(self, configuration, apply, params, data, *, ref_stepper=None,
+                residuum_fn=None) -> "BPTT":
+        """The fixed-scheme `BPTT` this estimator runs for this problem.
+
+        For a fixed `checkpoint` it is `self`; with `memory_budget_bytes` it is the
+        cheapest exact scheme whose compiled temp memory fits the budget (cached per
+        configuration, functions and array shapes; works on traced arguments).
+
+        Raises:
+            ValueError: no exact scheme fits the budget (the message names the
+                smallest budget that would work).
+        """
+        if self.memory_budget_bytes is None:
+            return self
+        from ._plan import choose_exact_scheme  # _plan imports this module
+
+        key = _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn)
+        if key not in self._choices:
+            self._choices[key] = choose_exact_scheme(
+                configuration, apply, params, data, self.memory_budget_bytes,
+                ref_stepper=ref_stepper, residuum_fn=residuum_fn,
+            ).estimator
+        return self._choices[key]
 
     def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
                        residuum_fn=None, emulator=None):
@@ -52,7 +141,8 @@ class BPTT(Estimator):
         Returns:
             `(loss, grads)`, grads with the structure of `params`.
         """
-        scan = self.scan
+        scan = self.resolve(configuration, apply, params, data, ref_stepper=ref_stepper,
+                            residuum_fn=residuum_fn).scan
 
         def loss_fn(p):
             return configuration.loss(
@@ -61,3 +151,21 @@ class BPTT(Estimator):
             )
 
         return jax.value_and_grad(loss_fn)(params)
+
+
+def _shapes(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
+def _hashable(x):
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return ("id", id(x))
+
+
+def _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn):
+    return (_hashable(configuration), _hashable(apply), _hashable(ref_stepper),
+            _hashable(residuum_fn), _shapes(params), _shapes(data))
