@@ -94,24 +94,35 @@ def _binomial(n):
     return BPTT(checkpoint="binomial", num_checkpoints=n)
 
 
-def _largest_binomial(temp: _Compiler, M: int) -> BPTT | None:
+def _largest_binomial(temp: _Compiler, M: int, max_compiles: int = 8) -> BPTT | None:
     """Binomial BPTT with the most checkpoints (at most the longest loop) that fits M,
-    or None when one checkpoint does not fit. The count is predicted from the compiled
-    memory of 1 and 2 checkpoints (linear: each checkpoint is one carry), then
-    confirmed by compiling it."""
+    or None when one checkpoint does not fit.
+
+    Memory grows with the count (each checkpoint is one carry) but not exactly
+    linearly (XLA's buffer assignment), so the count is searched: each guess is the
+    secant through the compiled sizes of 1 checkpoint and the largest count known to
+    fit, kept strictly between the largest count known to fit and the smallest known
+    not to; at most `max_compiles` guesses beyond 1 and 2 checkpoints."""
     m1 = temp(_binomial(1))
     if m1 > M:
         return None
-    if temp.longest == 1:
-        return _binomial(1)
-    slope = temp(_binomial(2)) - m1
-    n = temp.longest if slope <= 0 else int(min(temp.longest, 1 + (M - m1) // slope))
-    n = max(n, 1)
-    # XLA's buffer assignment is close to, not exactly, linear: confirm and step down.
-    while n > 1 and temp(_binomial(n)) > M:
-        over = temp(_binomial(n)) - m1
-        n = max(1, min(n - 1, 1 + (M - m1) * (n - 1) // max(over, 1)))
-    return _binomial(n)
+    lo, hi = 1, temp.longest + 1  # lo fits; hi does not (or is past the useful range)
+    if hi > 2:
+        if temp(_binomial(2)) <= M:
+            lo = 2
+        else:
+            hi = 2
+    for _ in range(max_compiles):
+        if hi - lo <= 1:
+            break
+        grown = temp(_binomial(lo)) - m1
+        guess = hi - 1 if grown <= 0 else 1 + (M - m1) * (lo - 1) // grown
+        guess = min(max(guess, lo + 1), hi - 1)
+        if temp(_binomial(guess)) <= M:
+            lo = guess
+        else:
+            hi = guess
+    return _binomial(lo)
 
 
 def choose_exact_scheme(configuration, apply, params, data, memory_budget_bytes: int, *,
