@@ -55,17 +55,17 @@ def main():
         train_data = prob.make_data(16 if args.quick else 64, 50, jax.random.PRNGKey(1))
         test_data = prob.make_data(8, 200, jax.random.PRNGKey(2))
         print(f"\n## {name} (N={N}, {updates} updates, Supervised({R}) windows, batch {batch})")
-        print(f"{'estimator':34s} {'nRMSE@20':>10s} {'nRMSE@200':>10s}")
+        print(f"{'estimator':52s} {'nRMSE@20':>10s} {'nRMSE@200':>10s}")
         for est in estimators:
             curve = train_and_test(train_data, test_data, make_emulator, est, R=R,
                                    updates=updates, batch=batch)
-            print(f"{repr(est)[:34]:34s} {curve[19]:10.4f} {curve[199]:10.4f}", flush=True)
+            print(f"{repr(est)[:52]:52s} {curve[19]:10.4f} {curve[199]:10.4f}", flush=True)
         print(f"\ngradient fidelity at the initial parameters ({name}):")
-        print(f"{'estimator':34s} {'T':>4s} {'cosine':>8s} {'rel_err':>9s} {'temp_B':>9s} {'us/step':>9s}")
+        print(f"{'estimator':52s} {'T':>4s} {'cosine':>8s} {'rel_err':>9s} {'temp_B':>9s} {'us/step':>9s}")
         rows = gradient_fidelity(make_emulator(), lambda T: Supervised(T), train_data[:batch],
                                  estimators=estimators[1:], rollout_lengths=[1, 5, 20])
         for r in rows:
-            print(f"{r['estimator'][:34]:34s} {r['T']:4d} {r['cosine']:8.4f} {r['rel_error']:9.2e} "
+            print(f"{r['estimator'][:52]:52s} {r['T']:4d} {r['cosine']:8.4f} {r['rel_error']:9.2e} "
                   f"{r['temp_bytes']:9d} {r['time_per_step'] * 1e6:9.1f}", flush=True)
 
 
