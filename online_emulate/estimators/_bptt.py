@@ -6,6 +6,7 @@ import functools
 
 import jax
 
+from .._checks import check_positive_int
 from ._base import Estimator
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
                                step_checkpoint_scan)
@@ -14,10 +15,6 @@ __all__ = ["BPTT"]
 
 _SCANS = {None: jax.lax.scan, "step": step_checkpoint_scan, "sqrt": sqrt_checkpoint_scan,
           "binomial": binomial_checkpoint_scan}
-
-
-def _is_positive_int(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, int) and x >= 1
 
 
 class BPTT(Estimator):
@@ -57,22 +54,14 @@ class BPTT(Estimator):
                 f"{checkpoint!r}"
             )
         if checkpoint == "binomial":
-            if not _is_positive_int(num_checkpoints):
-                raise ValueError(
-                    "num_checkpoints: expected a positive int with checkpoint='binomial', "
-                    f"got {num_checkpoints!r}"
-                )
+            num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints)
         elif num_checkpoints is not None:
             raise ValueError(
                 "num_checkpoints: expected None unless checkpoint='binomial', got "
                 f"{num_checkpoints!r} with checkpoint={checkpoint!r}"
             )
         if memory_budget_bytes is not None:
-            if not _is_positive_int(memory_budget_bytes):
-                raise ValueError(
-                    "memory_budget_bytes: expected a positive int number of bytes, got "
-                    f"{memory_budget_bytes!r}"
-                )
+            memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
             if checkpoint is not None:
                 raise ValueError(
                     "memory_budget_bytes: picks the checkpointing scheme itself; expected "

@@ -10,6 +10,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_positive_int
+
 __all__ = ["step_checkpoint_scan", "sqrt_checkpoint_scan", "binomial_checkpoint_scan",
            "binomial_step_evaluations"]
 
@@ -117,8 +119,7 @@ def binomial_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=Fa
     """
     import equinox.internal as eqxi  # imported lazily: only this scheme needs it
 
-    if isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1:
-        raise ValueError(f"checkpoints: expected a positive int, got {checkpoints!r}")
+    checkpoints = check_positive_int("checkpoints", checkpoints)
     del unroll
     T = _length(xs, length)
     if T == 0:
@@ -173,11 +174,9 @@ def binomial_step_evaluations(num_steps: int, checkpoints: int, *,
     Raises:
         ValueError: `num_steps`, `checkpoints` or `limit` not a positive int.
     """
-    for name, value in (("num_steps", num_steps), ("checkpoints", checkpoints),
-                        ("limit", 1 if limit is None else limit)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return _count_evaluations(num_steps, checkpoints, limit)
+    return _count_evaluations(check_positive_int("num_steps", num_steps),
+                              check_positive_int("checkpoints", checkpoints),
+                              check_positive_int("limit", limit, allow_none=True))
 
 
 @functools.lru_cache(maxsize=256)

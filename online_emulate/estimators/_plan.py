@@ -8,6 +8,7 @@ from typing import Sequence
 
 import jax
 
+from .._checks import check_positive_int
 from ..emulators import functional
 from ._base import Estimator
 from ._bptt import BPTT
@@ -273,12 +274,7 @@ def plan(configuration, emulator, data, memory_budget_bytes: int, *,
         TypeError: `emulator` is not a brainstate module, an entry of `estimators` is
             not an Estimator.
     """
-    if (isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int)
-            or memory_budget_bytes < 1):
-        raise ValueError(
-            f"memory_budget_bytes: expected a positive int number of bytes, got "
-            f"{memory_budget_bytes!r}"
-        )
+    memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
     if estimators is None:
         estimators = (TruncatedBPTT(1), ForwardRTRL(), ETrace("d_rtrl"),
                       ETrace("es_d_rtrl", decay=0.9))
