@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
+from ._plan import add_plan_parser, run_plan
 
 __all__ = ["main", "build_parser"]
 
@@ -100,8 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--num-points", type=_positive_int, default=64, help="grid points (default: %(default)s)")
     bench.add_argument("--hidden-channels", type=_positive_int, default=8, help="conv net width (default: %(default)s)")
     bench.add_argument("--output", default="runs/bench", help="output folder (default: %(default)s)")
-    from ._plan import add_plan_parser
-
     add_plan_parser(sub, _positive_int)
     return parser
 
@@ -147,8 +146,6 @@ def main(argv=None) -> int:
 
             run_bench(rollout_lengths=args.rollout_lengths, batch_size=args.batch_size, num_points=args.num_points, hidden_channels=args.hidden_channels, output=args.output)
         elif args.command == "plan":
-            from ._plan import run_plan
-
             run_plan(args)
     except (ValueError, TypeError, ImportError) as err:
         sys.stderr.write(f"online-emulate {args.command}: error: {err}\n")

@@ -8,6 +8,7 @@ import jax
 
 from .._checks import check_positive_int
 from ._base import Estimator
+from ._budget import choose_exact_scheme
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
                                step_checkpoint_scan)
 
@@ -113,12 +114,10 @@ class BPTT(Estimator):
         """
         if self.memory_budget_bytes is None:
             return self
-        from ._plan import choose_exact_scheme  # _plan imports this module
-
         key = _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn)
         if key not in self._choices:
             self._choices[key] = choose_exact_scheme(
-                configuration, apply, params, data, self.memory_budget_bytes,
+                BPTT, configuration, apply, params, data, self.memory_budget_bytes,
                 ref_stepper=ref_stepper, residuum_fn=residuum_fn,
             ).estimator
         return self._choices[key]

@@ -7,6 +7,7 @@ import logging
 import math
 from typing import Callable
 
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
@@ -117,8 +118,6 @@ def binomial_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=Fa
     Raises:
         ValueError: `checkpoints` is not a positive int; `length` missing with `xs=None`.
     """
-    import equinox.internal as eqxi  # imported lazily: only this scheme needs it
-
     checkpoints = check_positive_int("checkpoints", checkpoints)
     del unroll
     T = _length(xs, length)

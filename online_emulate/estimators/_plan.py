@@ -12,151 +12,17 @@ from .._checks import check_positive_int
 from ..emulators import functional
 from ._base import Estimator
 from ._bptt import BPTT
+from ._budget import Compiler, choose_exact_scheme, largest_binomial
 from ._checkpoint_scan import binomial_step_evaluations
 from ._etrace import ETrace
 from ._fidelity import compiled_temp_bytes
 from ._forward_rtrl import ForwardRTRL
 from ._truncated import TruncatedBPTT
 
-__all__ = ["plan", "Plan", "PlanRow", "ExactChoice", "choose_exact_scheme", "loop_lengths"]
+__all__ = ["plan", "Plan", "PlanRow"]
 
 # Counting binomial recomputation runs a host callback per step evaluation (~40 us).
 _COUNT_LIMIT = 300_000
-
-
-def _structs(tree):
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-
-
-def _exact_temp_bytes(estimator: BPTT, configuration, apply, params, data, ref_stepper,
-                      residuum_fn) -> int:
-    """Compiled temp bytes of `estimator.value_and_grad` from shapes only (so it also
-    works while an outer program is being traced)."""
-    fn = jax.jit(lambda p, d: estimator.value_and_grad(
-        configuration, apply, p, d, ref_stepper=ref_stepper, residuum_fn=residuum_fn))
-    lowered = fn.lower(_structs(params), _structs(data))
-    return int(lowered.compile().memory_analysis().temp_size_in_bytes)
-
-
-def loop_lengths(configuration, apply, params, data, *, ref_stepper=None,
-                 residuum_fn=None) -> list[int]:
-    """The lengths of every rollout loop the configuration runs (traced, not run)."""
-    lengths = []
-
-    def recording_scan(f, init, xs=None, length=None, **kwargs):
-        leaves = jax.tree_util.tree_leaves(xs)
-        lengths.append(int(leaves[0].shape[0]) if leaves else int(length))
-        return jax.lax.scan(f, init, xs, length=length, **kwargs)
-
-    jax.eval_shape(
-        lambda p, d: configuration.loss(lambda u: apply(p, u), d, ref_stepper=ref_stepper,
-                                        residuum_fn=residuum_fn, scan=recording_scan),
-        _structs(params), _structs(data),
-    )
-    return lengths
-
-
-@dataclasses.dataclass(frozen=True)
-class ExactChoice:
-    """The exact scheme picked for a memory budget.
-
-    Attributes:
-        estimator: the fixed-scheme `BPTT` picked.
-        temp_bytes: its compiled temp memory.
-        candidates: `{repr(BPTT scheme): compiled temp bytes}` of every scheme compiled
-            on the way (so a caller can report them).
-        longest_loop: the longest rollout loop of the configuration (checkpoints
-            beyond it are never used).
-    """
-
-    estimator: BPTT
-    temp_bytes: int
-    candidates: dict
-    longest_loop: int
-
-
-class _Compiler:
-    """Compiled temp bytes of exact schemes for one problem, each compiled once."""
-
-    def __init__(self, configuration, apply, params, data, ref_stepper, residuum_fn):
-        self.args = (configuration, apply, params, data, ref_stepper, residuum_fn)
-        self.bytes = {}
-        self.longest = max(loop_lengths(configuration, apply, params, data,
-                                        ref_stepper=ref_stepper, residuum_fn=residuum_fn)
-                           or [1])
-
-    def __call__(self, est: BPTT) -> int:
-        if repr(est) not in self.bytes:
-            self.bytes[repr(est)] = _exact_temp_bytes(est, *self.args)
-        return self.bytes[repr(est)]
-
-
-def _binomial(n):
-    return BPTT(checkpoint="binomial", num_checkpoints=n)
-
-
-def _largest_binomial(temp: _Compiler, M: int, max_compiles: int = 8) -> BPTT | None:
-    """Binomial BPTT with the most checkpoints (at most the longest loop) that fits M,
-    or None when one checkpoint does not fit.
-
-    Memory grows with the count (each checkpoint is one carry) but not exactly
-    linearly (XLA's buffer assignment), so the count is searched: each guess is the
-    secant through the compiled sizes of 1 checkpoint and the largest count known to
-    fit, kept strictly between the largest count known to fit and the smallest known
-    not to; at most `max_compiles` guesses beyond 1 and 2 checkpoints."""
-    m1 = temp(_binomial(1))
-    if m1 > M:
-        return None
-    lo, hi = 1, temp.longest + 1  # lo fits; hi does not (or is past the useful range)
-    if hi > 2:
-        if temp(_binomial(2)) <= M:
-            lo = 2
-        else:
-            hi = 2
-    for _ in range(max_compiles):
-        if hi - lo <= 1:
-            break
-        grown = temp(_binomial(lo)) - m1
-        guess = hi - 1 if grown <= 0 else 1 + (M - m1) * (lo - 1) // grown
-        guess = min(max(guess, lo + 1), hi - 1)
-        if temp(_binomial(guess)) <= M:
-            lo = guess
-        else:
-            hi = guess
-    return _binomial(lo)
-
-
-def choose_exact_scheme(configuration, apply, params, data, memory_budget_bytes: int, *,
-                        ref_stepper=None, residuum_fn=None, _compiler=None) -> ExactChoice:
-    """The cheapest exact `BPTT` whose compiled temp memory fits the budget.
-
-    Order (least recomputation first): plain BPTT (each step run once), then "sqrt"
-    (about twice), then "binomial" with the largest `num_checkpoints` that fits
-    (fewer checkpoints, more recomputation).
-
-    Returns:
-        An `ExactChoice`.
-
-    Raises:
-        ValueError: if not even one checkpoint fits; the message names the smallest
-            budget that would work.
-    """
-    M = memory_budget_bytes
-    temp = _compiler or _Compiler(configuration, apply, params, data, ref_stepper, residuum_fn)
-    for est in (BPTT(), BPTT(checkpoint="sqrt")):
-        if temp(est) <= M:
-            return ExactChoice(est, temp(est), dict(temp.bytes), temp.longest)
-    est = _largest_binomial(temp, M)
-    if est is None:
-        smallest = min(temp.bytes.values())
-        raise ValueError(
-            f"memory_budget_bytes: no exact gradient scheme fits {M} bytes for "
-            f"{configuration!r}; the smallest is {min(temp.bytes, key=temp.bytes.get)} "
-            f"with {smallest} bytes of compiled temp memory (others: {temp.bytes}). "
-            f"Pass memory_budget_bytes >= {smallest}, or use an approximate online "
-            f"estimator (see estimators.plan)."
-        )
-    return ExactChoice(est, temp(est), dict(temp.bytes), temp.longest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,15 +154,15 @@ def plan(configuration, emulator, data, memory_budget_bytes: int, *,
     data = jax.tree_util.tree_map(lambda x: x[:, :levels], data)
     apply, params = functional(emulator)
     M = memory_budget_bytes
-    temp = _Compiler(configuration, apply, params, data, ref_stepper, residuum_fn)
+    temp = Compiler(BPTT, configuration, apply, params, data, ref_stepper, residuum_fn)
     longest = temp.longest
     try:
-        chosen = choose_exact_scheme(configuration, apply, params, data, M,
-                                     _compiler=temp).estimator
+        chosen = choose_exact_scheme(BPTT, configuration, apply, params, data, M,
+                                     compiler=temp).estimator
     except ValueError:
         chosen = None
     # the binomial row shows the most checkpoints that fit (one when none fits)
-    binomial = _largest_binomial(temp, M) or _binomial(1)
+    binomial = largest_binomial(temp, M) or temp.binomial(1)
     rows = []
     for est in (BPTT(), BPTT(checkpoint="step"), BPTT(checkpoint="sqrt"), binomial):
         mem = temp(est)
