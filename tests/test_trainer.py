@@ -116,17 +116,18 @@ def test_history_is_pre_update_loss_of_the_scheduled_batch(advection):
     np.testing.assert_allclose(history.loss[1], config(lambda u: apply(params1, u), windows), rtol=1e-5)
 
 
-def test_second_call_continues_like_one_long_run(advection):
+def test_resume_continues_like_one_long_run(advection):
     emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
     make = lambda n: SupervisedTrainer(advection, optimizer=optax.adam(1e-2), num_training_steps=n, batch_size=8, num_rollout_steps=3, progress_bar=False, steps_per_call=7)
     long_trainer = make(40)
     full, full_hist = long_trainer(emulator, key=3)
     split_trainer = make(20)
-    half, _ = split_trainer(emulator, key=3)
-    resumed, hist = split_trainer(half, key=999)  # key ignored when continuing
+    half, half_hist = split_trainer(emulator, key=3)
+    resumed, hist = split_trainer.resume()
     assert_trees_equal(get_params(full), get_params(resumed))
     np.testing.assert_array_equal(full_hist.loss, hist.loss)
-    split_trainer.reset()
+    assert len(half_hist) == 20 and hist is not half_hist  # the first history is kept
+    # a new call starts fresh from the emulator passed in
     again, _ = split_trainer(emulator, key=3)
     assert_trees_equal(get_params(again), get_params(half))
 

@@ -29,7 +29,10 @@ def check_flag(name: str, value: Any) -> bool:
 
 
 def check_loss(name: str, value: Any) -> BaseLoss:
-    """Require an `online_emulate.loss` loss object."""
+    """Require an `online_emulate.loss` loss object (a trainax loss is wrapped)."""
+    from ..loss import as_loss
+
+    value = as_loss(value)
     if not isinstance(value, BaseLoss):
         raise TypeError(
             f"{name}: expected a loss from online_emulate.loss (an instance of BaseLoss, "

@@ -1,5 +1,6 @@
 """Brainstate emulators u_{t+1} = f_theta(u_t) and their pure-function view."""
 
+from ._adapters import ModelAdapter, adapt
 from ._base import Emulator
 from ._conv_net import ConvNet
 from ._functional import functional, get_params, set_params
@@ -13,6 +14,8 @@ __all__ = [
     "ConvNet",
     "PeriodicConv",
     "functional",
+    "adapt",
+    "ModelAdapter",
     "get_params",
     "set_params",
     "lax_ops",

@@ -12,8 +12,6 @@ from typing import Any, Callable
 import brainstate
 import jax
 
-from ._ops import lax_ops
-
 __all__ = ["functional", "get_params", "set_params"]
 
 Params = dict[str, Any]
@@ -95,31 +93,24 @@ def set_params(emulator, params: Params):
     return emulator
 
 
-def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Params]:
-    """Split `emulator` into a pure function and its parameters.
+def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
+    """Split a model into a pure function and its parameters.
+
+    Arguments:
+        emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
+            (see `online_emulate.emulators.adapt`).
 
     Returns:
-        `(apply, params)`: `apply(params, u)` evaluates the emulator with the given
-        parameters on one state `(C, *N)` or a batch `(B, C, *N)` using plain lax ops
-        (vmap-, jit- and grad-friendly); `params` equals `get_params(emulator)`.
-        The module itself is not modified by calls of `apply`.
+        `(apply, params)`: `apply(params, u)` evaluates the model with the given
+        parameters on one state `(C, *N)` or (for models that know their dimension, like
+        the built-in emulators) a batch `(B, C, *N)`, using plain lax ops (vmap-, jit-
+        and grad-friendly). For a brainstate module `params` equals `get_params`. The
+        model itself is not modified by calls of `apply`.
 
     Raises:
-        TypeError: if `emulator` is not a brainstate module.
+        TypeError: if `emulator` is none of the accepted kinds.
     """
-    _check_module(emulator)
-    graphdef, param_states, other_states = brainstate.graph.treefy_split(
-        emulator, brainstate.ParamState, ...
-    )
-    flat_states = param_states.to_flat()
-    params = _nest({path: ts.value for path, ts in flat_states.items()})
+    from ._adapters import adapt
 
-    def apply(params: Params, u: jax.Array) -> jax.Array:
-        states = brainstate.util.NestedDict.from_flat(
-            {path: ts.replace(_lookup(params, path)) for path, ts in flat_states.items()}
-        )
-        module = brainstate.graph.treefy_merge(graphdef, states, other_states)
-        with lax_ops():
-            return module(u)
-
-    return apply, params
+    adapter = adapt(emulator)
+    return adapter.apply, adapter.params

@@ -6,6 +6,7 @@ from ._mse import MSELoss
 from ._normalized_mae import NormalizedMAELoss
 from ._normalized_mse import NormalizedMSELoss
 from ._rmse import RMSELoss
+from ._trainax import TrainaxLoss, as_loss
 
 __all__ = [
     "BaseLoss",
@@ -15,4 +16,6 @@ __all__ = [
     "RMSELoss",
     "NormalizedMSELoss",
     "NormalizedMAELoss",
+    "TrainaxLoss",
+    "as_loss",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Sequence
 
 import jax
@@ -13,7 +12,7 @@ import optax
 from .._checks import check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..data import WindowSampler, check_trajectories, trajectory_shape
-from ..emulators import functional, set_params
+from ..emulators import adapt
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._history import TrainingDiverged, TrainingHistory
 from ._progress import ProgressBar
@@ -65,12 +64,17 @@ class GeneralTrainer:
             float rounding.
         check_finite_data: refuse trajectories holding NaN/inf (default True).
 
-    Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)`; the
-    emulator passed in is not modified (as with trainax/equinox, so several trainers
-    can start from one initialisation). The optimizer state, step counter and data order
-    are kept on the trainer: calling it again continues training for another
-    `num_training_steps` steps (`trainer.reset()` starts over). `history.loss[i]` is the
-    pre-update loss of step i.
+    Calling `trainer(emulator, key)` returns `(trained_emulator, history)`. The emulator
+    may be a brainstate Module, an equinox Module or an `(apply, params)` pair (see
+    `online_emulate.emulators.adapt`); the trained one is of the same kind, and the one
+    passed in is not modified. Every call starts fresh from the emulator passed in (new
+    optimizer state, step 0, a new history), as trainax does, so several calls with one
+    initialisation are independent. Continuing is explicit: `trainer.resume()` trains
+    another `num_training_steps` steps from where the last call stopped, and
+    `resume_from=` a checkpoint path continues a saved run. `history` behaves as the
+    array of pre-update losses (`np.asarray(history)`, `len(history)`, `history[i]`)
+    and keeps the callback records (`history.records`, `history["name"]`); histories
+    returned earlier are never changed by later calls.
 
     Raises:
         TypeError / ValueError: for invalid arguments (checked here and at call, before
@@ -98,7 +102,17 @@ class GeneralTrainer:
         checkpoint_path: str | None = None,
         data_parallel: bool = False,
         check_finite_data: bool = True,
+        callback_fn=None,
+        do_sub_stacking: bool | None = None,
     ):
+        if callback_fn is not None:
+            raise TypeError(
+                "callback_fn: trainax callbacks are not supported; pass "
+                "callbacks=[...] with online_emulate.callback objects (e.g. "
+                "GradNormCallback(every=...), LossCallback(...)) instead"
+            )
+        if do_sub_stacking is not None:  # trainax's name for sub_stacking
+            sub_stacking = bool(do_sub_stacking)
         if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
             raise TypeError(
                 "configuration: expected an online_emulate.configuration object, got "
@@ -190,6 +204,7 @@ class GeneralTrainer:
         self.step = 0
         self.key = None
         self.history = TrainingHistory()
+        self._adapter = None
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -214,24 +229,14 @@ class GeneralTrainer:
         return save_checkpoint(path, self.state_dict())
 
     # ------------------------------------------------------------ validation
-    def _check_emulator(self, emulator):
-        for attr in ("num_spatial_dims", "in_channels"):
-            if not hasattr(emulator, attr):
-                raise TypeError(
-                    "emulator: expected an online_emulate.emulators module (with "
-                    f"num_spatial_dims and in_channels), got {type(emulator).__name__}"
-                )
+    def _adapt(self, emulator):
+        """The model adapter, checked against one state of the data (no compilation)."""
         leaves = jax.tree_util.tree_leaves(self.data)
-        if len(leaves) == 1:
+        single = len(leaves) == 1
+        adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if single else None)
+        if single:
             shape = leaves[0].shape
-            expected_ndim = emulator.num_spatial_dims + 3
-            if len(shape) != expected_ndim or shape[2] != emulator.in_channels:
-                raise ValueError(
-                    f"data: expected (samples, time, {emulator.in_channels}, "
-                    f"{', '.join(['N'] * emulator.num_spatial_dims)}) for this "
-                    f"{emulator.num_spatial_dims}-D emulator with {emulator.in_channels} "
-                    f"channel(s), got shape {tuple(shape)}"
-                )
+            adapter.check_state(shape[2:], leaves[0].dtype, name="data")
             one = jax.ShapeDtypeStruct(shape[2:], leaves[0].dtype)
             if self.ref_stepper is not None:
                 out = jax.eval_shape(self.ref_stepper, one)
@@ -240,6 +245,9 @@ class GeneralTrainer:
                         f"ref_stepper: expected it to map one state of shape {tuple(shape[2:])} "
                         f"to the same shape, got {tuple(out.shape)}"
                     )
+        if not getattr(self.estimator, "jittable", True):
+            adapter.recurrent_module()  # a model ETrace cannot trace fails here
+        return adapter
 
     # --------------------------------------------------------------- program
     def _loss_and_grad(self, apply, emulator):
@@ -285,9 +293,12 @@ class GeneralTrainer:
         def update(params, opt_state, batch, key, step):
             loss, grads = loss_and_grad(params, batch)
             if isinstance(transform, optax.GradientTransformationExtraArgs):
-                # extra arguments reach transforms that need the minibatch (e.g. the
-                # K-FAC preconditioner's curvature); the others ignore them
-                updates, new_opt_state = transform.update(grads, opt_state, params, batch=batch)
+                # extra arguments reach the transforms that take them: the loss for
+                # optax.contrib.reduce_on_plateau and friends (value=), the gradient
+                # (grad=), the minibatch for the K-FAC preconditioner (batch=)
+                updates, new_opt_state = transform.update(
+                    grads, opt_state, params, value=loss, grad=grads, batch=batch
+                )
             else:
                 updates, new_opt_state = transform.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
@@ -323,24 +334,34 @@ class GeneralTrainer:
         return jit(chunk)
 
     # ------------------------------------------------------------------ call
-    def __call__(self, emulator, *, key, resume_from: str | None = None):
-        """Train a copy of `emulator`; return `(trained_emulator, history)`.
+    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+        """Train from `emulator`; return `(trained_emulator, history)`.
+
+        Every call starts fresh (new optimizer state, step 0, new history) from the
+        parameters of `emulator`, which is not modified. See `resume` to continue.
 
         Arguments:
-            emulator: an `online_emulate.emulators` module (not modified).
-            key: int seed or PRNG key for the data order (and stochastic estimators).
-                Ignored when continuing or resuming (the stored key is used).
+            emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair.
+            key: int seed or PRNG key for the data order (and stochastic estimators);
+                positional or keyword, as in trainax. Ignored with `resume_from`.
             resume_from: path of a checkpoint written by this kind of trainer; training
                 continues from its parameters, optimizer state, step and key up to
                 `num_training_steps` in total.
 
+        Returns:
+            `(trained, history)`: `trained` is of the kind of `emulator`.
+
         Raises:
+            TypeError / ValueError: bad emulator or key (before compiling).
             TrainingDiverged: on a NaN/inf loss or gradient (see class docstring).
         """
-        self._check_emulator(emulator)
-        emulator = copy.deepcopy(emulator)
-        apply, params = self._functional(emulator)
-        target_step = None
+        adapter = self._adapt(emulator)
+        if resume_from is None and key is None:
+            raise TypeError("key: expected an int seed or a jax PRNG key, got None")
+        new_key = None if resume_from is not None else key_data(key)
+        self.reset()
+        self._adapter = adapter
+        apply = self._program(adapter)
         if resume_from is not None:
             blob = load_checkpoint(resume_from)
             self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
@@ -354,33 +375,49 @@ class GeneralTrainer:
                     f"resume_from: the checkpoint is at step {self.step}, beyond "
                     f"num_training_steps={target_step}"
                 )
-        elif self.params is None:
-            self.key = key_data(key)
-            self.params = params
-            self.opt_state = self._init_optimizer(params, apply, emulator)
         else:
-            self.params = params  # continue: keep opt_state, step and key
-        if target_step is None:
-            target_step = self.step + self.num_training_steps
-        set_params(emulator, self.params)
-        return self._run(emulator, apply, target_step)
+            self.key = new_key
+            self.params = adapter.params
+            self.opt_state = self._init_optimizer(adapter.params, apply, adapter.model)
+            target_step = self.num_training_steps
+        return self._run(adapter, apply, target_step)
 
-    def _functional(self, emulator):
-        """`functional(emulator)`, reusing the previous `apply` for an emulator of the same
-        structure so that a continued call reuses the compiled program."""
-        apply, params = functional(emulator)
+    def resume(self, num_training_steps: int | None = None):
+        """Continue the last call for `num_training_steps` more steps (default: the
+        trainer's `num_training_steps`), with its optimizer state, data order and key.
+
+        Returns:
+            `(trained, history)`: `history` is a new object holding every step since the
+            fresh start; the history returned before is not changed.
+
+        Raises:
+            RuntimeError: if the trainer has not been called yet.
+            ValueError: for a non-positive `num_training_steps`.
+        """
+        if self._adapter is None or self.params is None:
+            raise RuntimeError(
+                "resume: the trainer has not been called yet; call trainer(emulator, key) first"
+            )
+        extra = check_positive_int(
+            "num_training_steps",
+            self.num_training_steps if num_training_steps is None else num_training_steps,
+        )
+        self.history = self.history.copy()
+        apply = self._program(self._adapter)
+        return self._run(self._adapter, apply, self.step + extra)
+
+    def _program(self, adapter):
+        """Build (or reuse, for a model of the same signature) the compiled program and
+        return the `apply` it was built with."""
+        module = adapter.recurrent_module() if not getattr(self.estimator, "jittable", True) else adapter.model
         if hasattr(self.estimator, "prepare"):
             leaf = jax.tree_util.tree_leaves(self.data)[0]
-            self.estimator.prepare(emulator, (self.batch_size, *leaf.shape[2:]))
-        signature = (
-            type(emulator),
-            jax.tree_util.tree_structure(params),
-            tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(params)),
-        )
+            self.estimator.prepare(module, (self.batch_size, *leaf.shape[2:]))
+        signature = adapter.signature()
         if self._compiled is not None and self._compiled[0] == signature:
-            return self._compiled[1], params
-        self._compiled = (signature, apply, self._build(apply, emulator))
-        return apply, params
+            return self._compiled[1]
+        self._compiled = (signature, adapter.apply, self._build(adapter.apply, module))
+        return adapter.apply
 
     def _init_optimizer(self, params, apply, emulator):
         if self._is_kfac:
@@ -445,7 +482,7 @@ class GeneralTrainer:
             params, opt_state = new_params, new_state
         return params, opt_state, losses, int(num_steps), False
 
-    def _run(self, emulator, apply, target_step):
+    def _run(self, adapter, apply, target_step):
         chunk = self._kfac_chunk if self._is_kfac else self._compiled[2]
         bar = ProgressBar(
             total=target_step, initial=self.step, enabled=self.progress_bar,
@@ -472,17 +509,16 @@ class GeneralTrainer:
                 self.step += good
                 bar.advance(good, losses[-1] if good else None)
                 if bad:
-                    self._diverged(emulator)
+                    self._diverged(adapter)
                 stop = self._run_callbacks(apply, self.step)
             if stop is not None:
                 self.history.stopped_early = stop
         finally:
             bar.close()
-        set_params(emulator, self.params)
-        return emulator, self.history
+        return adapter.merge(self.params), self.history
 
-    def _diverged(self, emulator):
-        set_params(emulator, self.params)
+    def _diverged(self, adapter):
+        emulator = adapter.merge(self.params)
         finite = self.history.loss[np.isfinite(self.history.loss)]
         last = float(finite[-1]) if finite.size else None
         checkpoint = self.save_checkpoint() if self.checkpoint_path else None
@@ -514,15 +550,11 @@ class GeneralTrainer:
             )
         if self._is_kfac:
             raise ValueError("optimizer: seed-parallel training supports optax optimizers only")
-        for em in emulators:
-            self._check_emulator(em)
-        emulators = [copy.deepcopy(em) for em in emulators]
-        apply, _ = functional(emulators[0])
-        params = jax.tree_util.tree_map(
-            lambda *xs: jnp.stack(xs), *[functional(em)[1] for em in emulators]
-        )
+        adapters = [self._adapt(em) for em in emulators]
+        apply = adapters[0].apply
+        params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a.params for a in adapters])
         opt_state = jax.vmap(self._transform.init)(params)
-        chunk = self._build(apply, emulators[0])
+        chunk = self._build(apply, adapters[0].model)
         vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0)))
         key_batch = jnp.stack(keys)
         rows = self.sampler.max_epochs_per_chunk(self.steps_per_call)
@@ -543,9 +575,9 @@ class GeneralTrainer:
                 )
             losses_all.append(np.asarray(losses[:, :n]))
             step += n
-        for i, em in enumerate(emulators):
-            set_params(em, jax.tree_util.tree_map(lambda x: x[i], params))
-        return emulators, np.concatenate(losses_all, axis=1)
+        trained = [a.merge(jax.tree_util.tree_map(lambda x: x[i], params))
+                   for i, a in enumerate(adapters)]
+        return trained, np.concatenate(losses_all, axis=1)
 
     def __repr__(self):
         return (

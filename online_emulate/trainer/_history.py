@@ -14,6 +14,10 @@ __all__ = ["TrainingHistory", "TrainingDiverged"]
 class TrainingHistory:
     """Loss per step and callback records of a training run.
 
+    It behaves as the loss array trainax returns: `np.asarray(history)`, `len(history)`,
+    `history[i]`, `history[a:b]`, iteration and arithmetic through numpy all see
+    `history.loss`; `history["name"]` gives a callback's records.
+
     Attributes:
         loss: `loss[i]` is the training loss of the minibatch of step i evaluated with the
             parameters BEFORE that step's update (the pre-update loss, as trainax records).
@@ -25,10 +29,32 @@ class TrainingHistory:
     records: dict[str, list[tuple[int, Any]]] = dataclasses.field(default_factory=dict)
     stopped_early: str | None = None
 
-    def __getitem__(self, name: str):
-        if name == "loss":
-            return self.loss
-        return self.records[name]
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            if index == "loss":
+                return self.loss
+            return self.records[index]
+        return self.loss[index]
+
+    def __len__(self) -> int:
+        return int(self.loss.shape[0])
+
+    def __iter__(self):
+        return iter(self.loss)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.loss if dtype is None else self.loss.astype(dtype)
+        return out.copy() if copy else out
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.loss.shape
+
+    def copy(self) -> "TrainingHistory":
+        """An independent copy (loss array and record lists are not shared)."""
+        return TrainingHistory(
+            self.loss.copy(), {k: list(v) for k, v in self.records.items()}, self.stopped_early
+        )
 
     def extend_loss(self, values: np.ndarray) -> None:
         values = np.asarray(values)

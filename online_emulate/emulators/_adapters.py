@@ -1,0 +1,276 @@
+"""One adapter per kind of model: the only place that knows what a model is.
+
+Trainers, estimators, metrics, callbacks and plots see a model through `adapt(model)`:
+a pure `apply(params, u)`, a parameter PyTree `params`, and `merge(params)` giving back a
+model of the kind that was passed in. Three kinds are accepted:
+
+* a brainstate `Module` (the built-in `LinearStencil` / `ConvNet`, or your own): the
+  parameters are its `ParamState`s as a nested dict (`get_params`). The built-in
+  emulators take one state or a batch; your own module is called on a BATCH
+  `(B, C, *N)` (as brainstate / braintrace layers expect) and must return one.
+* an equinox `Module` (e.g. `equinox.nn.Conv1d`, a pdequinox network): the parameters
+  are its floating-point arrays (`equinox.partition(model, equinox.is_inexact_array)`),
+  it is called on ONE state `(C, *N)` as in trainax, and training returns an equinox
+  module of the same type.
+* an `(apply, params)` pair with `apply(params, u)` pure, called on ONE state `(C, *N)`.
+
+Models called on one state are `jax.vmap`-ed over the batch where the library needs a
+batch; brainstate modules get a leading singleton axis where it needs one state.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import brainstate
+import jax
+
+from ._ops import lax_ops
+
+__all__ = ["ModelAdapter", "adapt", "model_name", "WORKING_ESTIMATORS"]
+
+WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
+
+
+def model_name(model) -> str:
+    """A short description of `model` for error messages."""
+    if isinstance(model, tuple):
+        fn = model[0] if model else None
+        return f"(apply, params) pair with apply={getattr(fn, '__name__', type(fn).__name__)}"
+    return f"{type(model).__module__.split('.')[0]} {type(model).__name__}"
+
+
+def _first_param_path(params) -> str:
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return jax.tree_util.keystr(leaves[0][0]) if leaves else "<none>"
+
+
+class ModelAdapter:
+    """The library's view of one model.
+
+    Attributes:
+        model: the model passed in (never modified).
+        kind: "brainstate", "equinox" or "pair".
+        params: the trainable parameters (a PyTree for optax and `jax.grad`).
+        apply: `apply(params, u)` on one state `(C, *N)` or a batch `(B, C, *N)`
+            (told apart by `state_ndim`), pure, with plain lax ops. The same function
+            object for the life of the adapter (callbacks cache compiled code on it).
+        state_ndim: axes of one state, `1 + num_spatial_dims` (None when unknown).
+        one_sample: whether the user's model itself is called on one state.
+    """
+
+    kind = ""
+    one_sample = True
+
+    def __init__(self, model, state_ndim: int | None):
+        self.model = model
+        self.state_ndim = state_ndim if state_ndim is not None else self._own_state_ndim()
+        self.apply = self._make_apply()
+
+    # -- per kind ------------------------------------------------------------------
+    def _own_state_ndim(self) -> int | None:
+        return None
+
+    def _call(self, params, u):
+        """The user's model on its own convention (one state, or a batch)."""
+        raise NotImplementedError
+
+    def merge(self, params):
+        """A model of the input's kind holding `params` (the input is not modified)."""
+        raise NotImplementedError
+
+    def signature(self) -> tuple:
+        """Hashable description: equal signatures may share compiled programs."""
+        return (
+            self.kind,
+            jax.tree_util.tree_structure(self.params),
+            tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(self.params)),
+        )
+
+    def check_state(self, shape: tuple, dtype, *, name: str = "data") -> None:
+        """Check that the model maps one state of `shape` `(C, *N)` to the same shape
+        (by `jax.eval_shape`: nothing is computed or compiled).
+
+        Raises:
+            ValueError: naming `name` (for a rank or channel mismatch) or `emulator`.
+        """
+        one = jax.ShapeDtypeStruct(tuple(shape), dtype)
+        try:
+            out = jax.eval_shape(self.apply, self.params, one)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"emulator: the {model_name(self.model)} cannot take one state of shape "
+                f"{tuple(shape)} from {name} ({err})"
+            ) from None
+        if tuple(getattr(out, "shape", ())) != tuple(shape):
+            raise ValueError(
+                f"emulator: expected the {model_name(self.model)} to map one state of "
+                f"shape {tuple(shape)} to the same shape, got "
+                f"{getattr(out, 'shape', type(out).__name__)}"
+            )
+
+    def recurrent_module(self):
+        """The brainstate module an eligibility-trace learner (ETrace) compiles.
+
+        Raises:
+            TypeError: for models whose operations braintrace cannot trace.
+        """
+        raise TypeError(
+            f"emulator: ETrace needs a brainstate Module whose weights are used through "
+            f"braintrace ETP ops (braintrace.nn layers, braintrace.conv / matmul / "
+            f"element_wise); got a {model_name(self.model)}, whose parameter "
+            f"{_first_param_path(self.params)} braintrace cannot trace. Estimators that "
+            f"work with this model: {WORKING_ESTIMATORS}."
+        )
+
+    # -- shared --------------------------------------------------------------------
+    def _make_apply(self) -> Callable:
+        call, one_sample = self._call, self.one_sample
+
+        def apply(params, u):
+            nd = self.state_ndim
+            if nd is None:
+                return call(params, u)
+            if u.ndim == nd:
+                return call(params, u) if one_sample else call(params, u[None])[0]
+            if u.ndim == nd + 1:
+                if not one_sample:
+                    return call(params, u)
+                return jax.vmap(call, in_axes=(None, 0))(params, u)
+            raise ValueError(
+                f"u: expected one state with {nd} axes (channel, *space) or a batch with "
+                f"{nd + 1} axes, got shape {tuple(u.shape)}"
+            )
+
+        return apply
+
+    def __repr__(self):
+        return f"{type(self).__name__}({model_name(self.model)})"
+
+
+class BrainstateAdapter(ModelAdapter):
+    kind = "brainstate"
+
+    def __init__(self, model, state_ndim):
+        from ._functional import _nest
+
+        self._graphdef, param_states, self._others = brainstate.graph.treefy_split(
+            model, brainstate.ParamState, ...
+        )
+        self._flat = param_states.to_flat()
+        self.params = _nest({path: ts.value for path, ts in self._flat.items()})
+        # the built-in emulators take one state or a batch; a user module takes a batch
+        self.one_sample = False
+        self._own_layout = hasattr(model, "num_spatial_dims") and hasattr(model, "_forward")
+        super().__init__(model, state_ndim)
+
+    def _own_state_ndim(self):
+        d = getattr(self.model, "num_spatial_dims", None)
+        return d + 1 if isinstance(d, int) else None
+
+    def _module(self, params):
+        from ._functional import _lookup
+
+        states = brainstate.util.NestedDict.from_flat(
+            {path: ts.replace(_lookup(params, path)) for path, ts in self._flat.items()}
+        )
+        return brainstate.graph.treefy_merge(self._graphdef, states, self._others)
+
+    def _call(self, params, u):
+        with lax_ops():
+            return self._module(params)(u)
+
+    def merge(self, params):
+        from ._functional import set_params
+
+        return set_params(copy.deepcopy(self.model), params)
+
+    def signature(self):
+        return (type(self.model),) + super().signature()
+
+    def check_state(self, shape, dtype, *, name="data"):
+        model = self.model
+        if self._own_layout:
+            d, c = model.num_spatial_dims, model.in_channels
+            if len(shape) != d + 1 or shape[0] != c:
+                raise ValueError(
+                    f"{name}: expected states ({c}, {', '.join(['N'] * d)}) for this {d}-D "
+                    f"emulator with {c} channel(s), got one state of shape {tuple(shape)}"
+                )
+        super().check_state(shape, dtype, name=name)
+
+    def recurrent_module(self):
+        return self.model
+
+
+class EquinoxAdapter(ModelAdapter):
+    kind = "equinox"
+
+    def __init__(self, model, state_ndim):
+        import equinox as eqx
+
+        self._eqx = eqx
+        self.params, self._static = eqx.partition(model, eqx.is_inexact_array)
+        super().__init__(model, state_ndim)
+
+    def _call(self, params, u):
+        return self._eqx.combine(params, self._static)(u)
+
+    def merge(self, params):
+        return self._eqx.combine(params, self._static)
+
+    def signature(self):
+        return (jax.tree_util.tree_structure(self.model),) + super().signature()
+
+
+class PairAdapter(ModelAdapter):
+    kind = "pair"
+
+    def __init__(self, model, state_ndim):
+        self._fn, self.params = model
+        super().__init__(model, state_ndim)
+
+    def _call(self, params, u):
+        return self._fn(params, u)
+
+    def merge(self, params):
+        return (self._fn, params)
+
+    def signature(self):
+        return (id(self._fn),) + super().signature()
+
+
+def _is_equinox(model) -> bool:
+    try:
+        import equinox as eqx
+    except ImportError:  # equinox is optional
+        return False
+    return isinstance(model, eqx.Module)
+
+
+def adapt(model: Any, *, state_ndim: int | None = None) -> ModelAdapter:
+    """The adapter of `model` (see the module docstring for the accepted kinds).
+
+    Arguments:
+        model: a brainstate Module, an equinox Module or an `(apply, params)` pair.
+        state_ndim: axes of one state `(C, *N)`; lets `apply` tell one state from a
+            batch for models that do not know their own dimension.
+
+    Raises:
+        TypeError: naming what was expected, for anything else (or a pair whose first
+            entry is not callable).
+    """
+    if isinstance(model, ModelAdapter):
+        return model
+    if isinstance(model, brainstate.nn.Module):
+        return BrainstateAdapter(model, state_ndim)
+    if _is_equinox(model):
+        return EquinoxAdapter(model, state_ndim)
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+        return PairAdapter(model, state_ndim)
+    raise TypeError(
+        "emulator: expected a brainstate Module (e.g. online_emulate.emulators."
+        "LinearStencil or your own), an equinox Module, or an (apply, params) pair with "
+        f"apply(params, u) pure; got {type(model).__name__}"
+    )
