@@ -28,7 +28,7 @@ import jax
 
 from ._ops import lax_ops
 
-__all__ = ["ModelAdapter", "adapt", "model_name", "WORKING_ESTIMATORS"]
+__all__ = ["ModelAdapter", "adapt", "as_stepper", "model_name", "WORKING_ESTIMATORS"]
 
 WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
 
@@ -203,6 +203,15 @@ class BrainstateAdapter(ModelAdapter):
     def recurrent_module(self):
         return self.model
 
+    def field_step(self):
+        """`(step, channel_last)`: the module's step on the batched field as it is stored
+        for braintrace. The built-in emulators step channel-last `(B, *N, C)` (their ETP
+        convolutions write that layout, which braintrace's IO-dim traces need); a user
+        module steps on its own convention, the batch `(B, C, *N)`."""
+        if self._own_layout:
+            return self.model._forward, True
+        return self.model, False
+
 
 class EquinoxAdapter(ModelAdapter):
     kind = "equinox"
@@ -274,3 +283,31 @@ def adapt(model: Any, *, state_ndim: int | None = None) -> ModelAdapter:
         "LinearStencil or your own), an equinox Module, or an (apply, params) pair with "
         f"apply(params, u) pure; got {type(model).__name__}"
     )
+
+
+def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
+    """`u -> u_next` for any accepted model kind, at its current parameters.
+
+    Models go through their adapter (so a brainstate module that takes a batch, or an
+    `(apply, params)` pair, becomes a one-state stepper); any other callable (e.g. an
+    exponax reference stepper) is returned unchanged.
+
+    Raises:
+        TypeError: if `model` is neither a model nor callable.
+    """
+    try:
+        adapter = adapt(model, state_ndim=state_ndim)
+    except TypeError:
+        if callable(model):
+            return model
+        raise TypeError(
+            "stepper: expected a callable one state (C, *N) -> next state, a brainstate "
+            "or equinox Module, or an (apply, params) pair; got "
+            f"{type(model).__name__}"
+        ) from None
+    apply, params = adapter.apply, adapter.params
+
+    def stepper(u):
+        return apply(params, u)
+
+    return stepper

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from .._checks import check_positive_int
 from ._base import Emulator, as_key
+from ._hidden import hidden_state
 from ._periodic_conv import PeriodicConv
 
 __all__ = ["ConvNet"]
@@ -86,5 +87,6 @@ class ConvNet(Emulator):
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < self.depth - 1:
-                h = self.activation(h)
+                # a hidden state for ETrace, so that this layer's weight gets a trace
+                h = self.activation(hidden_state(h, f"layers/{i}"))
         return x + h if self.residual else h

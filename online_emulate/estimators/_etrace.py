@@ -55,7 +55,7 @@ class _Runner:
                         st.value = jax.tree_util.tree_map(
                             lambda v: jnp.where(hit, jnp.zeros_like(v), v), st.value)
                 prev = jax.lax.stop_gradient(prev)
-                nxt = jnp.moveaxis(learner(self.dummy), -1, 1)
+                nxt = model.to_channel_first(learner(self.dummy))
                 term = spec.step_loss(t, prev, nxt, data, ref_stepper=ref_stepper,
                                       residuum_fn=residuum_fn)
                 return w * term

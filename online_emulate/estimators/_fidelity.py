@@ -8,9 +8,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from ..emulators import functional
 from ._base import Estimator
 from ._bptt import BPTT
+from ._value_and_grad import _adapt
 
 __all__ = ["gradient_fidelity", "compiled_temp_bytes", "flat_vector"]
 
@@ -33,7 +33,8 @@ def _lowered(estimator, configuration, apply, params, data, ref_stepper, residuu
 def compiled_temp_bytes(estimator, configuration, emulator, data, *, ref_stepper=None,
                         residuum_fn=None) -> int:
     """XLA's `memory_analysis().temp_size_in_bytes` of the compiled value-and-grad program."""
-    apply, params = functional(emulator)
+    adapter = _adapt(emulator, estimator, data)
+    apply, params, emulator = adapter.apply, adapter.params, adapter.model
     lowered = _lowered(estimator, configuration, apply, params, data, ref_stepper, residuum_fn,
                        emulator)
     return int(lowered.compile().memory_analysis().temp_size_in_bytes)
@@ -55,7 +56,8 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
     """Compare estimators with exact BPTT, per rollout length.
 
     Arguments:
-        emulator: brainstate emulator (its current parameters are used).
+        emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
+            (its current parameters are used).
         configuration: a configuration, or a factory `T -> configuration` (e.g.
             `lambda T: Supervised(T)`) when `rollout_lengths` is given.
         data: `(batch, time, C, *N)`; the first `configuration.num_time_levels` levels
@@ -94,7 +96,9 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
         if bad or not rollout_lengths:
             raise ValueError(f"rollout_lengths: expected positive ints, got {rollout_lengths!r}")
         configs = [(T, configuration(T)) for T in rollout_lengths]
-    apply, params = functional(emulator)
+    for est in estimators:  # a model ETrace cannot trace fails before any compilation
+        adapter = _adapt(emulator, est, data)
+    apply, params, emulator = adapter.apply, adapter.params, adapter.model
     rows = []
     for T, cfg in configs:
         levels = cfg.num_time_levels

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..emulators import functional
+import jax
+
+from ..emulators import adapt
 from ._base import Estimator
 from ._bptt import BPTT
 
@@ -15,17 +17,22 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
 
     Arguments:
         configuration: an `online_emulate.configuration` object.
-        emulator: a brainstate emulator (`online_emulate.emulators`).
+        emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
+            (see `online_emulate.emulators.adapt`; ETrace needs a brainstate module).
         data: `(batch, time, C, *N)` with at least `configuration.num_time_levels` levels.
         estimator: `BPTT()` (default), `BPTT(checkpoint=...)`, `TruncatedBPTT(k)`,
             `ForwardRTRL()`, `ETrace(...)`.
         ref_stepper, residuum_fn: as the configuration needs them.
 
     Returns:
-        `(loss, grads)`: scalar loss and gradients in the `get_params(emulator)` layout.
+        `(loss, grads)`: scalar loss and gradients shaped like the model's parameters
+            (`get_params(emulator)` for a brainstate module, the
+            `equinox.partition(model, equinox.is_inexact_array)` arrays for an equinox
+            module, `params` for a pair).
 
     Raises:
-        TypeError: `estimator` is not an Estimator, or `emulator` not a brainstate module.
+        TypeError: `estimator` is not an Estimator, `emulator` is no accepted kind, or
+            ETrace was asked for a model it cannot trace.
         ValueError: unsupported (configuration, estimator) pair, missing references,
             ForwardRTRL over its memory budget, ETrace parameter exclusion.
     """
@@ -34,6 +41,17 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
             "estimator: expected an online_emulate.estimators estimator (BPTT(), "
             f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
         )
-    apply, params = functional(emulator)
-    return estimator.value_and_grad(configuration, apply, params, data, ref_stepper=ref_stepper,
-                                    residuum_fn=residuum_fn, emulator=emulator)
+    adapter = _adapt(emulator, estimator, data)
+    return estimator.value_and_grad(configuration, adapter.apply, adapter.params, data,
+                                    ref_stepper=ref_stepper, residuum_fn=residuum_fn,
+                                    emulator=adapter.model)
+
+
+def _adapt(emulator, estimator, data):
+    """The model's adapter, checked against the estimator (shared with gradient_fidelity)."""
+    leaves = jax.tree_util.tree_leaves(data)
+    state_ndim = leaves[0].ndim - 2 if len(leaves) == 1 else None
+    adapter = adapt(emulator, state_ndim=state_ndim)
+    if not estimator.jittable:
+        adapter.recurrent_module()  # raises for a model braintrace cannot trace
+    return adapter

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int
-from ..emulators import lax_ops
+from ..emulators import as_stepper, lax_ops
 from ._validation import shape_of
 
 
@@ -27,14 +27,14 @@ def rollout(
 
         u_0 = initial_states,   u_{t+1} = stepper(u_t)   for t = 0, ..., num_steps - 1.
 
-    Any callable works, including a brainstate emulator from
-    ``online_emulate.emulators`` (it is only read, never written, during the rollout;
-    its convolutions run as plain ``jax.lax`` ops via ``lax_ops()``) and an exponax
-    reference stepper.
+    Any callable works (e.g. an exponax reference stepper), and so does every model
+    kind the trainers accept (a brainstate module, an equinox module, an
+    ``(apply, params)`` pair; see ``online_emulate.emulators.adapt``), evaluated at its
+    current parameters with plain ``jax.lax`` ops; models are only read, never written.
 
     Arguments:
         stepper: ``stepper(u) -> u_next`` mapping one state ``(C, *N)`` to the next state
-            of the same shape and dtype.
+            of the same shape and dtype, or a model (see above).
         initial_states: the batch of initial states, shape ``(B, C, *N)``.
         num_steps: number of autoregressive steps ``T`` (an integer >= 0).
         include_init: if True, prepend the initial states, so the time axis holds
@@ -49,21 +49,18 @@ def rollout(
             exposing ``num_spatial_dims``, not ``num_spatial_dims + 2`` axes), if
             ``num_steps`` is not a non-negative integer, or if the stepper does not
             return a state of the same shape as its input.
-        TypeError: if ``stepper`` is not callable.
+        TypeError: if ``stepper`` is neither callable nor a model.
     """
-    if not callable(stepper):
-        raise TypeError(
-            f"`stepper` must be callable (one state (C, *N) -> next state); got "
-            f"{type(stepper).__name__}."
-        )
-    num_steps = check_int("num_steps", num_steps, minimum=0)
     shape = shape_of(initial_states)
+    model = stepper
+    stepper = as_stepper(stepper, state_ndim=max(len(shape) - 1, 1))
+    num_steps = check_int("num_steps", num_steps, minimum=0)
     if len(shape) < 2:
         raise ValueError(
             "`initial_states` must be a batch of states with layout (batch, channel, "
             f"*space), i.e. at least 2 axes; got shape {shape}."
         )
-    num_spatial_dims = getattr(stepper, "num_spatial_dims", None)
+    num_spatial_dims = getattr(model, "num_spatial_dims", None)
     if isinstance(num_spatial_dims, int) and len(shape) != num_spatial_dims + 2:
         raise ValueError(
             f"`initial_states` must have {num_spatial_dims + 2} axes (batch, channel, "

@@ -46,13 +46,14 @@ def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
         lines = [f"  {_path(p)}: {reason or 'not routed through an ETP op into a hidden state'}"
                  for p, reason in excluded]
         raise ExcludedParameterError(
-            "ETrace: braintrace excluded these trainable parameters from the eligibility "
-            "trace, so they would silently get a zero gradient:\n" + "\n".join(lines) +
-            "\nFix: route every parameter through a braintrace ETP op (braintrace.conv / "
-            "matmul / element_wise) and let each layer's output reach a "
-            "brainstate.HiddenState directly (RecurrentEmulator(..., intermediate_states="
-            "True) declares ConvNet inner layer outputs as hidden states), or train with "
-            "BPTT / TruncatedBPTT / ForwardRTRL, which cover every parameter."
+            f"ETrace: braintrace excluded these trainable parameters of the "
+            f"{type(model.emulator).__name__} model from the eligibility trace, so they "
+            "would silently get a zero gradient:\n" + "\n".join(lines) +
+            "\nFix: use every parameter through a braintrace ETP op (braintrace.nn layers, "
+            "braintrace.conv / matmul / element_wise; not a plain jnp op) and declare the "
+            "output of every inner ETP op with online_emulate.emulators.hidden_state(...) "
+            "so it reaches a hidden state directly; or train with BPTT(), "
+            "TruncatedBPTT(k) or ForwardRTRL(), which work with any model."
         )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import brainstate
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..emulators import ConvNet
+from ..emulators import adapt, declaring_hidden_states
 
 __all__ = ["RecurrentEmulator"]
 
@@ -14,61 +15,70 @@ __all__ = ["RecurrentEmulator"]
 class RecurrentEmulator(brainstate.nn.Module):
     """u_{t+1} = f_theta(u_t) with u a `brainstate.HiddenState`, for braintrace learners.
 
-    The field is stored channel-last, `(B, *N, C)`, so that the ETP convolutions of the
-    emulator write straight into it (braintrace's IO-dim traces need channel-last convs).
-    For a `ConvNet` every inner layer output (before the activation) is declared as a
-    `HiddenState` too: without it the first layers reach the field only through another
-    ETP op and braintrace excludes their weights from the eligibility trace.
+    The field is stored in the layout the model's step writes: channel-last `(B, *N, C)`
+    for the built-in emulators (braintrace's IO-dim traces need channel-last convs), the
+    batch `(B, C, *N)` for a user's brainstate module. Every inner activation the model
+    declares with `online_emulate.emulators.hidden_state(...)` becomes a
+    `HiddenState` too (the built-in `ConvNet` declares each inner layer output): without
+    it an inner layer reaches the field only through another ETP op and braintrace
+    excludes its weight from the eligibility trace.
 
     Arguments:
-        emulator: an `online_emulate.emulators` emulator (the same object used for BPTT;
-            its `ParamState`s are shared, not copied).
+        emulator: a brainstate module (the same object used for BPTT; its `ParamState`s
+            are shared, not copied).
         state_shape: the batched channel-first shape `(B, C, *N)` of the field.
-        intermediate_states: declare inner ConvNet layer outputs as hidden states
-            (default True). False reproduces braintrace's exclusion of inner weights.
+        intermediate_states: turn the model's `hidden_state` declarations into hidden
+            states (default True). False ignores them (braintrace then excludes inner
+            weights, which `compile_learner` reports).
 
     Calling `update(x)` (x is an ignored dummy input) advances the field by one step
-    and returns the new field, channel-last.
+    and returns the new field in its stored layout.
 
     Raises:
-        ValueError: if `state_shape` does not match the emulator's channels/dimensions.
+        TypeError: for a model braintrace cannot trace (an equinox module, an
+            `(apply, params)` pair), naming the estimators that work.
+        ValueError: if `state_shape` does not match the emulator, or the emulator does
+            not map the field to a field of the same shape.
     """
 
     def __init__(self, emulator, state_shape: tuple[int, ...], *, intermediate_states: bool = True):
         super().__init__()
-        d = emulator.num_spatial_dims
         state_shape = tuple(int(s) for s in state_shape)
-        if len(state_shape) != d + 2 or state_shape[1] != emulator.in_channels:
-            raise ValueError(
-                f"state_shape: expected (batch, {emulator.in_channels}, *space) with {d + 2} "
-                f"axes, got {state_shape}"
-            )
-        if emulator.in_channels != emulator.out_channels:
-            raise ValueError(
-                "emulator: a recurrent step needs in_channels == out_channels, got "
-                f"{emulator.in_channels} and {emulator.out_channels}"
-            )
-        self.emulator = emulator
+        adapter = adapt(emulator, state_ndim=len(state_shape) - 1)
+        module = adapter.recurrent_module()
+        adapter.check_state(state_shape[1:], adapter_dtype(adapter), name="state_shape")
+        self.emulator = module
         self.state_shape = state_shape
         self.intermediate_states = bool(intermediate_states)
-        self.dtype = jnp.result_type(*[s.value.dtype for s in emulator.states(brainstate.ParamState).values()])
+        self._step_fn, self._channel_last = adapter.field_step()
+        self.dtype = adapter_dtype(adapter)
 
     @property
     def channel_last_shape(self) -> tuple[int, ...]:
         b, c, *n = self.state_shape
         return (b, *n, c)
 
+    @property
+    def field_shape(self) -> tuple[int, ...]:
+        return self.channel_last_shape if self._channel_last else self.state_shape
+
+    def _declared(self) -> list[jax.ShapeDtypeStruct]:
+        """Shapes of the activations the step declares, in order (one eager step on zeros;
+        only parameters are read)."""
+        found = []
+
+        def record(value, name):
+            found.append(jax.ShapeDtypeStruct(value.shape, value.dtype))
+            return value
+
+        with declaring_hidden_states(record):
+            self._step_fn(jnp.zeros(self.field_shape, self.dtype))
+        return found
+
     def init_state(self, batch_size=None, **kwargs):
-        self.u = brainstate.HiddenState(jnp.zeros(self.channel_last_shape, self.dtype))
-        emu = self.emulator
-        if self.intermediate_states and isinstance(emu, ConvNet) and emu.depth > 1:
-            b, *n, _ = self.channel_last_shape
-            self.inner = [
-                brainstate.HiddenState(jnp.zeros((b, *n, emu.hidden_channels), self.dtype))
-                for _ in range(emu.depth - 1)
-            ]
-        else:
-            self.inner = []
+        self.u = brainstate.HiddenState(jnp.zeros(self.field_shape, self.dtype))
+        shapes = self._declared() if self.intermediate_states else []
+        self.inner = [brainstate.HiddenState(jnp.zeros(s.shape, s.dtype)) for s in shapes]
 
     def reset_state(self, batch_size=None, **kwargs):
         """Zero the field and the inner hidden states (in place: no new states)."""
@@ -76,17 +86,23 @@ class RecurrentEmulator(brainstate.nn.Module):
         for h in self.inner:
             h.value = jnp.zeros_like(h.value)
 
-    def _step(self, x: Float[Array, "batch *space channel"]) -> Float[Array, "batch *space channel"]:
-        emu = self.emulator
-        if isinstance(emu, ConvNet) and self.inner:
-            h = x
-            for i, layer in enumerate(emu.layers):
-                h = layer(h)
-                if i < emu.depth - 1:
-                    self.inner[i].value = h
-                    h = emu.activation(self.inner[i].value)
-            return x + h if emu.residual else h
-        return emu._forward(x)
+    def _step(self, x):
+        if not self.inner:
+            return self._step_fn(x)
+        position = iter(range(len(self.inner)))
+
+        def route(value, name):
+            i = next(position, None)
+            if i is None:
+                raise ValueError(
+                    "emulator: its step declared more hidden states than when the learner "
+                    "was compiled; hidden_state(...) calls must not depend on the input"
+                )
+            self.inner[i].value = value
+            return self.inner[i].value
+
+        with declaring_hidden_states(route):
+            return self._step_fn(x)
 
     def update(self, dummy=None):
         nxt = self._step(self.u.value)
@@ -96,8 +112,17 @@ class RecurrentEmulator(brainstate.nn.Module):
     # -- helpers for channel-first callers ------------------------------------------
     def set_field(self, u: Float[Array, "batch channel *space"]) -> None:
         """Assign a channel-first batch to the hidden field."""
-        self.u.value = jnp.moveaxis(jnp.asarray(u, self.dtype), 1, -1)
+        u = jnp.asarray(u, self.dtype)
+        self.u.value = jnp.moveaxis(u, 1, -1) if self._channel_last else u
 
     def field(self) -> Float[Array, "batch channel *space"]:
         """The hidden field, channel-first."""
-        return jnp.moveaxis(self.u.value, -1, 1)
+        return jnp.moveaxis(self.u.value, -1, 1) if self._channel_last else self.u.value
+
+    def to_channel_first(self, field):
+        """A value of the stored field layout (e.g. a learner output), channel-first."""
+        return jnp.moveaxis(field, -1, 1) if self._channel_last else field
+
+
+def adapter_dtype(adapter):
+    return jnp.result_type(*jax.tree_util.tree_leaves(adapter.params))
