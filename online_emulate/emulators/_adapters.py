@@ -6,8 +6,10 @@ model of the kind that was passed in. Three kinds are accepted:
 
 * a brainstate `Module` (the built-in `LinearStencil` / `ConvNet`, or your own): the
   parameters are its `ParamState`s as a nested dict (`get_params`). The built-in
-  emulators take one state or a batch; your own module is called on a BATCH
-  `(B, C, *N)` (as brainstate / braintrace layers expect) and must return one.
+  emulators take one state or a batch, channel-first; your own module is called on a
+  channel-LAST batch `(B, *N, C)` (the layout of `braintrace.nn` convolutions, which
+  eligibility traces need: the field is the direct output of the last ETP op) and must
+  return one of the same shape.
 * an equinox `Module` (e.g. `equinox.nn.Conv1d`, a pdequinox network): the parameters
   are its floating-point arrays (`equinox.partition(model, equinox.is_inexact_array)`),
   it is called on ONE state `(C, *N)` as in trainax, and training returns an equinox
@@ -21,10 +23,12 @@ batch; brainstate modules get a leading singleton axis where it needs one state.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Callable
 
 import brainstate
 import jax
+import jax.numpy as jnp
 
 from ._ops import lax_ops
 
@@ -178,8 +182,16 @@ class BrainstateAdapter(ModelAdapter):
         return brainstate.graph.treefy_merge(self._graphdef, states, self._others)
 
     def _call(self, params, u):
+        module = self._module(params)
         with lax_ops():
-            return self._module(params)(u)
+            if self._own_layout:
+                return module(u)
+            # a user module steps channel-last batches, like braintrace's layers; under
+            # the configurations' vmap its ETP ops fall back to plain JAX ops, which is
+            # what BPTT wants (braintrace's warning concerns learners, compiled elsewhere)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="ETP primitive .* decomposed")
+                return jnp.moveaxis(module(jnp.moveaxis(u, 1, -1)), -1, 1)
 
     def merge(self, params):
         from ._functional import set_params
@@ -204,13 +216,13 @@ class BrainstateAdapter(ModelAdapter):
         return self.model
 
     def field_step(self):
-        """`(step, channel_last)`: the module's step on the batched field as it is stored
-        for braintrace. The built-in emulators step channel-last `(B, *N, C)` (their ETP
-        convolutions write that layout, which braintrace's IO-dim traces need); a user
-        module steps on its own convention, the batch `(B, C, *N)`."""
+        """`(step, channel_last)`: the module's step on the batched field as braintrace
+        stores it, channel-last `(B, *N, C)`: the layout the ETP convolutions write (a
+        layout change between an ETP op and the hidden state it writes breaks
+        braintrace's trace solve)."""
         if self._own_layout:
             return self.model._forward, True
-        return self.model, False
+        return self.model, True
 
 
 class EquinoxAdapter(ModelAdapter):

@@ -84,10 +84,13 @@ def set_params(emulator, params: Params):
         )
     for path, state in states.items():
         value = _lookup(params, path)
-        if tuple(value.shape) != tuple(state.value.shape):
+        # a state may hold a dict of arrays (braintrace.nn layers: weight and bias)
+        want = [tuple(x.shape) for x in jax.tree_util.tree_leaves(state.value)]
+        got = [tuple(x.shape) for x in jax.tree_util.tree_leaves(value)]
+        if want != got:
             raise ValueError(
                 f"params: entry {'/'.join(map(str, path))} expected shape "
-                f"{tuple(state.value.shape)}, got {tuple(value.shape)}"
+                f"{want[0] if len(want) == 1 else want}, got {got[0] if len(got) == 1 else got}"
             )
         state.value = value
     return emulator

@@ -71,7 +71,8 @@ class _Runner:
                 g, l = grad_fn(t, wt(t))
                 return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l, t + 1), None
 
-            g0 = {k: jnp.zeros_like(v.value) for k, v in learner.param_states.items()}
+            g0 = {k: jax.tree_util.tree_map(jnp.zeros_like, v.value)
+                  for k, v in learner.param_states.items()}
             # A counter in the carry instead of xs = arange(T): nothing of length T is
             # materialised, so the temp memory does not grow with T.
             (g, loss, _), _ = brainstate.transform.scan(

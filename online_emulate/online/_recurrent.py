@@ -50,7 +50,9 @@ class RecurrentEmulator(brainstate.nn.Module):
         self.emulator = module
         self.state_shape = state_shape
         self.intermediate_states = bool(intermediate_states)
-        self._step_fn, self._channel_last = adapter.field_step()
+        step, self._channel_last = adapter.field_step()
+        # wrapped so brainstate's graph does not see the module a second time
+        self._step_fn = lambda x: step(x)
         self.dtype = adapter_dtype(adapter)
 
     @property
