@@ -1,0 +1,197 @@
+"""Bring your own model: equinox modules, (apply, params) pairs, user brainstate modules."""
+
+import brainstate
+import braintrace
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from online_emulate import gradient_fidelity, value_and_grad
+from online_emulate.configuration import Supervised
+from online_emulate.emulators import adapt, hidden_state
+from online_emulate.estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT
+from online_emulate.metrics import rollout
+from online_emulate.online import ExcludedParameterError
+from online_emulate.sample_data import advection_1d_periodic
+from online_emulate.trainer import GeneralTrainer, SupervisedTrainer
+
+
+@pytest.fixture(scope="module")
+def data():
+    return advection_1d_periodic(num_points=16, num_samples=6, cfl=-0.75, temporal_horizon=12, key=jax.random.PRNGKey(0))
+
+
+def eqx_conv(key=1):
+    return eqx.nn.Conv1d(1, 1, 3, padding="SAME", padding_mode="CIRCULAR", key=jax.random.PRNGKey(key))
+
+
+def conv_pair(net):
+    """The same convolution as an (apply, params) pair, written by hand."""
+    def apply(p, u):  # one state (1, N)
+        padded = jnp.concatenate([u[:, -1:], u, u[:, :1]], axis=-1)
+        out = jax.lax.conv_general_dilated(padded[None], p["w"], (1,), "VALID")[0]
+        return out + p["b"][:, None]
+    return apply, {"w": net.weight, "b": net.bias[:, 0]}
+
+
+def hand_rollout_loss(step, u0, targets):
+    """Supervised MSE by a Python loop (no library code)."""
+    u, loss = u0, 0.0
+    for t in range(targets.shape[1]):
+        u = jax.vmap(step)(u)
+        loss = loss + jnp.mean(jnp.mean((u - targets[:, t]) ** 2, axis=(1, 2)))
+    return loss
+
+
+# --------------------------------------------------------------- value_and_grad
+@pytest.mark.parametrize("estimator", [BPTT(), BPTT(checkpoint="step"), ForwardRTRL()], ids=repr)
+def test_equinox_and_pair_gradients_equal_plain_jax(data, estimator):
+    net = eqx_conv()
+    windows = data[:4, :4]
+    ref_loss, ref_g = eqx.filter_value_and_grad(lambda m: hand_rollout_loss(m, windows[:, 0], windows[:, 1:]))(net)
+    loss, g = value_and_grad(Supervised(3), net, windows, estimator=estimator)
+    assert isinstance(g, eqx.nn.Conv1d)  # gradients shaped like the model's parameters
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(g.weight, ref_g.weight, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g.bias, ref_g.bias, rtol=1e-4, atol=1e-6)
+    apply, params = conv_pair(net)
+    loss_p, g_p = value_and_grad(Supervised(3), (apply, params), windows, estimator=estimator)
+    np.testing.assert_allclose(loss_p, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(g_p["w"], ref_g.weight, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g_p["b"], ref_g.bias[:, 0], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------- trainers
+def test_equinox_model_trains_and_comes_back_as_equinox(data):
+    net = eqx_conv()
+    before = np.asarray(net.weight).copy()
+    trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=30, batch_size=8, num_rollout_steps=2, progress_bar=False)
+    trained, history = trainer(net, 0)
+    assert type(trained) is eqx.nn.Conv1d and trained.padding_mode == "CIRCULAR"
+    np.testing.assert_array_equal(net.weight, before)  # the input is not modified
+    assert history[-1] < history[0]
+    # the (apply, params) pair of the same convolution follows the same path exactly
+    apply, params = conv_pair(net)
+    (apply_out, trained_params), history_p = trainer((apply, params), 0)
+    assert apply_out is apply
+    np.testing.assert_allclose(trained_params["w"], trained.weight, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history_p, history, rtol=1e-5)
+
+
+def test_equinox_model_with_forward_rtrl_and_truncated_bptt(data):
+    for estimator in (ForwardRTRL(), TruncatedBPTT(2)):
+        trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=20, batch_size=8, num_rollout_steps=4, estimator=estimator, progress_bar=False)
+        trained, history = trainer(eqx_conv(), 0)
+        assert isinstance(trained, eqx.nn.Conv1d) and history[-1] < history[0]
+
+
+def test_seed_parallel_with_equinox(data):
+    trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=10, batch_size=8, progress_bar=False)
+    trained, losses = trainer.train_seeds([eqx_conv(1), eqx_conv(2)], keys=[0, 1])
+    ref, hist = trainer(eqx_conv(2), 1)
+    np.testing.assert_allclose(trained[1].weight, ref.weight, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(losses[1], hist, rtol=1e-5)
+
+
+# ------------------------------------------------------------------- metrics
+def test_rollout_accepts_every_model_kind(data):
+    net = eqx_conv()
+    u0 = data[:3, 0]
+    expected = [u0]
+    for _ in range(4):
+        expected.append(jax.vmap(net)(expected[-1]))
+    expected = jnp.stack(expected[1:], axis=1)
+    np.testing.assert_allclose(rollout(net, u0, 4), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rollout(conv_pair(net), u0, 4), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_fidelity_with_an_equinox_model(data):
+    rows = gradient_fidelity(eqx_conv(), Supervised(3), data[:4], [ForwardRTRL(), TruncatedBPTT(1)])
+    assert rows[0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert rows[1]["cosine"] < 0.9999
+
+
+# --------------------------------------------------------------------- ETrace
+class UserConv(brainstate.nn.Module):
+    """A user's two-layer braintrace network (steps channel-last batches (B, N, C))."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.inner = braintrace.nn.Conv1d((16, 1), width, 3, padding="SAME")
+        self.outer = braintrace.nn.Conv1d((16, width), 1, 3, padding="SAME")
+
+    def __call__(self, x):
+        h = hidden_state(self.inner(x), "inner")
+        return self.outer(jnp.tanh(h))
+
+
+def test_user_brainstate_module_under_etrace_equals_truncated_bptt_one():
+    # a non-residual network whose inner output is a declared hidden state: braintrace's
+    # D_RTRL is exactly truncated BPTT with truncation 1 (plain jax.grad per step)
+    model = UserConv()
+    windows = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 1, 16))
+    loss, g = value_and_grad(Supervised(3), model, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(3), model, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g)):
+        assert float(jnp.abs(b).max()) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_user_brainstate_module_trains_with_bptt_and_etrace(data):
+    for estimator in (BPTT(), ETrace("d_rtrl")):
+        trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=15, batch_size=4, num_rollout_steps=2, estimator=estimator, progress_bar=False)
+        model = UserConv()
+        trained, history = trainer(model, 0)
+        assert isinstance(trained, UserConv) and trained is not model
+        assert np.all(np.isfinite(history)) and history[-1] < history[0]
+
+
+def test_undeclared_inner_layer_is_an_error_not_a_zero_gradient():
+    class Undeclared(UserConv):
+        def __call__(self, x):
+            return self.outer(jnp.tanh(self.inner(x)))
+
+    windows = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 1, 16))
+    with pytest.raises(ExcludedParameterError, match=r"(?s)Undeclared.*inner.*hidden_state.*ForwardRTRL"):
+        value_and_grad(Supervised(2), Undeclared(), windows, estimator=ETrace("d_rtrl"))
+
+
+def test_plain_jnp_weight_is_an_error_naming_the_parameter():
+    class Scaled(UserConv):
+        def __init__(self):
+            super().__init__()
+            self.gain = brainstate.ParamState(jnp.ones(()))
+
+        def __call__(self, x):
+            return self.gain.value * super().__call__(x)
+
+    windows = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 1, 16))
+    with pytest.raises(ValueError, match=r"(?s)Scaled.*gain.*BPTT"):
+        value_and_grad(Supervised(2), Scaled(), windows, estimator=ETrace("d_rtrl"))
+
+
+@pytest.mark.parametrize("kind", ["equinox", "pair"])
+def test_etrace_on_a_model_it_cannot_trace_names_model_parameter_and_alternatives(data, kind):
+    net = eqx_conv()
+    model = net if kind == "equinox" else conv_pair(net)
+    pattern = r"(?s)equinox Conv1d.*weight.*ForwardRTRL" if kind == "equinox" else r"(?s)pair.*w.*ForwardRTRL"
+    with pytest.raises(TypeError, match=pattern):
+        value_and_grad(Supervised(2), model, data[:2, :3], estimator=ETrace("d_rtrl"))
+    trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=2, batch_size=4, estimator=ETrace("d_rtrl"), progress_bar=False)
+    with pytest.raises(TypeError, match=pattern):
+        trainer(model, 0)
+
+
+# -------------------------------------------------------------------- errors
+def test_unknown_model_kind_is_a_type_error(data):
+    trainer = GeneralTrainer(Supervised(1), data, optimizer=optax.adam(1e-2), num_training_steps=1, batch_size=2, progress_bar=False)
+    for bad in ("model", (1, 2), jnp.ones(3)):
+        with pytest.raises(TypeError, match="emulator"):
+            trainer(bad, 0)
+    with pytest.raises(ValueError, match="emulator"):  # wrong shape, before compiling
+        trainer(eqx.nn.Conv1d(2, 1, 3, padding="SAME", key=jax.random.PRNGKey(0)), 0)
+    assert adapt(eqx_conv()).kind == "equinox"
