@@ -92,7 +92,44 @@ def main():
     total_tx = [sum(per_r[r][0][i] for r in ROLLOUTS) for i in range(args.repeats)]
     total_oe = [sum(per_r[r][1][i] for r in ROLLOUTS) for i in range(args.repeats)]
     print(f"{'all':>8} | {statistics.median(total_tx):>9.3f} | {statistics.median(total_oe):>14.3f} |")
+    equinox_model_row(data, args.steps, args.repeats)
     print(f"speedup_vs_trainax={statistics.median(total_tx) / statistics.median(total_oe):.2f}")
+
+
+def equinox_model_row(data, steps, repeats):
+    """The quickstart with trainax's own equinox model trained by online_emulate too.
+
+    Both libraries train the same `equinox.nn.Conv1d` (online_emulate through its
+    equinox adapter); prints the summed steady-state seconds per 1000 steps over the
+    three rollout lengths (median of `repeats`, after one compiling call each) and the
+    stencil errors of the compiling calls.
+    """
+
+    def conv():
+        return eqx.nn.Conv1d(1, 1, 2, padding="SAME", padding_mode="CIRCULAR", use_bias=False, key=jax.random.PRNGKey(73))
+
+    def ours(r):
+        trainer = SupervisedTrainer(data, num_rollout_steps=r, optimizer=optax.adam(1e-2), num_training_steps=steps, batch_size=32, progress_bar=False)
+        model = conv()
+
+        def run():
+            trained, _ = trainer(model, jax.random.PRNGKey(42))  # every call starts fresh
+            jax.block_until_ready(trained.weight)
+            return float(jnp.linalg.norm(trained.weight[0, 0] - FOU))
+
+        return run
+
+    runs = {r: (trainax_trainer(data, r, steps), ours(r)) for r in ROLLOUTS}
+    errors = {r: (tx_run(), oe_run()) for r, (tx_run, oe_run) in runs.items()}
+    scale = 1000.0 / steps
+    totals = ([], [])
+    for _ in range(repeats):
+        totals[0].append(scale * sum(timed(runs[r][0]) for r in ROLLOUTS))
+        totals[1].append(scale * sum(timed(runs[r][1]) for r in ROLLOUTS))
+    t_tx, t_oe = statistics.median(totals[0]), statistics.median(totals[1])
+    print("\nequinox Conv1d model in both libraries (stencil errors rollout 1 / 5 / 20: "
+          + ", ".join(f"{e_tx:.4f} vs {e_oe:.4f}" for e_tx, e_oe in errors.values()) + ")")
+    print(f"{'eqx all':>8} | {t_tx:>9.3f} | {t_oe:>14.3f} | {t_tx / t_oe:>6.1f}")
 
 
 if __name__ == "__main__":
