@@ -195,3 +195,19 @@ def test_unknown_model_kind_is_a_type_error(data):
     with pytest.raises(ValueError, match="emulator"):  # wrong shape, before compiling
         trainer(eqx.nn.Conv1d(2, 1, 3, padding="SAME", key=jax.random.PRNGKey(0)), 0)
     assert adapt(eqx_conv()).kind == "equinox"
+
+
+def test_callbacks_and_checkpoint_resume_with_an_equinox_model(data, tmp_path):
+    from online_emulate.callback import CheckpointCallback, GradNormCallback, ValidationRolloutCallback
+
+    def make(callbacks=()):
+        return SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=20, batch_size=4, callbacks=callbacks, progress_bar=False, steps_per_call=6)
+
+    path = str(tmp_path / "c_{step}.pkl")
+    callbacks = [GradNormCallback(every=5), ValidationRolloutCallback(data[:2], every=5), CheckpointCallback(path, every=10)]
+    trained, history = make(callbacks)(eqx_conv(), 0)
+    assert [s for s, _ in history.records["grad_norm"]] == [0, 5, 10, 15, 20]
+    assert all(np.isfinite(v) for _, v in history.records["val_nrmse"])
+    resumed, resumed_history = make()(eqx_conv(), 0, resume_from=str(tmp_path / "c_10.pkl"))
+    np.testing.assert_array_equal(resumed.weight, trained.weight)
+    np.testing.assert_array_equal(resumed_history, history)

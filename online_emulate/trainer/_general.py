@@ -63,6 +63,9 @@ class GeneralTrainer:
             multiple of the device count. Results equal single-device training up to
             float rounding.
         check_finite_data: refuse trajectories holding NaN/inf (default True).
+        do_sub_stacking: trainax's name for `sub_stacking` (overrides it when given).
+        callback_fn: trainax's callback argument; only None is accepted (a TypeError
+            points to `callbacks=`).
 
     Calling `trainer(emulator, key)` returns `(trained_emulator, history)`. The emulator
     may be a brainstate Module, an equinox Module or an `(apply, params)` pair (see
