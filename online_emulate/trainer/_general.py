@@ -545,7 +545,7 @@ class GeneralTrainer:
             ValueError: if the numbers of emulators and keys differ, or on a NaN/inf loss.
         """
         keys = [key_data(k) for k in keys]
-        if not isinstance(emulators, (list, tuple)):
+        if not isinstance(emulators, list):  # a tuple may be one (apply, params) model
             emulators = [emulators] * len(keys)
         if len(emulators) != len(keys):
             raise ValueError(
