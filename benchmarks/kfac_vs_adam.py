@@ -55,7 +55,8 @@ def run(name, optimizer, emulator, train, steps, num_steps, eval_every, error):
     trained = emulator
     for segment in range(num_steps // eval_every):
         start = time.perf_counter()
-        trained, _ = trainer(trained, key=1)
+        # a trainer call starts fresh; resume() continues with the kept optimizer state
+        trained, _ = trainer(trained, key=1) if segment == 0 else trainer.resume()
         elapsed = time.perf_counter() - start
         if segment == 0:
             compile_segment = elapsed
