@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_int as check_count  # the package's one integer checker
-from ..loss import BaseLoss
+from ..loss import BaseLoss, as_loss
 
 __all__ = [
     "check_count",  # = online_emulate._checks.check_int
@@ -30,8 +30,6 @@ def check_flag(name: str, value: Any) -> bool:
 
 def check_loss(name: str, value: Any) -> BaseLoss:
     """Require an `online_emulate.loss` loss object (a trainax loss is wrapped)."""
-    from ..loss import as_loss
-
     value = as_loss(value)
     if not isinstance(value, BaseLoss):
         raise TypeError(

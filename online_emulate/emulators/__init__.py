@@ -1,10 +1,10 @@
 """Brainstate emulators u_{t+1} = f_theta(u_t) and their pure-function view."""
 
-from ._adapters import ModelAdapter, adapt, as_stepper
+from ._adapters import ModelAdapter, adapt, as_stepper, functional
 from ._base import Emulator
 from ._conv_net import ConvNet
 from ._hidden import declaring_hidden_states, hidden_state
-from ._functional import functional, get_params, set_params
+from ._functional import get_params, set_params
 from ._linear_stencil import LinearStencil
 from ._ops import lax_ops, using_lax_ops
 from ._periodic_conv import PeriodicConv

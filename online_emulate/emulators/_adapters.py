@@ -23,6 +23,7 @@ batch; brainstate modules get a leading singleton axis where it needs one state.
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -30,9 +31,10 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from ._functional import _lookup, _nest, set_params
 from ._ops import lax_ops
 
-__all__ = ["ModelAdapter", "adapt", "as_stepper", "model_name", "WORKING_ESTIMATORS"]
+__all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
 
 WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
 
@@ -157,8 +159,6 @@ class BrainstateAdapter(ModelAdapter):
     kind = "brainstate"
 
     def __init__(self, model, state_ndim):
-        from ._functional import _nest
-
         self._graphdef, param_states, self._others = brainstate.graph.treefy_split(
             model, brainstate.ParamState, ...
         )
@@ -174,8 +174,6 @@ class BrainstateAdapter(ModelAdapter):
         return d + 1 if isinstance(d, int) else None
 
     def _module(self, params):
-        from ._functional import _lookup
-
         states = brainstate.util.NestedDict.from_flat(
             {path: ts.replace(_lookup(params, path)) for path, ts in self._flat.items()}
         )
@@ -194,8 +192,6 @@ class BrainstateAdapter(ModelAdapter):
                 return jnp.moveaxis(module(jnp.moveaxis(u, 1, -1)), -1, 1)
 
     def merge(self, params):
-        from ._functional import set_params
-
         return set_params(copy.deepcopy(self.model), params)
 
     def signature(self):
@@ -229,9 +225,8 @@ class EquinoxAdapter(ModelAdapter):
     kind = "equinox"
 
     def __init__(self, model, state_ndim):
-        import equinox as eqx
-
-        self._eqx = eqx
+        # equinox is imported by whoever built the model; no import here
+        self._eqx = eqx = sys.modules["equinox"]
         self.params, self._static = eqx.partition(model, eqx.is_inexact_array)
         super().__init__(model, state_ndim)
 
@@ -263,11 +258,10 @@ class PairAdapter(ModelAdapter):
 
 
 def _is_equinox(model) -> bool:
-    try:
-        import equinox as eqx
-    except ImportError:  # equinox is optional
-        return False
-    return isinstance(model, eqx.Module)
+    # a model can only be an equinox module once equinox is imported, so equinox (an
+    # optional dependency) is never loaded here
+    eqx = sys.modules.get("equinox")
+    return eqx is not None and isinstance(model, eqx.Module)
 
 
 def adapt(model: Any, *, state_ndim: int | None = None) -> ModelAdapter:
@@ -323,3 +317,24 @@ def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
         return apply(params, u)
 
     return stepper
+
+
+def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
+    """Split a model into a pure function and its parameters.
+
+    Arguments:
+        emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
+            (see `online_emulate.emulators.adapt`).
+
+    Returns:
+        `(apply, params)`: `apply(params, u)` evaluates the model with the given
+        parameters on one state `(C, *N)` or (for models that know their dimension, like
+        the built-in emulators) a batch `(B, C, *N)`, using plain lax ops (vmap-, jit-
+        and grad-friendly). For a brainstate module `params` equals `get_params`. The
+        model itself is not modified by calls of `apply`.
+
+    Raises:
+        TypeError: if `emulator` is none of the accepted kinds.
+    """
+    adapter = adapt(emulator)
+    return adapter.apply, adapter.params

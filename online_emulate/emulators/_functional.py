@@ -12,7 +12,7 @@ from typing import Any, Callable
 import brainstate
 import jax
 
-__all__ = ["functional", "get_params", "set_params"]
+__all__ = ["get_params", "set_params"]
 
 Params = dict[str, Any]
 
@@ -94,26 +94,3 @@ def set_params(emulator, params: Params):
             )
         state.value = value
     return emulator
-
-
-def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
-    """Split a model into a pure function and its parameters.
-
-    Arguments:
-        emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
-            (see `online_emulate.emulators.adapt`).
-
-    Returns:
-        `(apply, params)`: `apply(params, u)` evaluates the model with the given
-        parameters on one state `(C, *N)` or (for models that know their dimension, like
-        the built-in emulators) a batch `(B, C, *N)`, using plain lax ops (vmap-, jit-
-        and grad-friendly). For a brainstate module `params` equals `get_params`. The
-        model itself is not modified by calls of `apply`.
-
-    Raises:
-        TypeError: if `emulator` is none of the accepted kinds.
-    """
-    from ._adapters import adapt
-
-    adapter = adapt(emulator)
-    return adapter.apply, adapter.params
