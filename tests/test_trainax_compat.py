@@ -71,6 +71,7 @@ QUICKSTART = textwrap.dedent("""
 TRAINAX_QUICKSTART = (0.034062225, 0.029111315, 0.016964475)
 
 
+@pytest.mark.slow  # 3 x 1000 training steps
 def test_trainax_quickstart_runs_verbatim_and_reaches_trainax_numbers():
     scope = {}
     exec(compile(QUICKSTART, "quickstart", "exec"), scope)
