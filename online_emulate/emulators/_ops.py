@@ -97,22 +97,51 @@ def periodic_conv(
 def _lax_conv(padded, kernel, bias):
     """'VALID' channel-last convolution with plain ``jax.lax`` ops.
 
-    A 1-D convolution is evaluated as a 2-D one of height 1 (input `(B, 1, W, C)`,
-    kernel `(1, k, C_in, C_out)`): K-FAC's graph matcher only recognises 2-D
-    NHWC/HWIO convolutions, and the outputs are identical. The bias is added in the
-    broadcast form of K-FAC's conv-with-bias pattern.
+    A 1-D convolution with its native `(k, C_in, C_out)` kernel is evaluated as one
+    matrix product of the `k` shifted views of the input (im2col) with the kernel
+    reshaped to `(k * C_in, C_out)`. XLA:CPU runs convolutions inside a `while`/`scan`
+    body (every training rollout, every trainer loop) without its fast convolution
+    kernels, 5-10x slower than the same convolution at top level, while matrix
+    products keep their speed there (benchmarks/RESULTS.md, "conv path"). The outputs
+    equal the convolution's up to float rounding.
+
+    A 1-D kernel in the height-1 2-D layout `(1, k, C_in, C_out)` (K-FAC's layout)
+    and every 2-D/3-D kernel stay `lax.conv_general_dilated` in NHWC/HWIO: K-FAC's
+    graph matcher only recognises 2-D NHWC/HWIO convolutions. The bias is added in
+    the broadcast form of K-FAC's conv-with-bias pattern.
     """
     if padded.ndim == 3:
-        kernel = kernel if kernel.ndim == 4 else kernel[None]
-        return _lax_conv(padded[:, None], kernel, bias)[:, 0]
-    num_spatial_dims = padded.ndim - 2
-    y = jax.lax.conv_general_dilated(
-        padded,
-        kernel,
-        (1,) * num_spatial_dims,
-        "VALID",
-        dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
-    )
+        if kernel.ndim == 3:
+            y = _im2col_conv_1d(padded, kernel)
+        else:
+            return _lax_conv(padded[:, None], kernel, bias)[:, 0]
+    else:
+        num_spatial_dims = padded.ndim - 2
+        y = jax.lax.conv_general_dilated(
+            padded,
+            kernel,
+            (1,) * num_spatial_dims,
+            "VALID",
+            dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
+        )
     if bias is not None:
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y
+
+
+def _im2col_conv_1d(
+    padded: Float[Array, "batch padded_width in_channels"],
+    kernel: Float[Array, "k in_channels out_channels"],
+) -> Float[Array, "batch width out_channels"]:
+    """'VALID' 1-D channel-last convolution as one matrix product (see `_lax_conv`).
+
+    cols[b, s, u * C_in + i] = padded[b, s + u, i], so
+    y[b, s, o] = sum_{u, i} cols[b, s, u * C_in + i] * kernel[u, i, o].
+    """
+    k, c_in, c_out = kernel.shape
+    width = padded.shape[1] - k + 1
+    if k == 1:
+        cols = padded
+    else:
+        cols = jnp.concatenate([padded[:, u : u + width] for u in range(k)], axis=-1)
+    return jnp.dot(cols, kernel.reshape(k * c_in, c_out))
