@@ -6,12 +6,21 @@ training steps after compilation: each library's trainer is called once to compi
 (and that run gives the stencil error), then the same trainer object is called again
 for the same number of steps and timed; both libraries cache their compiled step
 between calls of one trainer.
-The last line is `speedup_vs_trainax=<trainax time / ours>` (median of the repeats,
-summed over the three rollout lengths).
+`speedup_vs_trainax=<trainax time / ours>` is the quickstart's ratio (median of the
+repeats, summed over the three rollout lengths).
+
+Then the realistic network (the APEBench default family: 9 periodic convolutions of
+kernel 3, 26 hidden channels, relu, bias; 1-D Burgers N=160, batch 20, adam 1e-3):
+trainax with an equinox net of the same architecture against online_emulate's
+`ConvNet(1, 1, 1, hidden_channels=26, depth=9)` for rollouts 1 and 5 with every
+estimator that applies, steady-state ms/step (second call of the same trainer). The
+last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
+rollouts 1 and 5>`.
 
 Needs the bench extra (`pip install -e ".[bench]"`); installs nothing itself.
 
-    python benchmarks/vs_trainax.py [--repeats 3] [--steps 1000]
+    python benchmarks/vs_trainax.py [--repeats 3] [--steps 1000] [--realistic-steps 200]
+    python benchmarks/vs_trainax.py --quick   # a few steps of everything
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import jax.numpy as jnp
 import optax
 import trainax as tx
 
-from online_emulate.emulators import LinearStencil
-from online_emulate.sample_data import advection_1d_periodic
+from online_emulate.emulators import ConvNet, LinearStencil, get_params
+from online_emulate.estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT
+from online_emulate.estimators._forward_rtrl import rtrl_memory_bytes
+from online_emulate.sample_data import advection_1d_periodic, burgers_1d
 from online_emulate.trainer import SupervisedTrainer
 
 CFL = -0.75
@@ -65,11 +76,118 @@ def timed(run):
     return time.perf_counter() - start
 
 
+# The realistic network (issue 15): APEBench's default conv family on 1-D Burgers.
+REAL_N, REAL_BATCH, REAL_WIDTH, REAL_DEPTH = 160, 20, 26, 9
+REAL_ROLLOUTS = (1, 5)
+
+
+def realistic_data(key=jax.random.PRNGKey(0)):
+    """50 Burgers trajectories of 50 steps on N=160 (about APEBench's default set)."""
+    return burgers_1d(REAL_N, 50, temporal_horizon=50, key=key)
+
+
+class EqxConvNet(eqx.Module):
+    """The equinox twin of `ConvNet(1, 1, 1, hidden_channels=26, depth=9)`."""
+
+    layers: list
+
+    def __init__(self, key):
+        widths = [1] + [REAL_WIDTH] * (REAL_DEPTH - 1) + [1]
+        keys = jax.random.split(key, REAL_DEPTH)
+        self.layers = [
+            eqx.nn.Conv1d(widths[i], widths[i + 1], 3, padding="SAME", padding_mode="CIRCULAR", key=keys[i])
+            for i in range(REAL_DEPTH)
+        ]
+
+    def __call__(self, u):
+        for layer in self.layers[:-1]:
+            u = jax.nn.relu(layer(u))
+        return self.layers[-1](u)
+
+
+def realistic_trainax(data, r, steps):
+    net = EqxConvNet(jax.random.PRNGKey(73))
+    trainer = tx.trainer.SupervisedTrainer(data, num_rollout_steps=r, optimizer=optax.adam(1e-3), num_training_steps=steps, batch_size=REAL_BATCH)
+
+    def run():
+        trained, losses = trainer(net, key=jax.random.PRNGKey(42), spawn_tqdm=False)
+        jax.block_until_ready(trained)
+        return float(losses[-1])
+
+    return run
+
+
+def realistic_ours(data, r, steps, estimator):
+    emulator = ConvNet(1, 1, 1, hidden_channels=REAL_WIDTH, depth=REAL_DEPTH, key=73)
+    trainer = SupervisedTrainer(data, num_rollout_steps=r, optimizer=optax.adam(1e-3), num_training_steps=steps, batch_size=REAL_BATCH, estimator=estimator, progress_bar=False)
+
+    def run():
+        trainer.reset()
+        _, history = trainer(emulator, key=42)
+        return float(history.loss[-1])
+
+    return run
+
+
+def realistic_estimators(r):
+    """(label, estimator or None, reason when skipped) for a rollout of r steps."""
+    rows = [("BPTT()", BPTT(), None), ("BPTT(checkpoint='sqrt')", BPTT(checkpoint="sqrt"), None),
+            ("TruncatedBPTT(1)", TruncatedBPTT(1), None)]
+    params = get_params(ConvNet(1, 1, 1, hidden_channels=REAL_WIDTH, depth=REAL_DEPTH))
+    need = rtrl_memory_bytes(params, (REAL_BATCH, 1, REAL_N), jnp.float32)
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    rows.append(("ForwardRTRL()", None,
+                 f"skipped: J is B*H*P = {need / 2**20:.0f} MiB and each step costs P = {num_params} "
+                 "forward-mode directions"))
+    rows.append(("ETrace('d_rtrl')", ETrace("d_rtrl"), None))
+    return rows
+
+
+def steady_ms(run, steps):
+    run()  # compiles
+    return 1e3 * timed(run) / steps
+
+
+def realistic(steps):
+    """Table of steady-state ms/step; returns the smaller BPTT ratio of rollouts 1 and 5."""
+    data = realistic_data()
+    print(f"\nrealistic network: {REAL_DEPTH} periodic convs k=3, {REAL_WIDTH} channels, relu, bias; "
+          f"Burgers 1-D N={REAL_N}, batch {REAL_BATCH}, adam 1e-3, {steps} steps per call")
+    print("steady-state ms/step (second call of the same trainer; includes gather + update)")
+    print(f"{'rollout':>8} | {'library / estimator':<40} | {'ms/step':>8} | {'trainax/ours':>12}")
+    ratios = {}
+    for r in REAL_ROLLOUTS:
+        t_tx = steady_ms(realistic_trainax(data, r, steps), steps)
+        print(f"{r:>8} | {'trainax 0.0.2 + equinox net':<40} | {t_tx:>8.2f} | {'':>12}", flush=True)
+        for label, estimator, reason in realistic_estimators(r):
+            name = f"online_emulate {label}"
+            if estimator is None:
+                print(f"{r:>8} | {name:<40} | {reason}", flush=True)
+                continue
+            t = steady_ms(realistic_ours(data, r, steps, estimator), steps)
+            print(f"{r:>8} | {name:<40} | {t:>8.2f} | {t_tx / t:>12.2f}", flush=True)
+            if label == "BPTT()":
+                ratios[r] = t_tx / t
+    return min(ratios.values())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--realistic-steps", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 100 / 20 steps")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.steps, args.realistic_steps = 1, 100, 20
+    quick = quickstart(args)
+    real = realistic(args.realistic_steps)
+    print(f"speedup_vs_trainax={quick:.2f}")
+    print(f"speedup_vs_trainax_realistic={real:.2f}")
+
+
+def quickstart(args):
+    """The quickstart table; returns the speed-up summed over the rollouts."""
     data = advection_1d_periodic(cfl=CFL, key=jax.random.PRNGKey(0))
 
     runs = {r: (trainax_trainer(data, r, args.steps), ours_trainer(data, r, args.steps)) for r in ROLLOUTS}
@@ -93,7 +211,7 @@ def main():
     total_oe = [sum(per_r[r][1][i] for r in ROLLOUTS) for i in range(args.repeats)]
     print(f"{'all':>8} | {statistics.median(total_tx):>9.3f} | {statistics.median(total_oe):>14.3f} |")
     equinox_model_row(data, args.steps, args.repeats)
-    print(f"speedup_vs_trainax={statistics.median(total_tx) / statistics.median(total_oe):.2f}")
+    return statistics.median(total_tx) / statistics.median(total_oe)
 
 
 def equinox_model_row(data, steps, repeats):
