@@ -15,7 +15,8 @@ trainax with an equinox net of the same architecture against online_emulate's
 `ConvNet(1, 1, 1, hidden_channels=26, depth=9)` for rollouts 1 and 5 with every
 estimator that applies, steady-state ms/step (second call of the same trainer). The
 last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
-rollouts 1 and 5>`.
+rollouts 1 and 5>` (wall clock; the table also gives process CPU time, steadier
+when other jobs share the machine).
 
 Needs the bench extra (`pip install -e ".[bench]"`); installs nothing itself.
 
@@ -144,8 +145,12 @@ def realistic_estimators(r):
 
 
 def steady_ms(run, steps):
+    """(wall, process CPU) ms per step of a second call. CPU time counts every thread of
+    this process, so it is less sensitive than wall time to other jobs on the machine."""
     run()  # compiles
-    return 1e3 * timed(run) / steps
+    cpu = time.process_time()
+    wall = timed(run)
+    return 1e3 * wall / steps, 1e3 * (time.process_time() - cpu) / steps
 
 
 def realistic(steps):
@@ -153,22 +158,23 @@ def realistic(steps):
     data = realistic_data()
     print(f"\nrealistic network: {REAL_DEPTH} periodic convs k=3, {REAL_WIDTH} channels, relu, bias; "
           f"Burgers 1-D N={REAL_N}, batch {REAL_BATCH}, adam 1e-3, {steps} steps per call")
-    print("steady-state ms/step (second call of the same trainer; includes gather + update)")
-    print(f"{'rollout':>8} | {'library / estimator':<40} | {'ms/step':>8} | {'trainax/ours':>12}")
+    print("steady-state ms/step (second call of the same trainer; includes gather + update);")
+    print("wall clock and process CPU time (all threads); ratios = trainax / ours")
+    print(f"{'rollout':>8} | {'library / estimator':<40} | {'wall ms':>8} | {'cpu ms':>8} | {'wall ratio':>10} | {'cpu ratio':>9}")
     ratios = {}
     for r in REAL_ROLLOUTS:
-        t_tx = steady_ms(realistic_trainax(data, r, steps), steps)
-        print(f"{r:>8} | {'trainax 0.0.2 + equinox net':<40} | {t_tx:>8.2f} | {'':>12}", flush=True)
+        t_tx, c_tx = steady_ms(realistic_trainax(data, r, steps), steps)
+        print(f"{r:>8} | {'trainax 0.0.2 + equinox net':<40} | {t_tx:>8.2f} | {c_tx:>8.2f} | {'':>10} | {'':>9}", flush=True)
         for label, estimator, reason in realistic_estimators(r):
             name = f"online_emulate {label}"
             if estimator is None:
                 print(f"{r:>8} | {name:<40} | {reason}", flush=True)
                 continue
             # eligibility traces cost ~10x a BPTT step here: time fewer steps
-            n = max(steps // 10, 5) if isinstance(estimator, ETrace) else steps
-            t = steady_ms(realistic_ours(data, r, n, estimator), n)
+            n = max(steps // 20, 5) if isinstance(estimator, ETrace) else steps
+            t, c = steady_ms(realistic_ours(data, r, n, estimator), n)
             note = "" if n == steps else f"   ({n} steps per call)"
-            print(f"{r:>8} | {name:<40} | {t:>8.2f} | {t_tx / t:>12.2f}{note}", flush=True)
+            print(f"{r:>8} | {name:<40} | {t:>8.2f} | {c:>8.2f} | {t_tx / t:>10.2f} | {c_tx / c:>9.2f}{note}", flush=True)
             if label == "BPTT()":
                 ratios[r] = t_tx / t
     return min(ratios.values())
