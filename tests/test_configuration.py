@@ -776,3 +776,21 @@ def test_online_spec_unsupported_raises(cfg):
 def test_public_names():
     for name in oc.__all__:
         assert hasattr(oc, name)
+
+
+@pytest.mark.parametrize("num_steps", [oc._rollout.UNROLL_MAX_STEPS, oc._rollout.UNROLL_MAX_STEPS + 1])
+def test_unrolled_and_looped_rollouts_agree(num_steps):
+    """Rollouts up to UNROLL_MAX_STEPS are unrolled, longer ones loop: same loss and
+    gradient as the same rollout through a scan that is never unrolled."""
+    params = init_params()
+    data = make_data(num_steps + 1)
+    config = Supervised(num_steps, cut_bptt=True, cut_bptt_every=3)
+
+    def loss(p, scan):
+        return config.loss(make_stepper(p), data, scan=scan)
+
+    never_unrolled = lambda f, init, xs, length=None: jax.lax.scan(f, init, xs, length=length)  # noqa: E731
+    lv, gv = jax.value_and_grad(loss)(params, jax.lax.scan)
+    lr, gr = jax.value_and_grad(loss)(params, never_unrolled)
+    np.testing.assert_allclose(lv, lr, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), gv, gr)
