@@ -30,7 +30,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBPACKAGES | _FROM_ESTIMATORS)
 
-
 __all__ = [
     "callback",
     "configuration",

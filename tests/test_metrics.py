@@ -89,8 +89,8 @@ def test_constant_offset_gives_known_nrmse():
     ref = amplitude[..., None] * np.sin(2 * np.pi * x / N)
     c0 = 0.3
     pred = ref + c0
-    C = ref.shape[2]
-    expected_per_sample = np.sqrt(C * N * c0**2) / np.sqrt((amplitude**2).sum(-1) * N / 2)
+    # per channel: ||pred - ref|| = sqrt(N) c0, ||ref|| = |a| sqrt(N / 2); summed over c
+    expected_per_sample = (np.sqrt(N * c0**2) / np.sqrt(amplitude**2 * N / 2)).sum(-1)
     expected = expected_per_sample.mean(axis=0)
     got = metrics.nrmse(jnp.asarray(pred, jnp.float32), jnp.asarray(ref, jnp.float32))
     assert got.shape == (2,)
@@ -109,12 +109,27 @@ def test_rmse_mae_match_numpy():
         metrics.rmse(pred, ref), np.sqrt((diff**2).mean(-1)).mean(0), rtol=1e-5
     )
     np.testing.assert_allclose(metrics.mae(pred, ref), np.abs(diff).mean(-1).mean(0), rtol=1e-5)
-    r = ref.reshape(3, 4, -1)
+    per_channel = (pred - ref).reshape(3, 4, 2, -1)
+    r = ref.reshape(3, 4, 2, -1)
     np.testing.assert_allclose(
         metrics.nrmse(pred, ref),
-        (np.linalg.norm(diff, axis=-1) / np.linalg.norm(r, axis=-1)).mean(0),
+        (np.linalg.norm(per_channel, axis=-1) / np.linalg.norm(r, axis=-1)).sum(-1).mean(0),
         rtol=1e-5,
     )
+
+
+def test_nrmse_matches_exponax_on_two_channels():
+    exponax = pytest.importorskip("exponax")
+    rng = np.random.default_rng(1)
+    # channels of very different scales: a joint norm would hide the small one's error
+    scale = np.array([1.0, 0.01])[None, None, :, None]
+    ref = (rng.normal(size=(3, 5, 2, 32)) * scale).astype(np.float32)
+    pred = (ref + 0.05 * rng.normal(size=ref.shape) * scale).astype(np.float32)
+    expected = [
+        np.mean([float(exponax.metrics.nRMSE(jnp.asarray(pred[b, t]), jnp.asarray(ref[b, t]))) for b in range(3)])
+        for t in range(5)
+    ]
+    np.testing.assert_allclose(metrics.nrmse(pred, ref), expected, rtol=1e-5)
 
 
 def test_correlation_conventions():
@@ -181,10 +196,11 @@ def test_evaluate_rollout_options_and_json(trajectories):
         "nrmse_geometric_mean",
         "nrmse_geometric_mean_steps",
     }
-    # damping by 0.9 per step: pred_t = 0.9^t ref_t, so nRMSE_t = 1 - 0.9^t exactly
+    # damping by 0.9 per step: pred_t = 0.9^t ref_t, so each of the 2 channels has
+    # nRMSE 1 - 0.9^t exactly, and channels add up
     t = np.arange(1, 6)
-    np.testing.assert_allclose(result["nrmse"], 1 - 0.9**t, rtol=1e-5)
-    geo = np.prod(1 - 0.9**t) ** (1 / 5)
+    np.testing.assert_allclose(result["nrmse"], 2 * (1 - 0.9**t), rtol=1e-5)
+    geo = np.prod(2 * (1 - 0.9**t)) ** (1 / 5)
     np.testing.assert_allclose(result["nrmse_geometric_mean"], geo, rtol=1e-5)
     encoded = json.loads(json.dumps(metrics.to_json_dict(result)))
     assert encoded["num_steps"] == 5 and len(encoded["nrmse"]) == 5

@@ -71,7 +71,7 @@ def test_streaming_10000_steps(tmp_path):
     # a contracting start: a free run of 10,000 steps stays finite
     set_params(emu, {"conv": {"weight": jnp.full((3, 1, 1), 0.3)}})
     before = get_params(emu)
-    path = os.path.join(tmp_path, "ckpt.pkl")
+    path = os.path.join(tmp_path, "ckpt.npz")
     trainer = OnlineTrainer(emu, optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_smooth,
                             target="one_step", rollout_length=10_000, update_every=100, estimator=ETrace("d_rtrl"),
                             progress_bar=False, checkpoint_path=path, checkpoint_every=50)
@@ -145,7 +145,7 @@ def test_online_trainer_divergence_keeps_last_good_params(tmp_path):
     emu = LinearStencil(1, 1, 1, kernel_size=3, key=0)
     trainer = OnlineTrainer(emu, optax.sgd(1e6), ic_sampler=_ic, ref_stepper=_ref, rollout_length=20,
                             num_rollouts=20, update_every=5, estimator=TruncatedBPTT(5), progress_bar=False,
-                            checkpoint_path=str(tmp_path / "ckpt.pkl"))
+                            checkpoint_path=str(tmp_path / "ckpt.npz"))
     with pytest.raises(TrainingDiverged) as info:
         trainer.train()
     params = get_params(info.value.emulator)

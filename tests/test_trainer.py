@@ -140,14 +140,14 @@ def test_checkpoint_resume_is_bit_identical(advection, tmp_path):
         return GeneralTrainer(config, advection, optimizer=optax.adam(3e-3), num_training_steps=30, batch_size=8, progress_bar=False, callbacks=callbacks, steps_per_call=8)
 
     uninterrupted, hist = make()(emulator, key=11)
-    path = str(tmp_path / "ckpt_{step}.pkl")
+    path = str(tmp_path / "ckpt_{step}.npz")
     interrupted = make([CheckpointCallback(path, every=12)])
     interrupted(emulator, key=11)
-    blob = load_checkpoint(tmp_path / "ckpt_12.pkl")
+    blob = load_checkpoint(tmp_path / "ckpt_12.npz")
     assert blob["step"] == 12
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".ckpt-")]  # no temp files left
     fresh = make()
-    resumed, rhist = fresh(emulator, key=0, resume_from=str(tmp_path / "ckpt_12.pkl"))
+    resumed, rhist = fresh(emulator, key=0, resume_from=str(tmp_path / "ckpt_12.npz"))
     assert_trees_equal(get_params(uninterrupted), get_params(resumed))
     np.testing.assert_array_equal(hist.loss, rhist.loss)
 
@@ -202,7 +202,7 @@ def test_early_stopping_stops_a_flat_run(advection):
 
 def test_divergence_stops_keeps_last_good_params_and_checkpoints(advection, tmp_path):
     emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
-    trainer = SupervisedTrainer(advection, optimizer=optax.sgd(1e4), num_training_steps=200, batch_size=8, num_rollout_steps=3, progress_bar=False, checkpoint_path=str(tmp_path / "last.pkl"))
+    trainer = SupervisedTrainer(advection, optimizer=optax.sgd(1e4), num_training_steps=200, batch_size=8, num_rollout_steps=3, progress_bar=False, checkpoint_path=str(tmp_path / "last.npz"))
     with pytest.raises(TrainingDiverged, match="step") as info:
         trainer(emulator, key=0)
     err = info.value

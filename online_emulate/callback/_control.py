@@ -12,11 +12,11 @@ __all__ = ["CheckpointCallback", "EarlyStopping"]
 
 
 class CheckpointCallback(Callback):
-    """Write a resumable checkpoint every `every` steps (atomically).
+    """Write a resumable checkpoint (`.npz` + JSON, no pickle) every `every` steps (atomically).
 
     Arguments:
         path: file to write; `{step}` in the name is replaced by the step count, so
-            `"run/ckpt_{step}.pkl"` keeps every checkpoint and `"run/last.pkl"` only the last.
+            `"run/ckpt_{step}.npz"` keeps every checkpoint and `"run/last.npz"` only the last.
         every: period in steps.
     """
 

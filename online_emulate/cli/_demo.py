@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..plot import plot_error_vs_step, plot_loss_history
-from ._run import run_training, write_json
+from ._run import check_output_folder, run_training, write_json
 
 __all__ = ["run_demo", "DEMO_RUNS"]
 
@@ -28,7 +28,7 @@ DEMO_ESTIMATORS = ("bptt", "d_rtrl")
 
 def run_demo(*, output: str, steps: int, progress: bool) -> list[dict]:
     """Train every (problem, estimator) pair, print the comparison table, write files."""
-    os.makedirs(output, exist_ok=True)
+    output = check_output_folder(output)
     rows = []
     for problem, emulator, lr in DEMO_RUNS:
         curves, losses = {}, {}

@@ -21,6 +21,7 @@ __all__ = [
     "make_emulator",
     "make_optimizer",
     "make_residuum_fn",
+    "DEFAULT_DECAY",
 ]
 
 CONFIGURATIONS = (
@@ -35,6 +36,8 @@ CONFIGURATIONS = (
 ESTIMATORS = ("bptt", "bptt-step", "bptt-sqrt", "tbptt", "rtrl", "d_rtrl", "es_d_rtrl")
 EMULATORS = ("linear", "convnet")
 OPTIMIZERS = ("adam", "sgd", "kfac")
+#: ES_D_RTRL's trace decay when --decay is not given (braintrace has no default)
+DEFAULT_DECAY = 0.9
 
 
 def make_problem(name: str, num_points: int | None = None):
@@ -63,6 +66,8 @@ def make_configuration(name: str, args):
 
 
 def make_estimator(name: str, *, truncation: int = 1, decay: float | None = None):
+    if decay is not None and name != "es_d_rtrl":
+        raise ValueError(f"--decay: only --estimator es_d_rtrl takes a decay, got --estimator {name}")
     if name == "bptt":
         return est.BPTT()
     if name == "bptt-step":
@@ -76,7 +81,7 @@ def make_estimator(name: str, *, truncation: int = 1, decay: float | None = None
     if name == "d_rtrl":
         return est.ETrace("d_rtrl")
     if name == "es_d_rtrl":
-        return est.ETrace("es_d_rtrl", decay=decay) if decay is not None else est.ETrace("es_d_rtrl")
+        return est.ETrace("es_d_rtrl", decay=DEFAULT_DECAY if decay is None else decay)
     raise ValueError(f"--estimator: expected one of {', '.join(ESTIMATORS)}, got {name!r}")
 
 

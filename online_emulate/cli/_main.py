@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
@@ -39,6 +40,16 @@ def _positive_float(text):
     return value
 
 
+def _decay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def _add_training_options(p):
     g = p.add_argument_group("problem and data")
     g.add_argument("--problem", choices=PROBLEM_NAMES, default="burgers_1d", help="built-in reference problem (default: %(default)s)")
@@ -61,7 +72,7 @@ def _add_training_options(p):
     g = p.add_argument_group("gradient estimator (how the gradient is computed)")
     g.add_argument("--estimator", choices=ESTIMATORS, default="bptt", help="bptt, checkpointed bptt-step/bptt-sqrt, truncated tbptt, forward rtrl, braintrace d_rtrl / es_d_rtrl (default: %(default)s)")
     g.add_argument("--truncation", type=_positive_int, default=1, help="window k of tbptt (default: %(default)s)")
-    g.add_argument("--decay", type=float, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: braintrace's)")
+    g.add_argument("--decay", type=_decay, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: 0.9)")
     g = p.add_argument_group("emulator and optimizer")
     g.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
     g.add_argument("--kernel-size", type=_positive_int, default=3, help="convolution width (default: %(default)s)")
@@ -75,7 +86,7 @@ def _add_training_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--output", default="runs/train", help="output folder (default: %(default)s)")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every k steps")
-    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pkl if present")
+    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz if present (after --checkpoint-every or Ctrl-C)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one emulator; writes config, checkpoint, metrics and plots")
     _add_training_options(train)
     ev = sub.add_parser("evaluate", help="evaluate the checkpoint of a train run on fresh test data")
-    ev.add_argument("--run", required=True, help="folder of a `train` run (holds config.json and checkpoint.pkl)")
+    ev.add_argument("--run", required=True, help="folder of a `train` run (holds config.json and checkpoint.npz)")
     ev.add_argument("--problem", choices=PROBLEM_NAMES, default=None, help="problem to test on (default: the run's)")
     ev.add_argument("--test-samples", type=_positive_int, default=10, help="held-out trajectories (default: %(default)s)")
     ev.add_argument("--test-horizon", type=_positive_int, default=200, help="rollout steps (default: %(default)s)")
@@ -120,9 +131,21 @@ def _train_run_dict(args) -> dict:
     }
 
 
+def _resume_command(argv) -> str:
+    words = ["online-emulate", *argv]
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(words)
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 done, 2 bad input, 3 training
+    diverged, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ._run import RunDiverged, RunInterrupted
+
     try:
         if args.command == "demo":
             from ._demo import run_demo
@@ -131,7 +154,11 @@ def main(argv=None) -> int:
         elif args.command == "train":
             from ._run import run_training
 
-            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume)
+            def started():
+                print(f"training {args.estimator} on {args.problem} for {args.steps} steps "
+                      "(Ctrl-C stops and writes a checkpoint)", flush=True)
+
+            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume, on_start=started)
             m = result["metrics"]
             print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")
@@ -139,15 +166,32 @@ def main(argv=None) -> int:
             from ._run import evaluate_checkpoint
 
             m = evaluate_checkpoint(args.run, output=args.output, problem_name=args.problem, test_samples=args.test_samples, test_horizon=args.test_horizon, seed=args.seed)
-            print(f"nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}, "
-                  f"steps until decorrelation {m['steps_until_decorrelation']}")
+            print(f"{m['problem']} (seed {m['seed']}, {m['test_samples']} samples x {m['test_horizon']} steps), "
+                  f"checkpoint step {m['checkpoint_step']}: nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE "
+                  f"{m['nrmse_geometric_mean']:.4g}, steps until decorrelation {m['steps_until_decorrelation']}")
         elif args.command == "bench":
             from ._bench import run_bench
 
             run_bench(rollout_lengths=args.rollout_lengths, batch_size=args.batch_size, num_points=args.num_points, hidden_channels=args.hidden_channels, output=args.output)
         elif args.command == "plan":
             run_plan(args)
-    except (ValueError, TypeError, ImportError) as err:
+    except RunInterrupted as err:
+        sys.stderr.write(f"online-emulate {args.command}: {err}\nresume with: {_resume_command(argv)}\n")
+        return 130
+    except KeyboardInterrupt:
+        sys.stderr.write(f"online-emulate {args.command}: interrupted\n")
+        return 130
+    except RunDiverged as err:
+        where = ""
+        if err.checkpoint:
+            where = (f"\nlast good state: {err.checkpoint} (to continue from it with a smaller "
+                     "--learning-rate, copy it to OUTPUT/checkpoint.npz and add --resume)")
+        sys.stderr.write(f"online-emulate {args.command}: error: {err}{where}\n")
+        return 3
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
         sys.stderr.write(f"online-emulate {args.command}: error: {err}\n")
+        return 2
+    except OSError as err:
+        sys.stderr.write(f"online-emulate {args.command}: error: {err.strerror or err}: {err.filename or ''}\n")
         return 2
     return 0

@@ -1,22 +1,33 @@
-"""One training run of the command line: data, training, evaluation, files."""
+"""One training run of the command line: data, training, evaluation, files.
+
+Files of a run are written into `OUTPUT/.partial/` and moved into `OUTPUT` when the run
+completes (or is interrupted and can be resumed), so a run that fails or is refused
+leaves the previous contents of `OUTPUT` as they were. Only a diverged run adds a file
+(`diverged.npz`, the state to resume from with a smaller learning rate).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import tempfile
 import time
 import types
 
 import jax
 import numpy as np
 
-from ..emulators import functional
+from ..callback import CheckpointCallback
+from ..emulators import functional, load_emulator, save_emulator
 from ..estimators import compiled_temp_bytes
 from ..metrics import evaluate_rollout, rollout, to_json_dict
+from ..metrics._evaluate import _convert
 from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
-from ..trainer import GeneralTrainer, load_checkpoint
-from ..callback import CheckpointCallback
+from ..trainer import GeneralTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
+    DEFAULT_DECAY,
     make_configuration,
     make_emulator,
     make_estimator,
@@ -25,14 +36,74 @@ from ._factories import (
     make_residuum_fn,
 )
 
-__all__ = ["run_training", "evaluate_checkpoint", "write_json"]
+__all__ = [
+    "run_training",
+    "evaluate_checkpoint",
+    "write_json",
+    "check_output_folder",
+    "RunInterrupted",
+    "RunDiverged",
+    "CHECKPOINT",
+]
+
+CHECKPOINT = "checkpoint.npz"
+DIVERGED = "diverged.npz"
+_PARTIAL = ".partial"
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training; a checkpoint at the last completed step exists."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str):
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        super().__init__(f"interrupted by {signal_name} at step {step}; checkpoint written to {checkpoint}")
+
+
+class RunDiverged(Exception):
+    """Training diverged; the last good state was written to `checkpoint`."""
+
+    def __init__(self, message: str, checkpoint: str | None):
+        self.checkpoint = checkpoint
+        super().__init__(message)
 
 
 def write_json(path: str, payload) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Write JSON atomically (temporary file + rename). numpy values become plain ones."""
+    text = json.dumps(_convert(payload, "payload"), indent=2, sort_keys=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".json-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_output_folder(path: str, option: str = "--output") -> str:
+    """Make sure `path` is (or can become) a writable folder, before any work.
+
+    Raises:
+        ValueError: one line naming `option`, the path and what is wrong.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option}: {path!r} is a file, expected a folder")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{option}: {existing!r} is a file, so {path!r} cannot be created under it")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{option}: {path!r} is not writable ({err.strerror or err})") from None
+    return path
 
 
 def _datasets(problem, samples: int, test_samples: int, horizon: int, test_horizon: int, seed: int):
@@ -42,63 +113,150 @@ def _datasets(problem, samples: int, test_samples: int, horizon: int, test_horiz
     return train, test
 
 
-def run_training(run: dict, *, output: str, progress: bool, resume: bool = False):
-    """Train and evaluate one run described by the plain dict `run`; write its files.
-
-    `run` holds every setting (it is written to `output/config.json` as given), so a run
-    is reproducible from that file alone.
-
-    Returns:
-        `(result, history)`: the dict written to `metrics.json` and the `TrainingHistory`.
-    """
-    os.makedirs(output, exist_ok=True)
+def resolve_run(run: dict):
+    """Build every object of a run and fill in every default (the resolved config)."""
     problem = make_problem(run["problem"], run.get("num_points"))
     configuration = make_configuration(run["configuration"], types.SimpleNamespace(**run))
-    estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=run.get("decay"))
+    decay = run.get("decay")
+    if run["estimator"] == "es_d_rtrl" and decay is None:
+        decay = DEFAULT_DECAY
+    estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay)
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
     optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
-    train, test = _datasets(problem, run["samples"], run["test_samples"], run["horizon"], run["test_horizon"], run["seed"])
-    ref_stepper = problem.ref_stepper if configuration.needs_ref_stepper else None
-    residuum_fn = make_residuum_fn(problem.ref_stepper) if configuration.needs_residuum_fn else None
-    checkpoint = os.path.join(output, "checkpoint.pkl")
-    callbacks = []
-    if run.get("checkpoint_every"):
-        callbacks.append(CheckpointCallback(checkpoint, every=run["checkpoint_every"]))
-    trainer = GeneralTrainer(
-        configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
-        batch_size=run["batch_size"], ref_stepper=ref_stepper, residuum_fn=residuum_fn,
-        estimator=estimator, callbacks=callbacks, progress_bar=progress,
-        checkpoint_path=checkpoint,
-    )
-    write_json(os.path.join(output, "config.json"), {**run, "emulator": emulator_spec})
-    start = time.perf_counter()
-    resume_from = checkpoint if resume and os.path.exists(checkpoint) else None
-    first_step = int(load_checkpoint(resume_from)["step"]) if resume_from else 0
-    trained, history = trainer(emulator, key=run["seed"], resume_from=resume_from)
-    train_seconds = time.perf_counter() - start
-    trainer.save_checkpoint(checkpoint)
+    resolved = {**run, "num_points": problem.num_points, "decay": decay, "emulator": emulator_spec,
+                "configuration_repr": repr(configuration), "estimator_repr": repr(estimator)}
+    return problem, configuration, estimator, emulator, optimizer, resolved
 
-    window = train[: min(run["batch_size"], train.shape[0]), : configuration.num_time_levels]
-    temp_bytes = compiled_temp_bytes(
-        estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
-    )
-    metrics = _evaluate(trained, test, output, label=run["estimator"])
-    steps_run = len(history.loss) - first_step
-    result = {
-        "problem": run["problem"],
-        "configuration": repr(configuration),
-        "estimator": repr(estimator),
-        "final_train_loss": float(np.mean(history.loss[-20:])),
-        "train_seconds": train_seconds,
-        "ms_per_step": 1e3 * train_seconds / max(steps_run, 1),
-        "grad_temp_bytes": temp_bytes,
-        "metrics": metrics,
-    }
-    plot_loss_history({run["estimator"]: history.loss}, os.path.join(output, "loss.png"))
-    write_json(os.path.join(output, "metrics.json"), to_json_dict(result))
-    write_json(os.path.join(output, "history.json"), history.as_dict())
-    return result, history
+
+class _StopOnSignal:
+    """While active, SIGINT/SIGTERM ask the trainer to stop after its current chunk; a
+    second signal falls back to the default behaviour (immediate KeyboardInterrupt)."""
+
+    def __init__(self, trainer):
+        self.trainer, self.received, self._old = trainer, None, {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        self.trainer.request_stop(f"interrupted by {self.received}")
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, plain behaviour
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _publish(partial: str, output: str) -> None:
+    """Move every file of the finished run from the staging folder into `output`."""
+    for name in os.listdir(partial):
+        os.replace(os.path.join(partial, name), os.path.join(output, name))
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def run_training(run: dict, *, output: str, progress: bool, resume: bool = False, on_start=None):
+    """Train and evaluate one run described by the plain dict `run`; write its files.
+
+    `run` holds every setting; `output/config.json` records it with every default
+    resolved, so a run is reproducible from that file alone.
+
+    Returns:
+        `(result, history)`: the dict written to `metrics.json` and the `TrainingHistory`.
+
+    Raises:
+        ValueError / TypeError: bad settings or paths (nothing written).
+        RunDiverged: training diverged (`OUTPUT/diverged.npz` holds the last good state).
+        RunInterrupted: SIGINT/SIGTERM; `OUTPUT/checkpoint.npz` holds the last completed
+            step and `--resume` continues bit-identically.
+    """
+    output = check_output_folder(output)
+    problem, configuration, estimator, emulator, optimizer, resolved = resolve_run(run)
+    partial = os.path.join(output, _PARTIAL)
+    resume_from = None
+    if resume:
+        for candidate in (os.path.join(partial, CHECKPOINT), os.path.join(output, CHECKPOINT)):
+            if os.path.exists(candidate):
+                resume_from = candidate
+                break
+    if resume_from is not None:  # read it now, so a bad file refuses the run early
+        first_step = int(load_checkpoint(resume_from)["step"])
+        staged_from = os.path.join(output, ".resume-" + CHECKPOINT)
+        shutil.copyfile(resume_from, staged_from)
+        resume_from = staged_from
+    else:
+        first_step = 0
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    try:
+        train, test = _datasets(problem, run["samples"], run["test_samples"], run["horizon"], run["test_horizon"], run["seed"])
+        ref_stepper = problem.ref_stepper if configuration.needs_ref_stepper else None
+        residuum_fn = make_residuum_fn(problem.ref_stepper) if configuration.needs_residuum_fn else None
+        checkpoint = os.path.join(partial, CHECKPOINT)
+        callbacks = []
+        if run.get("checkpoint_every"):
+            callbacks.append(CheckpointCallback(checkpoint, every=run["checkpoint_every"]))
+        trainer = GeneralTrainer(
+            configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
+            batch_size=run["batch_size"], ref_stepper=ref_stepper, residuum_fn=residuum_fn,
+            estimator=estimator, callbacks=callbacks, progress_bar=progress,
+            checkpoint_path=os.path.join(partial, DIVERGED),
+        )
+        write_json(os.path.join(partial, "config.json"), resolved)
+        start = time.perf_counter()
+        with _StopOnSignal(trainer) as stopper:
+            if on_start is not None:
+                on_start()
+            try:
+                trained, history = trainer(emulator, key=run["seed"], resume_from=resume_from)
+            except TrainingDiverged as err:
+                path = None
+                if err.checkpoint:
+                    path = os.path.join(output, DIVERGED)
+                    os.replace(err.checkpoint, path)
+                raise RunDiverged(str(err).replace(err.checkpoint or "\0", path or ""), path) from None
+        train_seconds = time.perf_counter() - start
+        trainer.save_checkpoint(checkpoint)
+        if stopper.received is not None:
+            write_json(os.path.join(partial, "history.json"), history.as_dict())
+            _publish(partial, output)
+            raise RunInterrupted(stopper.received, trainer.step, os.path.join(output, CHECKPOINT))
+        save_emulator(os.path.join(partial, "emulator.npz"), trained)
+
+        window = train[: min(run["batch_size"], train.shape[0]), : configuration.num_time_levels]
+        temp_bytes = compiled_temp_bytes(
+            estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
+        )
+        metrics = _evaluate(trained, test, partial, label=run["estimator"])
+        steps_run = len(history.loss) - first_step
+        result = {
+            "problem": run["problem"],
+            "configuration": repr(configuration),
+            "estimator": repr(estimator),
+            "final_train_loss": float(np.mean(history.loss[-20:])),
+            "train_seconds": train_seconds,
+            "ms_per_step": 1e3 * train_seconds / max(steps_run, 1),
+            "grad_temp_bytes": temp_bytes,
+            "metrics": metrics,
+        }
+        plot_loss_history({run["estimator"]: history.loss}, os.path.join(partial, "loss.png"))
+        write_json(os.path.join(partial, "metrics.json"), result)
+        write_json(os.path.join(partial, "history.json"), history.as_dict())
+        _publish(partial, output)
+        return result, history
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if resume_from is not None and os.path.exists(resume_from):
+            os.unlink(resume_from)
 
 
 def _evaluate(emulator, test, output: str, *, label: str) -> dict:
@@ -117,24 +275,34 @@ def _evaluate(emulator, test, output: str, *, label: str) -> dict:
 
 
 def evaluate_checkpoint(run_dir: str, *, output: str | None, problem_name: str | None, test_samples: int, test_horizon: int, seed: int) -> dict:
-    """Evaluate the checkpoint of a `train` run folder on a problem's fresh test data."""
+    """Evaluate the checkpoint of a `train` run folder on a problem's fresh test data.
+
+    Returns:
+        The metrics plus what they come from: problem, seed, samples, horizon, the
+        checkpoint path and its step.
+    """
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"--run: {run_dir!r} is not a folder (expected the folder of a `train` run)")
     config_path = os.path.join(run_dir, "config.json")
-    checkpoint = os.path.join(run_dir, "checkpoint.pkl")
+    checkpoint = os.path.join(run_dir, CHECKPOINT)
     for path in (config_path, checkpoint):
         if not os.path.exists(path):
             raise ValueError(f"--run: {run_dir!r} has no {os.path.basename(path)} (expected the folder of a `train` run)")
-    with open(config_path) as f:
-        run = json.load(f)
-    problem = make_problem(problem_name or run["problem"], run.get("num_points"))
-    emulator = make_emulator(run["emulator"])
-    blob = load_checkpoint(checkpoint)
-    from ..emulators import set_params
-
-    set_params(emulator, jax.tree_util.tree_map(np.asarray, blob["params"]))
+    try:
+        with open(config_path) as f:
+            run = json.load(f)
+        problem_name = problem_name or run["problem"]
+        num_points = run.get("num_points")
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"--run: {config_path!r} is not a train run's config ({err})") from None
+    output = check_output_folder(output or os.path.join(run_dir, "evaluation"))
+    problem = make_problem(problem_name, num_points)
+    emulator = load_emulator(checkpoint)
+    step = int(load_checkpoint(checkpoint)["step"])
     test = problem.make_data(test_samples, test_horizon, jax.random.PRNGKey(seed))
-    output = output or os.path.join(run_dir, "evaluation")
-    os.makedirs(output, exist_ok=True)
-    metrics = _evaluate(emulator, test, output, label=run["estimator"])
+    metrics = _evaluate(emulator, test, output, label=run.get("estimator", "emulator"))
+    source = {"problem": problem_name, "seed": seed, "test_samples": test_samples,
+              "test_horizon": test_horizon, "checkpoint": checkpoint, "checkpoint_step": step}
+    metrics = {**source, **metrics}
     write_json(os.path.join(output, "metrics.json"), metrics)
     return metrics
-

@@ -2,6 +2,8 @@
 budget), truncated BPTT, forward-mode RTRL and braintrace eligibility traces, behind one
 interface; `plan` shows what each costs for a problem before training."""
 
+from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
+
 from ._base import Estimator
 from ._bptt import BPTT
 from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from .._input_checks import check_emulator_data
 from ..emulators import adapt
 from ._base import Estimator
 from ._bptt import BPTT
@@ -12,7 +13,7 @@ __all__ = ["value_and_grad"]
 
 
 def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT(),
-                   ref_stepper=None, residuum_fn=None):
+                   ref_stepper=None, residuum_fn=None, allow_nonfinite: bool = False):
     """Loss of `configuration` for `emulator` on `data`, and its gradient by `estimator`.
 
     Arguments:
@@ -23,6 +24,7 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
         estimator: `BPTT()` (default), `BPTT(checkpoint=...)`, `TruncatedBPTT(k)`,
             `ForwardRTRL()`, `ETrace(...)`.
         ref_stepper, residuum_fn: as the configuration needs them.
+        allow_nonfinite: compute on data holding NaN/inf instead of refusing it.
 
     Returns:
         `(loss, grads)`: scalar loss and gradients shaped like the model's parameters
@@ -33,7 +35,8 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
     Raises:
         TypeError: `estimator` is not an Estimator, `emulator` is no accepted kind, or
             ETrace was asked for a model it cannot trace.
-        ValueError: unsupported (configuration, estimator) pair, missing references,
+        ValueError: data of the wrong shape or dtype (integer data is cast) or holding
+            NaN/inf; unsupported (configuration, estimator) pair, missing references,
             ForwardRTRL over its memory budget, ETrace parameter exclusion.
     """
     if not isinstance(estimator, Estimator):
@@ -41,6 +44,10 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
             "estimator: expected an online_emulate.estimators estimator (BPTT(), "
             f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
         )
+    data = check_emulator_data(
+        emulator, data, min_levels=getattr(configuration, "num_time_levels", 1),
+        allow_nonfinite=allow_nonfinite, configuration=configuration,
+    )
     adapter = _adapt(emulator, estimator, data)
     return estimator.value_and_grad(configuration, adapter.apply, adapter.params, data,
                                     ref_stepper=ref_stepper, residuum_fn=residuum_fn,

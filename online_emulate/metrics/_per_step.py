@@ -18,11 +18,17 @@ def _flatten(x):
     return jnp.reshape(x, x.shape[:2] + (-1,))
 
 
+def _per_channel(x):
+    # (B, T, C, *N) -> (B, T, C, prod(N))
+    return jnp.reshape(x, x.shape[:3] + (-1,))
+
+
 @jax.jit
 def _nrmse(pred, ref, eps):
-    diff = jnp.linalg.norm(_flatten(pred - ref), axis=-1)
-    norm = jnp.linalg.norm(_flatten(ref), axis=-1)
-    return jnp.mean(diff / (norm + eps), axis=0)
+    # per channel, normalised, then summed over channels (exponax.metrics.nRMSE)
+    diff = jnp.linalg.norm(_per_channel(pred - ref), axis=-1)
+    norm = jnp.linalg.norm(_per_channel(ref), axis=-1)
+    return jnp.mean(jnp.sum(diff / (norm + eps), axis=-1), axis=0)
 
 
 @jax.jit
@@ -65,12 +71,13 @@ def nrmse(
 ) -> Float[Array, "time"]:
     """Normalised root-mean-square error per rollout step.
 
-    For sample b and step t, with norms taken over channel and space together,
+    For sample b and step t, with norms over space taken per channel c,
 
-        nRMSE[b, t] = ||pred[b, t] - ref[b, t]||_2 / (||ref[b, t]||_2 + eps)
+        nRMSE[b, t] = sum_c ||pred[b, t, c] - ref[b, t, c]||_2 / (||ref[b, t, c]||_2 + eps)
 
-    and the result is the mean over b. (The square roots of the mean squares cancel, so
-    this is also RMSE(pred - ref) / RMS(ref).) This is the apebench/exponax convention.
+    and the result is the mean over b. Channels are normalised separately and then
+    SUMMED (not averaged), as `exponax.metrics.nRMSE` does; for one channel this is
+    RMSE(pred - ref) / RMS(ref). This is the apebench/exponax convention.
 
     Arguments:
         pred: predicted trajectories, shape ``(B, T, C, *N)``.

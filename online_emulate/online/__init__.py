@@ -2,6 +2,8 @@
 and streaming training over long rollouts. Checkpoints are read and written with
 `online_emulate.trainer.save_checkpoint` / `load_checkpoint`."""
 
+from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
+
 from ._compile import ExcludedParameterError, check_no_excluded_parameters, compile_learner
 from ._recurrent import RecurrentEmulator
 from ._trainer import OnlineTrainer

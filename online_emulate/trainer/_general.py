@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._input_checks import check_emulator_data
 from .._checks import check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..data import WindowSampler, check_trajectories, trajectory_shape
-from ..emulators import adapt
-from ._checkpoint import load_checkpoint, save_checkpoint
-from ._history import TrainingDiverged, TrainingHistory
+from ..emulators import adapt, describe_emulator
+from ._checkpoint import load_checkpoint, restore_tree, save_checkpoint
+from ._history import TrainingDiverged, TrainingHistory, _plain
 from ._progress import ProgressBar
 
 __all__ = ["GeneralTrainer"]
@@ -208,6 +211,9 @@ class GeneralTrainer:
         self.key = None
         self.history = TrainingHistory()
         self._adapter = None
+        self._prev = None  # (params, opt_state, True) one step before self.params, if known
+        self._stop_request = None
+        self._model_spec = None
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -218,9 +224,15 @@ class GeneralTrainer:
             "opt_state": self.opt_state,
             "step": self.step,
             "key": self.key,
-            "loss": self.history.loss,
-            "records": self.history.records,
+            "loss": np.asarray(self.history.loss),
+            "records": {k: [[s, _plain(v)] for s, v in rec] for k, rec in self.history.records.items()},
         }
+
+    def request_stop(self, reason: str) -> None:
+        """Ask a running call to stop after its current chunk of steps (safe to call from
+        a signal handler): the call returns with a consistent state at the last completed
+        step and `history.stopped_early = reason`."""
+        self._stop_request = str(reason)
 
     def save_checkpoint(self, path: str | None = None) -> str:
         """Write parameters, optimizer state, step, key and history atomically."""
@@ -229,11 +241,17 @@ class GeneralTrainer:
             raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
         if self.params is None:
             raise RuntimeError("nothing to save: the trainer has not been called yet")
-        return save_checkpoint(path, self.state_dict())
+        return save_checkpoint(path, self.state_dict(), model=self._model_spec)
 
     # ------------------------------------------------------------ validation
     def _adapt(self, emulator):
         """The model adapter, checked against one state of the data (no compilation)."""
+        # dtype, PyTree and channel-axis problems are named here, not by the compiler;
+        # integer data is cast to the parameters' dtype (finiteness was checked at init)
+        self.data = check_emulator_data(
+            emulator, self.data, min_levels=self.configuration.num_time_levels, allow_nonfinite=True,
+            configuration=self.configuration,
+        )
         leaves = jax.tree_util.tree_leaves(self.data)
         single = len(leaves) == 1
         adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if single else None)
@@ -296,43 +314,63 @@ class GeneralTrainer:
         def update(params, opt_state, batch, key, step):
             loss, grads = loss_and_grad(params, batch)
             if isinstance(transform, optax.GradientTransformationExtraArgs):
-                # extra arguments reach the transforms that take them: the loss for
-                # optax.contrib.reduce_on_plateau and friends (value=), the gradient
-                # (grad=), the minibatch for the K-FAC preconditioner (batch=)
-                updates, new_opt_state = transform.update(
-                    grads, opt_state, params, value=loss, grad=grads, batch=batch
-                )
+                # extra arguments reach transforms that need the minibatch (e.g. the
+                # K-FAC preconditioner's curvature); the others ignore them
+                updates, new_opt_state = transform.update(grads, opt_state, params, batch=batch)
             else:
                 updates, new_opt_state = transform.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
-            finite = jnp.isfinite(loss) & _all_finite(grads)
-            return new_params, new_opt_state, loss, finite
+            # the update itself can overflow although loss and gradient are finite
+            usable = jnp.isfinite(loss) & _all_finite(grads)
+            finite = usable & _all_finite(new_params)
+            return new_params, new_opt_state, loss, finite, usable
 
-        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table):
+        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, prev=None):
+            """Up to `num_steps` steps. `prev = (params, opt_state, has_prev)` is the state
+            one step before `params` (has_prev False: none known). Returns `(params,
+            opt_state, losses, good, bad, prev)`: on a non-finite step the kept state is the
+            last one whose loss, gradient and parameters are finite: the previous state when
+            the loss or gradient is non-finite (then `good` can be -1: one step before
+            step0), the current one when only the update overflows."""
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
+            if prev is None:
+                prev = (params, opt_state, jnp.bool_(False))
+            prev_params, prev_opt_state, has_prev = prev
 
             def cond(carry):
-                i, *_, bad = carry
+                i, *_, bad, _ = carry
                 return (i < num_steps) & jnp.logical_not(bad)
 
             def body(carry):
-                i, params, opt_state, losses, bad = carry
+                i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = carry
                 step = step0 + i
                 ids = sampler.window_ids_from_table(step, first_epoch, table)
                 batch = sampler.gather(data, ids)
                 step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
-                new_params, new_opt_state, loss, finite = update(
+                new_params, new_opt_state, loss, finite, usable = update(
                     params, opt_state, batch, step_key, step
                 )
+                prev_params = _tree_where(finite, params, prev_params)
+                prev_opt_state = _tree_where(finite, opt_state, prev_opt_state)
                 params = _tree_where(finite, new_params, params)
                 opt_state = _tree_where(finite, new_opt_state, opt_state)
                 losses = losses.at[i].set(loss.astype(loss_dtype))
-                return (i + 1, params, opt_state, losses, ~finite)
+                # parameters whose loss or gradient is non-finite cannot continue at any
+                # learning rate: fall back one step; a finite gradient whose update
+                # overflows can (a smaller rate), so those parameters are kept
+                rollback = ~usable & ((i > 0) | has_prev)
+                return (i + 1, params, opt_state, prev_params, prev_opt_state, losses, ~finite, rollback)
 
-            carry = (jnp.int32(0), params, opt_state, losses, jnp.bool_(False))
-            i, params, opt_state, losses, bad = while_loop(cond, body, carry)
-            return params, opt_state, losses, i, bad
+            carry = (jnp.int32(0), params, opt_state, prev_params, prev_opt_state, losses,
+                     jnp.bool_(False), jnp.bool_(False))
+            i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = while_loop(
+                cond, body, carry
+            )
+            good = i - bad.astype(i.dtype) - rollback.astype(i.dtype)
+            params = _tree_where(rollback, prev_params, params)
+            opt_state = _tree_where(rollback, prev_opt_state, opt_state)
+            return params, opt_state, losses, good, bad, (prev_params, prev_opt_state, ~bad)
 
         return jit(chunk)
 
@@ -365,13 +403,12 @@ class GeneralTrainer:
         self.reset()
         self._adapter = adapter
         apply = self._program(adapter)
+        try:
+            self._model_spec = describe_emulator(emulator)
+        except (TypeError, ValueError, AttributeError):  # a user model: weights only
+            self._model_spec = None
         if resume_from is not None:
-            blob = load_checkpoint(resume_from)
-            self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
-            self.opt_state = jax.tree_util.tree_map(jnp.asarray, blob["opt_state"])
-            self.step = int(blob["step"])
-            self.key = jnp.asarray(blob["key"])
-            self.history = TrainingHistory(np.asarray(blob["loss"]), dict(blob["records"]))
+            self._resume(resume_from, adapter.params, apply, adapter.model)
             target_step = self.num_training_steps
             if self.step > target_step:
                 raise ValueError(
@@ -384,6 +421,24 @@ class GeneralTrainer:
             self.opt_state = self._init_optimizer(adapter.params, apply, adapter.model)
             target_step = self.num_training_steps
         return self._run(adapter, apply, target_step)
+
+    def _resume(self, path, params, apply, emulator):
+        """Load a checkpoint, checked against this run's parameter and optimizer-state
+        layout (the optimizer is initialised first: K-FAC must be built anyway)."""
+        blob = load_checkpoint(path, like={"params": params})
+        for name in ("opt_state", "step", "key", "loss", "records"):
+            if name not in blob:
+                raise ValueError(f"resume_from: {os.fspath(path)!r} is not a trainer checkpoint (no {name})")
+        self.key = jnp.asarray(blob["key"], jnp.uint32)
+        if self.key.shape != (2,):
+            raise ValueError(f"resume_from: {os.fspath(path)!r} holds a key of shape {self.key.shape}, expected (2,)")
+        template = self._init_optimizer(params, apply, emulator)
+        self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
+        self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
+        self.step = int(blob["step"])
+        records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
+        self.history = TrainingHistory(np.asarray(blob["loss"]), records)
+        self._prev = None
 
     def resume(self, num_training_steps: int | None = None):
         """Continue the last call for `num_training_steps` more steps (default: the
@@ -464,8 +519,9 @@ class GeneralTrainer:
                 self.history.record(cb.name, step, value)
         return ctx.stop_reason
 
-    def _kfac_chunk(self, params, opt_state, data, key, step0, num_steps, first_epoch, table):
-        """K-FAC compiles its own step, so its steps run from a host loop (same schedule)."""
+    def _kfac_chunk(self, params, opt_state, data, key, step0, num_steps, first_epoch, table, prev=None):
+        """K-FAC compiles its own step, so its steps run from a host loop (same schedule
+        and the same returns as the jitted chunk)."""
         if self._kfac_gather is None:
             sampler = self.sampler
             self._kfac_gather = jax.jit(
@@ -473,22 +529,30 @@ class GeneralTrainer:
                     data, sampler.window_ids_from_table(step, first, table)
                 )
             )
+        prev_params, prev_state, has_prev = prev if prev is not None else (params, opt_state, False)
         losses = np.full((self.steps_per_call,), np.nan, np.float32)
         for i in range(int(num_steps)):
             step = step0 + i
             batch = self._kfac_gather(data, step, first_epoch, table)
             step_key = jax.random.fold_in(jax.random.fold_in(key, 0x5EED), step)
+            # kfac donates the state it is given: keep a copy to fall back to
+            kept = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), opt_state)
             new_params, new_state, loss = self.optimizer.step(params, opt_state, batch, step_key)
             losses[i] = float(loss)
             if not (np.isfinite(losses[i]) and bool(_all_finite_jit(new_params))):
-                return params, opt_state, losses, i + 1, True
+                # kfac does not show its gradient: a non-finite update may come from one,
+                # so fall back one step as for a non-finite loss
+                if i > 0 or bool(has_prev):
+                    return prev_params, prev_state, losses, i - 1, True, None
+                return params, kept, losses, i, True, None
+            prev_params, prev_state, has_prev = params, kept, True
             params, opt_state = new_params, new_state
-        return params, opt_state, losses, int(num_steps), False
+        return params, opt_state, losses, int(num_steps), False, (prev_params, prev_state, has_prev)
 
     def _run(self, adapter, apply, target_step):
         chunk = self._kfac_chunk if self._is_kfac else self._compiled[2]
         bar = ProgressBar(
-            total=target_step, initial=self.step, enabled=self.progress_bar,
+            total=target_step, initial=self.step, enabled=self.progress_bar and jax.process_index() == 0,
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
         )
         try:
@@ -498,22 +562,27 @@ class GeneralTrainer:
                 first_epoch, table = self.sampler.permutation_table(
                     self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
                 )
-                params, opt_state, losses, done, bad = chunk(
+                prev = self._prev
+                if prev is None:
+                    prev = (self.params, self.opt_state, jnp.bool_(False))
+                params, opt_state, losses, good, bad, prev = chunk(
                     self.params, self.opt_state, self.data, self.key,
-                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table,
+                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table, prev,
                 )
-                done, bad = int(done), bool(bad)
-                if bad and self._is_kfac:
-                    params, opt_state = self.params, None  # K-FAC consumed the state
-                good = done - 1 if bad else done
-                losses = np.asarray(losses[:good])
-                self.history.extend_loss(losses)
+                good, bad = int(good), bool(bad)
+                if good >= 0:
+                    self.history.extend_loss(np.asarray(losses[:good]))
+                else:  # rolled back over the last step of the previous chunk
+                    self.history.loss = self.history.loss[:good]
                 self.params, self.opt_state = params, opt_state
+                self._prev = None if bad else prev
                 self.step += good
-                bar.advance(good, losses[-1] if good else None)
+                bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
                 if bad:
                     self._diverged(adapter)
                 stop = self._run_callbacks(apply, self.step)
+                if stop is None and self._stop_request is not None:
+                    stop, self._stop_request = self._stop_request, None
             if stop is not None:
                 self.history.stopped_early = stop
         finally:
@@ -567,7 +636,7 @@ class GeneralTrainer:
             tables = [self.sampler.permutation_table(k, step, n, rows) for k in keys]
             first_epoch = tables[0][0]
             table = np.stack([t for _, t in tables])
-            params, opt_state, losses, done, bad = vchunk(
+            params, opt_state, losses, done, bad, _ = vchunk(
                 params, opt_state, self.data, key_batch, jnp.int32(step), jnp.int32(n),
                 jnp.int32(first_epoch), table,
             )

@@ -80,16 +80,21 @@ def _plain(value):
 
 
 class TrainingDiverged(RuntimeError):
-    """Training met a NaN/inf loss or gradient and stopped.
+    """Training met a non-finite loss, gradient or updated parameters and stopped.
 
-    The trainer keeps the parameters of the last finite step: `emulator` carries them,
-    and a checkpoint is written when the trainer has a `checkpoint_path`.
+    The trainer keeps the last state whose loss, gradient and parameters are finite,
+    with its optimizer state: when a loss or gradient is non-finite that is the state one
+    step earlier (the update that led there is undone), when only an update overflows it
+    is the state before that update. `emulator` carries its parameters, and a checkpoint
+    is written when the trainer has a `checkpoint_path`; resuming from it with a smaller
+    learning rate continues the run.
 
     Attributes:
-        step: the step whose loss or gradient was not finite (0-based).
-        last_finite_loss: the last finite training loss before it (None if none).
-        emulator: an emulator holding the last good parameters.
-        history: the history up to (excluding) the failing step.
+        step: the step count of the kept state (training failed to continue from it or
+            from the state one step later).
+        last_finite_loss: the last recorded finite training loss (None if none).
+        emulator: an emulator holding the kept parameters.
+        history: the history up to the kept state (`len(history.loss) == step`).
         checkpoint: path of the checkpoint written, or None.
     """
 
@@ -99,9 +104,9 @@ class TrainingDiverged(RuntimeError):
         self.emulator = emulator
         self.history = history
         self.checkpoint = checkpoint
-        where = f"; last good parameters saved to {checkpoint}" if checkpoint else ""
+        where = f"; state saved to {checkpoint}" if checkpoint else ""
         super().__init__(
-            f"training diverged: non-finite loss or gradient at step {step} (last finite "
-            f"loss {last_finite_loss}); the returned emulator keeps the parameters of step "
-            f"{step}{where}. Lower the learning rate or set clip_grad_norm."
+            f"training diverged: non-finite loss, gradient or parameters right after step "
+            f"{step} (last finite loss {last_finite_loss}); kept the last finite state, "
+            f"step {step}{where}. Lower the learning rate or set clip_grad_norm."
         )
