@@ -115,4 +115,5 @@ class DivertedChainBranchOne(BaseConfiguration):
             uses_ref_stepper=True,
             uses_residuum_fn=False,
             step_loss=self._step_loss,
+            cut_every=self.cut_bptt_every if self.cut_bptt else None,
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
-from jaxtyping import Array, Float
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
 
 __all__ = ["OnlineSpec"]
 
@@ -23,7 +24,11 @@ class OnlineSpec:
         num_steps: number of network steps `R`.
         weights: `(num_steps,)` weights of the per-step terms.
         reset_every: teacher forcing; when not None, before every step `t > 0` with
-            `t % reset_every == 0` the state is replaced by `data[:, t]`.
+            `t % reset_every == 0` the state is replaced by `data[:, t]` (and the
+            gradient path through the old state ends).
+        cut_every: gradient cuts (`cut_bptt`); when not None, before every step `t > 0`
+            with `t % cut_every == 0` the state keeps its value but carries no
+            gradient from earlier steps (a `stop_gradient` on `u_t`).
         uses_data_targets: whether `step_loss` reads `data` beyond the first level.
         uses_ref_stepper: whether `step_loss` calls `ref_stepper`.
         uses_residuum_fn: whether `step_loss` calls `residuum_fn`.
@@ -42,3 +47,19 @@ class OnlineSpec:
     uses_ref_stepper: bool
     uses_residuum_fn: bool
     step_loss: Callable[..., Float[Array, ""]]
+    cut_every: Optional[int] = None
+
+    def reset_at(self, t: int | Int[Array, ""]) -> Bool[Array, ""]:
+        """Whether the state is replaced by `data[:, t]` before step `t` (teacher forcing)."""
+        return _every(self.reset_every, t)
+
+    def cut_at(self, t: int | Int[Array, ""]) -> Bool[Array, ""]:
+        """Whether the gradient path ends before step `t`: a teacher reset or a cut."""
+        return self.reset_at(t) | _every(self.cut_every, t)
+
+
+def _every(period: Optional[int], t) -> Bool[Array, ""]:
+    if period is None:
+        return jnp.asarray(False)
+    t = jnp.asarray(t)
+    return (t > 0) & (t % period == 0)

@@ -122,4 +122,5 @@ class Residuum(BaseConfiguration):
             uses_ref_stepper=False,
             uses_residuum_fn=True,
             step_loss=self._step_loss,
+            cut_every=self.cut_bptt_every if self.cut_bptt else None,
         )

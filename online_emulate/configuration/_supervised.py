@@ -94,4 +94,5 @@ class Supervised(BaseConfiguration):
             uses_ref_stepper=False,
             uses_residuum_fn=False,
             step_loss=self._step_loss,
+            cut_every=self.cut_bptt_every if self.cut_bptt else None,
         )

@@ -4,7 +4,7 @@ interface; `plan` shows what each costs for a problem before training."""
 
 from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
 
-from ._base import Estimator
+from ._base import CarryOps, Estimator, OnlineEstimator
 from ._bptt import BPTT
 from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,
                                sqrt_checkpoint_scan, step_checkpoint_scan)
@@ -17,6 +17,8 @@ from ._value_and_grad import value_and_grad
 
 __all__ = [
     "Estimator",
+    "OnlineEstimator",
+    "CarryOps",
     "BPTT",
     "TruncatedBPTT",
     "ForwardRTRL",

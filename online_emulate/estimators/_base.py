@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable, Protocol
+
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int, PyTree
+import numpy as np
+from jaxtyping import Array, Bool, Float, PyTree
 
-__all__ = ["Estimator", "online_spec_for", "first_level", "teacher_reset", "BPTT_NAMES"]
+__all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
+           "run_window", "BPTT_NAMES"]
 
 BPTT_NAMES = "BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt')"
 ONLINE_NAMES = "TruncatedBPTT(k), ForwardRTRL(), ETrace('d_rtrl'), ETrace('es_d_rtrl', decay=...)"
@@ -86,26 +90,10 @@ def first_level(data: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x: x[:, 0], data)
 
 
-def teacher_reset(spec, t: Int[Array, ""], u: PyTree, data: PyTree) -> tuple[PyTree, Array]:
-    """Teacher-forcing reset before step t: `(u or data[:, t], whether it was reset)`."""
-    if spec.reset_every is None:
-        return u, jnp.asarray(False)
-    hit = (t > 0) & (t % spec.reset_every == 0)
-    target = jax.tree_util.tree_map(
-        lambda x: jax.lax.dynamic_index_in_dim(x, t, axis=1, keepdims=False), data
-    )
-    return (
-        jax.tree_util.tree_map(lambda a, b: jnp.where(hit, b.astype(a.dtype), a), u, target),
-        hit,
-    )
-
-
 def weight_at(spec):
     """`t -> weights[t]` (t may be traced and >= num_steps, giving 0). Uniform weights
     become a scalar constant, so no length-T array enters the compiled loop (which
     would make memory grow with T)."""
-    import numpy as np
-
     R = spec.num_steps
     try:
         w = np.asarray(spec.weights)
@@ -117,3 +105,144 @@ def weight_at(spec):
         return lambda t: jnp.where(t < R, jnp.asarray(w0), jnp.zeros((), w.dtype))
     weights = jnp.asarray(spec.weights)
     return lambda t: jnp.where(t < R, weights[jnp.minimum(t, R - 1)], 0.0).astype(weights.dtype)
+
+
+Term = Callable[[PyTree, PyTree, PyTree], Float[Array, ""]]
+
+
+class CarryOps(Protocol):
+    """The online contract: an estimator's carry, advanced one step at a time.
+
+    A carry holds the current batched state `u` and what the estimator keeps about
+    the past: TruncatedBPTT its window (states and step inputs since the window
+    began), ForwardRTRL the sensitivity J = du/dtheta, ETrace braintrace's
+    eligibility traces. All methods are pure functions of arrays (ETrace's advance
+    brainstate States, so they run under brainstate transformations: `jittable`).
+
+    * `init(params, u0, x) -> carry`: start at the batched state `u0`; `x` is an
+      example step input (only its structure is used).
+    * `reset(carry, where, u=None) -> carry`: an explicit reset event. Where the
+      traced bool `where` holds, the gradient path through the past ends (a
+      `cut_bptt` cut, a teacher-forcing reset, a new rollout) and, if `u` is given,
+      the state is replaced by `u`.
+    * `step(params, carry, x, term) -> (carry, loss, grads)`: one network step
+      `nxt = apply(params, prev)`; `loss = term(prev, nxt, x)` (the weighted loss of
+      the step, `x` its input: targets or a time index) and this step's gradient
+      contribution, shaped like `params`.
+    * `flush(params, carry, term) -> (carry, grads)`: gradient still held back
+      (TruncatedBPTT's open window; zero for the others); the window restarts.
+    * `state(carry) -> u`.
+
+    The gradient of a rollout is the sum of the `step` contributions plus the final
+    `flush`; the parameters may change between steps (streaming training).
+    """
+
+    jittable: bool
+
+    def init(self, params, u0, x): ...
+
+    def reset(self, carry, where, u=None): ...
+
+    def step(self, params, carry, x, term: Term): ...
+
+    def flush(self, params, carry, term: Term): ...
+
+    def state(self, carry): ...
+
+
+class OnlineEstimator(Estimator):
+    """An estimator that runs forward in time through a `CarryOps` carry.
+
+    Subclasses implement `carry_ops(apply, emulator, state_shape, *, horizon)` (`horizon`:
+    the most steps between two flushes, which bounds TruncatedBPTT's window; and optionally
+    `check(params, state_shape, dtype)`, called before anything is traced);
+    `value_and_grad` runs the carry over the configuration's steps and sums, so the
+    window gradient and the streaming trainer share one implementation.
+
+    Attributes:
+        persist_carry: whether a streaming trainer keeps the carry across parameter
+            updates by default (True for RTRL-style estimators).
+    """
+
+    online = True
+    persist_carry = True
+
+    def carry_ops(self, apply, emulator, state_shape, *, horizon: int) -> CarryOps:
+        raise NotImplementedError
+
+    def check(self, params, state_shape, dtype) -> None:
+        """Raise before any tracing if the estimator cannot run on this problem."""
+
+    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
+                       residuum_fn=None, emulator=None):
+        """`(loss, grads)`: the carry run over `configuration.online_spec()`'s steps, summed.
+
+        Raises:
+            ValueError: unsupported configuration, missing references, or an estimator
+                specific limit (e.g. ForwardRTRL's memory budget).
+            TypeError: `data` is not one array.
+        """
+        spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
+                               residuum_fn=residuum_fn)
+        u0 = first_level(data)
+        if not hasattr(u0, "shape"):
+            raise TypeError(
+                f"data: {self!r} expects one array (batch, time, C, *N), got a "
+                f"{type(data).__name__} PyTree"
+            )
+        out = jax.eval_shape(apply, params, u0)
+        self.check(params, out.shape, out.dtype)
+        ops = self.carry_ops(apply, emulator, tuple(out.shape), horizon=spec.num_steps)
+        return ops_value_and_grad(ops, configuration, spec, params, data,
+                                  ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+
+
+def tree_add(a, b):
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def run_window(ops: CarryOps, spec, params, data, *, ref_stepper, residuum_fn, scan=jax.lax.scan):
+    """Run the carry over the `spec.num_steps` steps of a window of `data` and sum.
+
+    Resets come from the spec: before step t, `spec.cut_at(t)` ends the gradient path
+    and `spec.reset_at(t)` also replaces the state by `data[:, t]`. A counter in the
+    carry stands in for `xs = arange(T)`, so nothing of length T is materialised.
+
+    Returns:
+        `(loss, grads)`.
+    """
+    wt = weight_at(spec)
+
+    def term(prev, nxt, t):
+        return wt(t) * spec.step_loss(t, prev, nxt, data, ref_stepper=ref_stepper,
+                                      residuum_fn=residuum_fn)
+
+    u0 = first_level(data)
+    carry = ops.init(params, u0, jnp.zeros((), jnp.int32))
+    u_dtype = ops.state(carry).dtype
+    loss_dtype = jnp.result_type(jnp.asarray(spec.weights).dtype, u_dtype)
+    teacher = spec.reset_every is not None
+
+    def body(state, _):
+        carry, g, total, t = state
+        carry = ops.reset(carry, spec.cut_at(t))
+        if teacher:
+            level = jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False)
+            carry = ops.reset(carry, spec.reset_at(t), level.astype(u_dtype))
+        carry, loss, dg = ops.step(params, carry, t, term)
+        return (carry, tree_add(g, dg), total + loss.astype(loss_dtype), t + 1), None
+
+    g0 = jax.tree_util.tree_map(jnp.zeros_like, params)
+    init = (carry, g0, jnp.zeros((), loss_dtype), jnp.zeros((), jnp.int32))
+    (carry, g, total, _), _ = scan(body, init, None, length=spec.num_steps)
+    _, dg = ops.flush(params, carry, term)
+    return total, tree_add(g, dg)
+
+
+def ops_value_and_grad(ops, configuration, spec, params, data, *, ref_stepper, residuum_fn):
+    """`run_window` for a pure `ops`; `ops` that advance States provide their own."""
+    if ops.jittable:
+        return run_window(ops, spec, params, data, ref_stepper=ref_stepper,
+                          residuum_fn=residuum_fn)
+    return ops.value_and_grad(configuration, spec, params, data, ref_stepper=ref_stepper,
+                              residuum_fn=residuum_fn)

@@ -2,119 +2,160 @@
 
 from __future__ import annotations
 
-import weakref
+import copy
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
-from ..emulators._functional import _nest
-from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
+from ..emulators._functional import _lookup, _nest
+from ..online import RecurrentEmulator, compile_learner
+from ._base import OnlineEstimator, first_level, online_spec_for, run_window
 
 __all__ = ["ETrace"]
 
-_RUNNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+RECURRENCES = ("diagonal", "coupled")
+
+
+def _signature(emulator, state_shape) -> tuple:
+    """What a compiled learner depends on: the emulator's structure (not its values)."""
+    graphdef, _ = brainstate.graph.treefy_split(emulator)
+    params = tuple((path, tuple(st.value.shape), str(st.value.dtype))
+                   for path, st in emulator.states(brainstate.ParamState).items())
+    return (type(emulator), graphdef, params, tuple(state_shape))
 
 
 class _Runner:
-    """One compiled braintrace learner for an (emulator, state shape, algorithm)."""
+    """One compiled braintrace learner and its carry operations (`CarryOps`).
 
-    def __init__(self, emulator, state_shape, algorithm, decay):
-        from ..online import RecurrentEmulator, compile_learner  # avoid an import cycle
+    The learner is built on the runner's own copy of the emulator, so it keeps no
+    user emulator alive and serves every emulator of the same structure: the
+    parameters are written into the copy's States at every step. Its carry is
+    `(u, [values of the learner's other States])`: the field, channel-first, plus the
+    eligibility traces (and inner hidden states and counters), so it persists across
+    parameter updates as plain arrays.
+    """
 
-        self.emulator = emulator
-        self.model = RecurrentEmulator(emulator, state_shape)
-        self.learner = compile_learner(self.model, algorithm, decay=decay)
-        ids = {id(st): path for path, st in emulator.states(brainstate.ParamState).items()}
+    jittable = False
+
+    def __init__(self, emulator, state_shape, algorithm, decay, recurrence):
+        self.emulator = copy.deepcopy(emulator)
+        self.model = RecurrentEmulator(self.emulator, state_shape)
+        self.learner = compile_learner(self.model, algorithm, decay=decay, recurrence=recurrence)
+        ids = {id(st): path for path, st in self.emulator.states(brainstate.ParamState).items()}
         self.learner_to_emulator = {
             lpath: ids[id(st)] for lpath, st in self.learner.param_states.items()
         }
-        self.emulator_states = dict(emulator.states(brainstate.ParamState).items())
-        self.traces = [st for st in self.learner.states(brainstate.ShortTermState).values()
-                       if st not in set(self.model.states(brainstate.HiddenState).values())]
+        self.emulator_states = dict(self.emulator.states(brainstate.ParamState).items())
+        params = {id(st) for st in self.emulator_states.values()}
+        field = id(self.model.u)
+        self.aux_states = [st for st in self.learner.states().values()
+                           if id(st) not in params and id(st) != field]
+        self.aux_zeros = [jax.tree_util.tree_map(lambda v: jnp.zeros_like(jnp.asarray(v)),
+                                                 st.value) for st in self.aux_states]
         self.dummy = jnp.zeros((state_shape[0], 1), self.model.dtype)
         self._fns = {}
 
-    def _build(self, spec, ref_stepper, residuum_fn):
-        model, learner = self.model, self.learner
-        hidden = list(model.states(brainstate.HiddenState).values())
-        traces = self.traces
+    # -- CarryOps --------------------------------------------------------------------
+    def init(self, params, u0, x):
+        return (jnp.asarray(u0, self.model.dtype), list(self.aux_zeros))
 
-        def run(flat_params, data):
-            for path, value in flat_params.items():
-                self.emulator_states[path].value = value
-            for st in hidden + traces:
-                st.value = jax.tree_util.tree_map(jnp.zeros_like, st.value)
-            model.set_field(first_level(data))
+    def reset(self, carry, where, u=None):
+        state, aux = carry
+        if u is not None:
+            state = jnp.where(where, u.astype(state.dtype), state)
+        # a reset or cut state does not depend on theta: the traces start afresh
+        aux = jax.tree_util.tree_map(lambda v: jnp.where(where, jnp.zeros_like(v), v), aux)
+        return (state, aux)
 
-            def objective(t, w):
-                prev, hit = teacher_reset(spec, t, model.field(), data)
-                if spec.reset_every is not None:
-                    model.set_field(prev)
-                    for st in traces:  # the reset state does not depend on theta
-                        st.value = jax.tree_util.tree_map(
-                            lambda v: jnp.where(hit, jnp.zeros_like(v), v), st.value)
-                prev = jax.lax.stop_gradient(prev)
-                nxt = model.to_channel_first(learner(self.dummy))
-                term = spec.step_loss(t, prev, nxt, data, ref_stepper=ref_stepper,
-                                      residuum_fn=residuum_fn)
-                return w * term
+    def step(self, params, carry, x, term):
+        u, aux = carry
+        for path, st in self.emulator_states.items():
+            st.value = _lookup(params, path)
+        for st, value in zip(self.aux_states, aux):
+            st.value = value
+        self.model.set_field(u)
+        prev = jax.lax.stop_gradient(u)
+        learner = self.learner
 
-            grad_fn = brainstate.transform.grad(objective, learner.param_states,
-                                                return_value=True)
+        def objective():
+            nxt = self.model.to_channel_first(learner(self.dummy))
+            return term(prev, nxt, x)
 
-            weights = jnp.asarray(spec.weights)
-            wt = weight_at(spec)
+        g, loss = brainstate.transform.grad(objective, learner.param_states,
+                                            return_value=True)()
+        grads = _nest({self.learner_to_emulator[k]: v for k, v in g.items()})
+        carry = (self.model.field(), [st.value for st in self.aux_states])
+        return carry, loss, grads
 
-            def body(carry, _):
-                g_acc, l_acc, t = carry
-                g, l = grad_fn(t, wt(t))
-                return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l, t + 1), None
+    def flush(self, params, carry, term):
+        return carry, jax.tree_util.tree_map(jnp.zeros_like, params)
 
-            g0 = {k: jax.tree_util.tree_map(jnp.zeros_like, v.value)
-                  for k, v in learner.param_states.items()}
-            # A counter in the carry instead of xs = arange(T): nothing of length T is
-            # materialised, so the temp memory does not grow with T.
-            (g, loss, _), _ = brainstate.transform.scan(
-                body, (g0, jnp.zeros((), weights.dtype), jnp.zeros((), jnp.int32)), None,
-                length=spec.num_steps,
-            )
-            return loss, g
+    def state(self, carry):
+        return carry[0]
 
-        return run
+    # -- whole windows -----------------------------------------------------------------
+    def window_fn(self, configuration, spec, ref_stepper, residuum_fn):
+        """The brainstate-jitted `(params, data) -> (loss, grads)` over one window."""
+        key = (configuration, ref_stepper, residuum_fn)
+        if key not in self._fns:
+            self._fns[key] = brainstate.transform.jit(
+                lambda params, data: run_window(self, spec, params, data, ref_stepper=ref_stepper,
+                                                residuum_fn=residuum_fn,
+                                                scan=brainstate.transform.scan))
+        return self._fns[key]
+
+    def value_and_grad(self, configuration, spec, params, data, *, ref_stepper, residuum_fn):
+        return self.window_fn(configuration, spec, ref_stepper, residuum_fn)(params, data)
 
 
-class ETrace(Estimator):
+class ETrace(OnlineEstimator):
     """braintrace eligibility-trace gradients, memory independent of the rollout length.
 
     The emulator is wrapped as `online_emulate.online.RecurrentEmulator` (hidden state =
-    the field u, plus ConvNet inner layer outputs) and compiled with `braintrace.compile`:
+    the field u, plus ConvNet inner layer outputs) and compiled with `braintrace.compile`.
+    The trace follows eps_t = D_t eps_{t-1} + dh_t/dtheta and the gradient is
+    g = sum_t dL_t/dh_t . eps_t, where D_t stands for the hidden-to-hidden Jacobian:
 
-    * "d_rtrl": `ParamDimVjpAlgorithm` (D_RTRL). Trace eps_t = D_t eps_{t-1} + dh_t/dtheta,
-      with the hidden-to-hidden Jacobian D_t replaced by its diagonal; g = sum_t
-      dL_t/dh_t . eps_t. For a non-residual emulator the diagonal is zero and the result
-      equals TruncatedBPTT(1) exactly; for a residual one it is the identity. Memory per
-      conv layer ~ B * N * (C_out * C_in * kernel).
-    * "es_d_rtrl": `IODimVjpAlgorithm` (ES_D_RTRL); the weight trace is factorised into
-      input and output traces smoothed with `decay`; memory O(B * H).
+    * `recurrence="diagonal"` (default, braintrace's default scope): the mixing ops
+      (convolutions) are dropped from the transition before it is differentiated, so
+      D_t is NOT the diagonal of the true Jacobian. For `u -> conv(u)` it is 0 (the
+      result equals TruncatedBPTT(1) exactly); for a residual `u -> u + net(u)` it is
+      the identity, and for residual ConvNets of depth >= 2 only the last layer's trace
+      gets that identity (inner layers declared as hidden states get one-step traces).
+    * `recurrence="coupled"` (`braintrace.ETraceConfig(recurrence_scope='coupled')`):
+      D_t keeps the true diagonal of the hidden-to-hidden Jacobian, including the
+      convolution's centre tap. For a kernel-1 `LinearStencil`, whose Jacobian is
+      diagonal, this is exact RTRL.
+
+    Algorithms:
+
+    * "d_rtrl": per-parameter traces (D_RTRL). Memory per conv layer ~
+      B * N * (C_out * C_in * kernel).
+    * "es_d_rtrl": the weight trace factorised into input and output traces smoothed
+      with `decay` (ES_D_RTRL); memory O(B * H).
 
     Equal to BPTT at T = 1; for T > 1 an approximation whose quality has to be measured
-    (see `gradient_fidelity`). `value_and_grad` needs the brainstate `emulator` object;
-    it is not traceable by an outer `jax.jit` (it jits itself with brainstate).
+    (see `gradient_fidelity`). Cuts and teacher-forcing resets restart the traces. The
+    carry (field + traces) persists across parameter updates in a streaming trainer.
+    `value_and_grad` needs the brainstate `emulator` object; it is not traceable by an
+    outer raw `jax.jit` (it jits itself with brainstate). The compiled learner is kept
+    on this estimator object, one per emulator structure and state shape.
 
     Arguments:
         algorithm: "d_rtrl" or "es_d_rtrl".
         decay: ES_D_RTRL's smoothing in (0, 1); required for "es_d_rtrl", not allowed for
             "d_rtrl".
+        recurrence: "diagonal" (default) or "coupled" (see above).
 
     Raises:
-        ValueError: unknown algorithm, missing/invalid decay.
+        ValueError: unknown algorithm or recurrence, missing/invalid decay.
     """
 
-    online = True
     jittable = False
 
-    def __init__(self, algorithm: str = "d_rtrl", *, decay: float | None = None):
+    def __init__(self, algorithm: str = "d_rtrl", *, decay: float | None = None,
+                 recurrence: str = "diagonal"):
         if algorithm not in ("d_rtrl", "es_d_rtrl"):
             raise ValueError(f"algorithm: expected 'd_rtrl' or 'es_d_rtrl', got {algorithm!r}")
         if algorithm == "es_d_rtrl":
@@ -123,23 +164,29 @@ class ETrace(Estimator):
             decay = float(decay)
         elif decay is not None:
             raise ValueError(f"decay: only ETrace('es_d_rtrl') takes a decay, got {decay!r}")
-        self._set(algorithm=algorithm, decay=decay)
+        if recurrence not in RECURRENCES:
+            raise ValueError(f"recurrence: expected 'diagonal' or 'coupled', got {recurrence!r}")
+        self._set(algorithm=algorithm, decay=decay, recurrence=recurrence, _runners={})
 
     def _key(self):
-        return (self.algorithm, self.decay)
+        return (self.algorithm, self.decay, self.recurrence)
 
     def __repr__(self):
-        if self.decay is None:
-            return f"ETrace({self.algorithm!r})"
-        return f"ETrace({self.algorithm!r}, decay={self.decay})"
+        extra = "" if self.decay is None else f", decay={self.decay}"
+        if self.recurrence != "diagonal":
+            extra += f", recurrence={self.recurrence!r}"
+        return f"ETrace({self.algorithm!r}{extra})"
 
-    def runner(self, emulator, state_shape):
-        """The cached compiled learner for `emulator` and batched state shape `(B, C, *N)`."""
-        per_emulator = _RUNNERS.setdefault(emulator, {})
-        key = (tuple(state_shape), self.algorithm, self.decay)
-        if key not in per_emulator:
-            per_emulator[key] = _Runner(emulator, tuple(state_shape), self.algorithm, self.decay)
-        return per_emulator[key]
+    def runner(self, emulator, state_shape) -> _Runner:
+        """The compiled learner for emulators structured like `emulator` and batched
+        states `(B, C, *N)` (built on first use, then kept on this estimator)."""
+        if emulator is None:
+            raise TypeError("emulator: ETrace needs the brainstate emulator object, got None")
+        key = _signature(emulator, state_shape)
+        if key not in self._runners:
+            self._runners[key] = _Runner(emulator, tuple(state_shape), self.algorithm,
+                                         self.decay, self.recurrence)
+        return self._runners[key]
 
     def prepare(self, emulator, state_shape) -> None:
         """Compile the learner for `emulator` and batched states `(B, C, *N)` now.
@@ -150,60 +197,14 @@ class ETrace(Estimator):
         """
         self.runner(emulator, state_shape)
 
-    def _prepare(self, configuration, params, data, ref_stepper, residuum_fn, emulator):
-        """Validate, compile (cached) and return `(brainstate-jitted fn, flat params, runner)`."""
-        if emulator is None:
-            raise TypeError("emulator: ETrace needs the brainstate emulator object, got None")
-        spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
-                               residuum_fn=residuum_fn)
-        u0 = first_level(data)
-        if not hasattr(u0, "shape"):
-            raise TypeError("data: ETrace expects an array (batch, time, C, *N), not a PyTree")
-        runner = self.runner(emulator, u0.shape)
-        spec_key = (id(configuration), id(ref_stepper), id(residuum_fn))
-        fn = runner._fns.get(spec_key)
-        if fn is None:
-            fn = brainstate.transform.jit(runner._build(spec, ref_stepper, residuum_fn))
-            runner._fns[spec_key] = fn
-            runner._keep = getattr(runner, "_keep", []) + [(configuration, ref_stepper, residuum_fn)]
-        flat_params = {}
-        for path in runner.emulator_states:
-            node = params
-            for k in path:
-                node = node[k]
-            flat_params[path] = node
-        return fn, flat_params, runner
+    def carry_ops(self, apply, emulator, state_shape, *, horizon):
+        return self.runner(emulator, state_shape)
 
     def lowered(self, configuration, apply, params, data, *, ref_stepper=None,
                 residuum_fn=None, emulator=None):
         """The lowered (not yet compiled) XLA program of `value_and_grad` (for memory
         analysis: `.compile().memory_analysis()`)."""
-        fn, flat_params, runner = self._prepare(configuration, params, data, ref_stepper,
-                                                residuum_fn, emulator)
-        saved = {p: st.value for p, st in runner.emulator_states.items()}
-        try:
-            return fn.lower(flat_params, data)
-        finally:
-            for p, st in runner.emulator_states.items():
-                st.value = saved[p]
-
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
-        """`(loss, eligibility-trace gradient)` at `params` (written into a compiled copy
-        of the emulator's states for the call; the emulator's own values are restored).
-
-        Raises:
-            TypeError: if `emulator` is not given.
-            ValueError: unsupported configuration.
-            ExcludedParameterError: a parameter braintrace would silently leave out.
-        """
-        fn, flat_params, runner = self._prepare(configuration, params, data, ref_stepper,
-                                                residuum_fn, emulator)
-        saved = {p: st.value for p, st in runner.emulator_states.items()}
-        try:
-            loss, g = fn(flat_params, data)
-        finally:
-            for p, st in runner.emulator_states.items():
-                st.value = saved[p]
-        grads = _nest({runner.learner_to_emulator[k]: v for k, v in g.items()})
-        return loss, grads
+        spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
+                               residuum_fn=residuum_fn)
+        runner = self.runner(emulator, first_level(data).shape)
+        return runner.window_fn(configuration, spec, ref_stepper, residuum_fn).lower(params, data)

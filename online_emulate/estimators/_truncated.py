@@ -2,23 +2,99 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
-from ._base import Estimator, first_level, online_spec_for, teacher_reset, weight_at
+from ._base import OnlineEstimator
 
 __all__ = ["TruncatedBPTT"]
 
 
-class TruncatedBPTT(Estimator):
+def _sg(tree):
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
+
+
+class _WindowOps:
+    """The TruncatedBPTT carry: the current state and the open window.
+
+    `(u, pending_cut, prev_states (k, ...), inputs (k, ...), cut_before (k,), n)`: the
+    states entering each step of the window and the step inputs, so that the window's
+    reverse pass can be taken when it closes (after k steps, or at a `flush`). The
+    window's forward pass is recomputed there; the stored states fix its values
+    exactly and carry the gradient only between steps of the window.
+    """
+
+    jittable = True
+
+    def __init__(self, apply, k):
+        self.apply, self.k = apply, k
+
+    def init(self, params, u0, x):
+        out = jax.eval_shape(self.apply, params, u0)
+        u0 = u0.astype(out.dtype)
+        buf = lambda a: jnp.zeros((self.k,) + jnp.shape(a), jnp.asarray(a).dtype)  # noqa: E731
+        return (u0, jnp.asarray(True), buf(u0), jax.tree_util.tree_map(buf, x),
+                jnp.ones((self.k,), bool), jnp.zeros((), jnp.int32))
+
+    def reset(self, carry, where, u=None):
+        state, pending, *rest = carry
+        if u is not None:
+            state = jnp.where(where, u.astype(state.dtype), state)
+        return (state, pending | where, *rest)
+
+    def step(self, params, carry, x, term):
+        u, pending, prevs, xs, cuts, n = carry
+        v = self.apply(params, u)
+        loss = term(u, v, x)
+        prevs = prevs.at[n].set(u)
+        xs = jax.tree_util.tree_map(lambda b, a: b.at[n].set(a), xs, x)
+        cuts = cuts.at[n].set(pending | (n == 0))
+        carry = (v, jnp.asarray(False), prevs, xs, cuts, n + 1)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        carry, g = jax.lax.cond(n + 1 == self.k, lambda c: self.flush(params, c, term),
+                                lambda c: (c, zeros), carry)
+        return carry, loss, g
+
+    def flush(self, params, carry, term):
+        u, pending, prevs, xs, cuts, n = carry
+        apply = self.apply
+
+        def window_loss(p):
+            def body(u_c, j):
+                stored = _sg(prevs[j])
+                # the value is the stored state; the gradient flows along the window
+                # except where a cut or reset ended it
+                prev = jnp.where(cuts[j], stored, stored + (u_c - jax.lax.stop_gradient(u_c)))
+                x = jax.tree_util.tree_map(lambda b: b[j], xs)
+
+                def live(prev):
+                    nxt = apply(p, prev)
+                    return nxt, term(prev, nxt, x).astype(u.dtype)
+
+                return jax.lax.cond(j < n, live, lambda prev: (prev, jnp.zeros((), u.dtype)),
+                                    prev)
+
+            _, losses = jax.lax.scan(body, _sg(prevs[0]), jnp.arange(self.k))
+            return jnp.sum(losses)
+
+        g = jax.grad(window_loss)(params)
+        return (u, jnp.asarray(True), prevs, xs, cuts, jnp.zeros((), jnp.int32)), g
+
+    def state(self, carry):
+        return carry[0]
+
+
+class TruncatedBPTT(OnlineEstimator):
     """Reverse mode inside consecutive windows of `k` steps, the state cut between them.
 
     For windows W_j = {jk, ..., jk+k-1}: g = sum_j d/dtheta [sum_{t in W_j} w_t L_t]
-    with u_{jk} treated as a constant. An outer scan runs over the windows and takes one
-    `value_and_grad` per window, so memory is O(k) steps, independent of the rollout
-    length. k >= num_steps is exact BPTT; k = 1 is the one-step (teacher-free) gradient.
+    with u_{jk} treated as a constant (and the configuration's own cuts and
+    teacher-forcing resets applied inside the windows). The carry keeps the open window
+    (its input states and step inputs, O(k) memory independent of the rollout length)
+    and takes its reverse pass when it closes; a streaming trainer also closes it at
+    every parameter update. k >= num_steps is exact BPTT; k = 1 is the one-step
+    (teacher-free) gradient. The last window of a rollout may be shorter than k: only
+    the rollout's own steps are run.
 
     Arguments:
         k: window length (positive int).
@@ -27,7 +103,7 @@ class TruncatedBPTT(Estimator):
         ValueError: if `k` is not a positive int.
     """
 
-    online = True
+    persist_carry = False
 
     def __init__(self, k: int):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -40,47 +116,5 @@ class TruncatedBPTT(Estimator):
     def __repr__(self):
         return f"TruncatedBPTT({self.k})"
 
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
-        """`(loss, truncated gradient)`; the loss is the exact full loss.
-
-        Raises:
-            ValueError: if the configuration has no per-step decomposition.
-        """
-        spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
-                               residuum_fn=residuum_fn)
-        R = spec.num_steps
-        k = min(self.k, R)
-        n_win = math.ceil(R / k)
-        weights = jnp.asarray(spec.weights)
-        wt = weight_at(spec)
-
-        def window_loss(p, u, t_start):
-            def body(u, i):
-                t = t_start + i
-                w = wt(t)
-                u, _ = teacher_reset(spec, t, u, data)
-                v = apply(p, u)
-                term = spec.step_loss(t, u, v, data, ref_stepper=ref_stepper,
-                                      residuum_fn=residuum_fn)
-                return v, w * term
-
-            u_end, terms = jax.lax.scan(body, u, jnp.arange(k))
-            return jnp.sum(terms), u_end
-
-        vg = jax.value_and_grad(window_loss, has_aux=True)
-
-        def outer(carry, _):
-            u, g_acc, l_acc, t_start = carry
-            (l, u_end), g = vg(params, jax.lax.stop_gradient(u), t_start)
-            g_acc = jax.tree_util.tree_map(jnp.add, g_acc, g)
-            return (u_end, g_acc, l_acc + l, t_start + k), None
-
-        u0 = first_level(data)
-        u0 = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), u0, jax.eval_shape(apply, params, u0))
-        g0 = jax.tree_util.tree_map(jnp.zeros_like, params)
-        l0 = jnp.zeros((), weights.dtype)
-        # window starts are a counter in the carry: nothing of length T is materialised
-        (_, grads, loss, _), _ = jax.lax.scan(outer, (u0, g0, l0, jnp.zeros((), jnp.int32)),
-                                              None, length=n_win)
-        return loss, grads
+    def carry_ops(self, apply, emulator, state_shape, *, horizon):
+        return _WindowOps(apply, min(self.k, horizon))

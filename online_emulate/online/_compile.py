@@ -57,23 +57,29 @@ def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
         )
 
 
-def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None):
+def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None,
+                    recurrence: str = "diagonal"):
     """`braintrace.compile` the recurrent emulator and check that no parameter is excluded.
 
     Arguments:
         model: the recurrent wrapper (its emulator's ParamStates are the trained weights).
         algorithm: "d_rtrl" (ParamDimVjpAlgorithm) or "es_d_rtrl" (IODimVjpAlgorithm).
         decay: ES_D_RTRL's trace decay in (0, 1) (required for "es_d_rtrl").
+        recurrence: "diagonal" (braintrace's default: mixing ops are dropped from the
+            hidden-to-hidden Jacobian) or "coupled" (`ETraceConfig(recurrence_scope=
+            'coupled')`: the true diagonal of that Jacobian is kept).
 
     Returns:
         The learner; calling `learner(dummy)` advances the field one step.
 
     Raises:
-        ValueError: unknown algorithm or missing decay.
+        ValueError: unknown algorithm or recurrence, or missing decay.
         ExcludedParameterError: see `check_no_excluded_parameters`.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected one of {sorted(ALGORITHMS)}, got {algorithm!r}")
+    if recurrence not in ("diagonal", "coupled"):
+        raise ValueError(f"recurrence: expected 'diagonal' or 'coupled', got {recurrence!r}")
     options = {}
     if algorithm == "es_d_rtrl":
         if decay is None:
@@ -81,6 +87,13 @@ def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | 
         options["decay_or_rank"] = decay
     B = model.state_shape[0]
     dummy = jnp.zeros((B, 1), model.dtype)
-    learner = braintrace.compile(model, ALGORITHMS[algorithm], dummy, batch_size=B, **options)
+    if recurrence == "coupled":
+        factorization = "per_param" if algorithm == "d_rtrl" else "io_factorized"
+        config = braintrace.ETraceConfig(trace_factorization=factorization, decay=decay,
+                                         recurrence_scope="coupled")
+        learner = braintrace.compile(model, config, dummy, batch_size=B)
+    else:
+        learner = braintrace.compile(model, ALGORITHMS[algorithm], dummy, batch_size=B,
+                                     **options)
     check_no_excluded_parameters(learner, model)
     return learner
