@@ -12,6 +12,7 @@ from ._configuration_trainers import (
 )
 from ._general import GeneralTrainer
 from ._history import TrainingDiverged, TrainingHistory
+from ._online import OnlineTrainer
 
 __all__ = [
     "GeneralTrainer",
@@ -22,6 +23,7 @@ __all__ = [
     "MixChainPrePhysicsTrainer",
     "ResiduumTrainer",
     "TeacherForcingTrainer",
+    "OnlineTrainer",
     "TrainingHistory",
     "TrainingDiverged",
     "save_checkpoint",

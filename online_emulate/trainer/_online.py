@@ -1,0 +1,510 @@
+"""Streaming training over long rollouts: one compiled loop, carries that persist."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._checks import as_key, check_positive_int, key_data
+from ..callback import Callback, CallbackContext
+from ..configuration import DivertedChainBranchOne, Supervised
+from ..emulators import functional, set_params
+from ..estimators import ETrace, OnlineEstimator
+from ..estimators._base import online_spec_for, tree_add
+from ..loss import MSELoss
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._history import TrainingDiverged, TrainingHistory
+from ._progress import ProgressBar
+
+__all__ = ["OnlineTrainer"]
+
+
+def _all_finite(tree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _tree_where(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+class OnlineTrainer:
+    """Train an emulator online on a stream of long rollouts.
+
+    Each rollout starts from a batch of initial conditions; the emulator then runs freely
+    for `rollout_length` steps while the estimator's carry (`CarryOps`: ForwardRTRL's
+    sensitivity, ETrace's eligibility traces, TruncatedBPTT's open window) advances one
+    step at a time and accumulates gradient contributions. Every `update_every` steps
+    (and at the end of a rollout) the accumulated gradient is applied by the optimizer
+    and the stream goes on with the new parameters: real online learning. The carry
+    persists across updates (`persist_carry=True`, the default for ForwardRTRL and
+    ETrace: the gradient keeps the influence of the whole rollout so far) or restarts at
+    every update (`persist_carry=False`, the default for TruncatedBPTT, whose window
+    always closes at an update); it always restarts at a new rollout.
+
+    Per step the loss is `time_level_loss(u_{t+1}, target_{t+1})` with
+
+    * `target="trajectory"`: the reference trajectory from the same initial condition,
+      advanced alongside by `ref_stepper` (one reference step per emulator step) or read
+      from `reference_data` (the loss of `Supervised` on the stream);
+    * `target="one_step"`: `ref_stepper(u_t)`, the reference applied to the emulator's
+      own state (`DivertedChainBranchOne(cut_div_chain=True)` on the stream).
+
+    Reference stepping, the estimator step and the optimizer update of many updates run
+    inside one jitted while-loop with no host synchronisation per step; the forward pass
+    runs once per step (TruncatedBPTT recomputes its window once in its reverse pass).
+    Python is visited only between chunks (progress bar, callbacks, checkpoints, the
+    divergence check). Nothing of length `rollout_length` is stored.
+
+    Arguments:
+        optimizer: an optax `GradientTransformation`.
+        rollout_length: steps per rollout (positive int).
+        num_rollouts: rollouts per call (positive int).
+        estimator: an online estimator (default `ETrace("d_rtrl")`).
+        update_every: steps between parameter updates (default: once per rollout).
+        ic_sampler: `ic_sampler(key) -> (B, C, *N)` initial conditions (with
+            `ref_stepper`); called between chunks with `fold_in(key, rollout)`.
+        ref_stepper: reference stepper on ONE sample `(C, *N)` (jittable).
+        reference_data: instead of `ic_sampler`, stored trajectories
+            `(samples, time, C, *N)` with at least `rollout_length + 1` levels (e.g. a
+            numpy memmap): rollout i takes `batch_size` trajectories in order (wrapping
+            around); each chunk reads only its own time levels.
+        batch_size: trajectories per rollout with `reference_data`.
+        target: "trajectory" (default) or "one_step".
+        time_level_loss: loss object for the per-step term (default `MSELoss()`).
+        persist_carry: keep the carry across updates (default: the estimator's
+            `persist_carry`, True for ForwardRTRL and ETrace).
+        steps_per_call: rollout steps per compiled chunk (rounded down to whole updates,
+            at least one update; default 1000).
+        callbacks: `online_emulate.callback.Callback` objects (`every` counts updates).
+        progress_bar: show a bar over updates (default True).
+        clip_grad_norm: clip the global gradient norm first, when set.
+        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
+            writes the last good state, and where `checkpoint_every` writes.
+        checkpoint_every: also write a checkpoint every this many updates.
+
+    Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
+    modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
+    update i, evaluated along the stream before that update. The optimizer state
+    (`trainer.opt_state`), the update counter, the stream position and the carry are
+    kept: calling again continues the stream with the next `num_rollouts` rollouts.
+
+    Raises:
+        TypeError / ValueError: invalid arguments, before anything is compiled.
+        TrainingDiverged: a NaN/inf loss or gradient; the exception carries an emulator
+            with the parameters of the last finite update (and a checkpoint if configured).
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer,
+        rollout_length: int,
+        num_rollouts: int = 1,
+        estimator: OnlineEstimator | None = None,
+        update_every: int | None = None,
+        ic_sampler: Callable | None = None,
+        ref_stepper: Callable | None = None,
+        reference_data=None,
+        batch_size: int | None = None,
+        target: str = "trajectory",
+        time_level_loss=None,
+        persist_carry: bool | None = None,
+        steps_per_call: int = 1000,
+        callbacks: Sequence[Callback] = (),
+        progress_bar: bool = True,
+        clip_grad_norm: float | None = None,
+        checkpoint_path: str | None = None,
+        checkpoint_every: int | None = None,
+    ):
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(
+                "optimizer: expected an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
+                f"got {type(optimizer).__name__}"
+            )
+        self.rollout_length = check_positive_int("rollout_length", rollout_length)
+        self.num_rollouts = check_positive_int("num_rollouts", num_rollouts)
+        self.update_every = min(
+            check_positive_int("update_every", update_every, allow_none=True) or rollout_length,
+            self.rollout_length,
+        )
+        self.steps_per_call = check_positive_int("steps_per_call", steps_per_call)
+        self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every,
+                                                   allow_none=True)
+        if self.checkpoint_every is not None and checkpoint_path is None:
+            raise ValueError("checkpoint_every: needs a checkpoint_path, got None")
+        if target not in ("trajectory", "one_step"):
+            raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
+        if estimator is None:
+            estimator = ETrace("d_rtrl")
+        if not isinstance(estimator, OnlineEstimator):
+            raise TypeError(
+                "estimator: expected an online estimator (TruncatedBPTT(k), ForwardRTRL(), "
+                f"ETrace(...)), got {estimator!r}"
+            )
+        if persist_carry is None:
+            persist_carry = estimator.persist_carry
+        if not isinstance(persist_carry, bool):
+            raise TypeError(f"persist_carry: expected a bool or None, got {persist_carry!r}")
+        if reference_data is None:
+            if not callable(ic_sampler):
+                raise TypeError(
+                    f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}"
+                )
+            if not callable(ref_stepper):
+                raise TypeError(
+                    f"ref_stepper: expected a callable on one sample (C, *N), got {ref_stepper!r}"
+                )
+        else:
+            if ic_sampler is not None:
+                raise ValueError(
+                    "ic_sampler: the initial conditions come from reference_data; pass one of the two"
+                )
+            shape = getattr(reference_data, "shape", None)
+            if shape is None or len(shape) < 3:
+                raise ValueError(
+                    "reference_data: expected an array (samples, time, C, *N), got "
+                    f"{type(reference_data).__name__}{'' if shape is None else tuple(shape)}"
+                )
+            if shape[1] < self.rollout_length + 1:
+                raise ValueError(
+                    f"reference_data: rollout_length={rollout_length} needs "
+                    f"{rollout_length + 1} time levels, got {shape[1]}"
+                )
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
+                    or not 1 <= batch_size <= shape[0]:
+                raise ValueError(
+                    f"batch_size: with reference_data expected an int in [1, {shape[0]}] "
+                    f"(trajectories per rollout), got {batch_size!r}"
+                )
+            if target == "one_step" and not callable(ref_stepper):
+                raise TypeError(
+                    f"ref_stepper: target='one_step' needs a callable on one sample, got {ref_stepper!r}"
+                )
+        self.callbacks = tuple(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    f"callbacks: expected online_emulate.callback.Callback objects, got "
+                    f"{type(cb).__name__}"
+                )
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
+        self.optimizer = optimizer
+        self._transform = (optimizer if clip_grad_norm is None else
+                           optax.chain(optax.clip_by_global_norm(clip_grad_norm), optimizer))
+        self.estimator, self.persist_carry, self.target = estimator, persist_carry, target
+        self.ic_sampler, self.ref_stepper = ic_sampler, ref_stepper
+        self.reference_data, self.batch_size = reference_data, batch_size
+        self.time_level_loss = MSELoss() if time_level_loss is None else time_level_loss
+        kw = {"time_level_loss": self.time_level_loss}
+        # what one update's steps are, as a configuration (for callbacks and the check)
+        self.configuration = (
+            Supervised(self.update_every, **kw) if target == "trajectory"
+            else DivertedChainBranchOne(self.update_every, cut_div_chain=True, **kw)
+        )
+        online_spec_for(self.configuration, estimator, ref_stepper=ref_stepper, residuum_fn=None)
+        self.progress_bar, self.checkpoint_path = progress_bar, checkpoint_path
+        self.updates_per_rollout = math.ceil(self.rollout_length / self.update_every)
+        self.updates_per_call = max(1, self.steps_per_call // self.update_every)
+        self._compiled = None
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget parameters, optimizer state, update counter, stream position and history."""
+        self.params = None
+        self.opt_state = None
+        self.step = 0
+        self.key = None
+        self.rollout = 0
+        self.position = 0
+        self.carry = None
+        self.reference_state = None
+        self.history = TrainingHistory()
+        for cb in self.callbacks:
+            if hasattr(cb, "reset"):
+                cb.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params, "opt_state": self.opt_state, "step": self.step,
+            "key": self.key, "loss": self.history.loss, "records": self.history.records,
+            "rollout": self.rollout, "position": self.position, "carry": self.carry,
+            "reference_state": self.reference_state,
+        }
+
+    def save_checkpoint(self, path: str | None = None) -> str:
+        """Write parameters, optimizer state, counters, key, stream position, carry and
+        history atomically."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
+        if self.params is None:
+            raise RuntimeError("nothing to save: the trainer has not been called yet")
+        return save_checkpoint(path, self.state_dict())
+
+    # -------------------------------------------------------------- the stream
+    def _initial_state(self, rollout: int):
+        if self.reference_data is None:
+            return jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
+        return jnp.asarray(self.reference_data[self._rows(rollout), 0])
+
+    def _rows(self, rollout: int) -> np.ndarray:
+        # trajectories are visited in order, batch_size at a time, wrapping around
+        return (rollout * self.batch_size + np.arange(self.batch_size)) % self.reference_data.shape[0]
+
+    def _levels(self, rollout: int, position: int, dtype):
+        """Reference levels position+1 .. position+L of this rollout's trajectories,
+        zero-padded to the chunk's static length L."""
+        L = min(self.updates_per_call * self.update_every, self.rollout_length)
+        stop = min(position + L, self.rollout_length)
+        part = np.asarray(self.reference_data[self._rows(rollout), position + 1: stop + 1])
+        pad = np.zeros((part.shape[0], L - part.shape[1], *part.shape[2:]), part.dtype)
+        return jnp.asarray(np.concatenate([part, pad], axis=1), dtype)
+
+    def _term(self):
+        loss = self.time_level_loss
+        if self.target == "trajectory":
+            return lambda prev, nxt, x: loss(nxt, jax.lax.stop_gradient(x))
+        ref = jax.vmap(self.ref_stepper)
+        return lambda prev, nxt, x: loss(nxt, jax.lax.stop_gradient(ref(prev)))
+
+    def _build(self, ops):
+        T, U = self.rollout_length, self.update_every
+        transform, persist, term = self._transform, self.persist_carry, self._term()
+        stored = self.reference_data is not None
+        streamed_trajectory = self.target == "trajectory" and not stored
+        one_step = self.target == "one_step"
+        ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
+        capacity = self.updates_per_call
+        if ops.jittable:
+            jit, while_loop = jax.jit, jax.lax.while_loop
+        else:
+            # braintrace learners advance brainstate States: brainstate's transformations
+            import brainstate
+
+            jit, while_loop = brainstate.transform.jit, brainstate.transform.while_loop
+
+        def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels):
+            carry = ops.reset(carry, new_rollout, u0)
+            r = jnp.where(new_rollout, u0.astype(r.dtype), r)
+            loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+            losses = jnp.full((capacity,), jnp.nan, loss_dtype)
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+            def steps(state):
+                params, carry, r, g, total, pos, i, stop = state
+
+                def cond(s):
+                    return s[5] < s[7]
+
+                def body(s):
+                    carry, r, g, total, pos, stop, i = s[1], s[2], s[3], s[4], s[5], s[7], s[6]
+                    if streamed_trajectory:
+                        r = ref(r)
+                        x = r
+                    elif one_step:
+                        x = None
+                    else:
+                        x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
+                    carry, loss, dg = ops.step(params, carry, x, term)
+                    return (s[0], carry, r, tree_add(g, dg), total + loss.astype(loss_dtype),
+                            pos + 1, i + 1, stop)
+
+                return while_loop(cond, body, (params, carry, r, g, total, pos, i, stop))
+
+            def cond(state):
+                n, bad = state[0], state[-1]
+                return (n < num_updates) & jnp.logical_not(bad)
+
+            def body(state):
+                n, params, opt_state, carry, r, pos, i, losses, bad = state
+                stop = jnp.minimum(pos + U, T)
+                _, carry, r, g, total, pos, i, _ = steps(
+                    (params, carry, r, zeros, jnp.zeros((), loss_dtype), pos, i, stop))
+                carry, dg = ops.flush(params, carry, term)
+                g = tree_add(g, dg)
+                finite = jnp.isfinite(total) & _all_finite(g)
+                updates, new_opt_state = transform.update(g, opt_state, params)
+                new_params = optax.apply_updates(params, updates)
+                params = _tree_where(finite, new_params, params)
+                opt_state = _tree_where(finite, new_opt_state, opt_state)
+                if not persist:
+                    carry = ops.reset(carry, jnp.asarray(True))
+                losses = losses.at[n].set(total)
+                return (n + 1, params, opt_state, carry, r, pos, i, losses, ~finite)
+
+            state = (jnp.int32(0), params, opt_state, carry, r, position, jnp.int32(0), losses,
+                     jnp.bool_(False))
+            n, params, opt_state, carry, r, pos, _, losses, bad = while_loop(cond, body, state)
+            return params, opt_state, carry, r, pos, losses, n, bad
+
+        return jit(chunk)
+
+    # ------------------------------------------------------------------ call
+    def _check_emulator(self, emulator, u0):
+        for attr in ("num_spatial_dims", "in_channels"):
+            if not hasattr(emulator, attr):
+                raise TypeError(
+                    "emulator: expected an online_emulate.emulators module (with "
+                    f"num_spatial_dims and in_channels), got {type(emulator).__name__}"
+                )
+        d = emulator.num_spatial_dims
+        if u0.ndim != d + 2 or u0.shape[1] != emulator.in_channels:
+            source = "ic_sampler(key)" if self.reference_data is None else "reference_data"
+            raise ValueError(
+                f"{source.split('(')[0]}: expected initial conditions (B, {emulator.in_channels}, "
+                f"{', '.join(['N'] * d)}) for this {d}-D emulator, got {tuple(u0.shape)} from {source}"
+            )
+
+    def __call__(self, emulator, *, key, resume_from: str | None = None):
+        """Train a copy of `emulator` on the next `num_rollouts` rollouts of the stream.
+
+        Arguments:
+            emulator: an `online_emulate.emulators` module (not modified).
+            key: int seed or PRNG key (initial conditions of the rollouts). Ignored when
+                continuing or resuming (the stored key is used).
+            resume_from: a checkpoint written by an OnlineTrainer; training continues from
+                its parameters, optimizer state, stream position and carry up to
+                `num_rollouts` rollouts in total, bit-identical to an uninterrupted run.
+
+        Returns:
+            `(trained_emulator, history)`.
+
+        Raises:
+            TrainingDiverged: on a NaN/inf loss or gradient (see the class docstring).
+        """
+        emulator = copy.deepcopy(emulator)
+        apply, params = functional(emulator)
+        target_step = None
+        if resume_from is not None:
+            blob = load_checkpoint(resume_from)
+            as_tree = lambda t: jax.tree_util.tree_map(jnp.asarray, t)  # noqa: E731
+            self.params, self.opt_state = as_tree(blob["params"]), as_tree(blob["opt_state"])
+            self.step, self.key = int(blob["step"]), jnp.asarray(blob["key"])
+            self.history = TrainingHistory(np.asarray(blob["loss"]), dict(blob["records"]))
+            self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
+            self.carry, self.reference_state = as_tree(blob["carry"]), as_tree(blob["reference_state"])
+            target_step = self.num_rollouts * self.updates_per_rollout
+            if self.step > target_step:
+                raise ValueError(
+                    f"resume_from: the checkpoint is at update {self.step}, beyond the "
+                    f"{target_step} updates of num_rollouts={self.num_rollouts}"
+                )
+        elif self.params is None:
+            self.key = key_data(key)
+            self.params = params
+            self.opt_state = self._transform.init(params)
+        else:
+            self.params = params  # continue the stream: keep opt_state, position and carry
+        if target_step is None:
+            target_step = self.step + self.num_rollouts * self.updates_per_rollout
+        u0 = self._initial_state(self.rollout)
+        self._check_emulator(emulator, u0)
+        out = jax.eval_shape(apply, self.params, u0)
+        self.estimator.check(self.params, out.shape, out.dtype)
+        if hasattr(self.estimator, "prepare"):
+            self.estimator.prepare(emulator, tuple(out.shape))
+        chunk, ops = self._program(emulator, apply, tuple(out.shape))
+        if self.carry is None:
+            x = None if self.target == "one_step" else u0.astype(out.dtype)
+            self.carry = ops.init(self.params, u0, x)
+            self.reference_state = u0.astype(out.dtype)
+        set_params(emulator, self.params)
+        return self._run(emulator, apply, chunk, target_step, out.dtype)
+
+    def _program(self, emulator, apply, state_shape):
+        """The compiled chunk, reused across calls for emulators of the same structure."""
+        signature = (
+            type(emulator), jax.tree_util.tree_structure(self.params),
+            tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(self.params)), state_shape,
+        )
+        if self._compiled is None or self._compiled[0] != signature:
+            ops = self.estimator.carry_ops(apply, emulator, state_shape, horizon=self.update_every)
+            self._compiled = (signature, self._build(ops), ops)
+        return self._compiled[1], self._compiled[2]
+
+    def _next_event(self, step, target):
+        nxt = target
+        for every in [cb.every for cb in self.callbacks] + [self.checkpoint_every]:
+            if every is not None:
+                nxt = min(nxt, (step // every + 1) * every)
+        return nxt
+
+    def _run_callbacks(self, apply, step) -> str | None:
+        due = [cb for cb in self.callbacks if step % cb.every == 0]
+        if not due:
+            return None
+        ctx = CallbackContext(
+            step=step, params=self.params, apply=apply, opt_state=self.opt_state,
+            loss_history=self.history.loss, configuration=self.configuration,
+            data=self.reference_data, ref_stepper=self.ref_stepper, residuum_fn=None,
+            sampler=None, trainer=self,
+        )
+        for cb in due:
+            value = cb(ctx)
+            if value is not None:
+                self.history.record(cb.name, step, value)
+        return ctx.stop_reason
+
+    def _run(self, emulator, apply, chunk, target_step, dtype):
+        T, U = self.rollout_length, self.update_every
+        bar = ProgressBar(total=target_step, initial=self.step, enabled=self.progress_bar,
+                          epochs_per_step=1.0 / self.updates_per_rollout, desc="online")
+        stored = self.reference_data is not None
+        try:
+            stop = self._run_callbacks(apply, self.step) if self.step == 0 else None
+            while self.step < target_step and stop is None:
+                if self.position >= T:
+                    self.rollout, self.position = self.rollout + 1, 0
+                new_rollout = self.position == 0
+                u0 = (self._initial_state(self.rollout).astype(dtype) if new_rollout
+                      else self.reference_state)
+                left_in_rollout = math.ceil((T - self.position) / U)
+                n = min(self.updates_per_call, left_in_rollout,
+                        self._next_event(self.step, target_step) - self.step)
+                levels = self._levels(self.rollout, self.position, dtype) if stored else None
+                params, opt_state, carry, r, pos, losses, done, bad = chunk(
+                    self.params, self.opt_state, self.carry, self.reference_state, u0,
+                    jnp.bool_(new_rollout), jnp.int32(self.position), jnp.int32(n), levels,
+                )
+                done, bad = int(done), bool(bad)
+                good = done - 1 if bad else done
+                losses = np.asarray(losses[:good])
+                self.history.extend_loss(losses)
+                self.params, self.opt_state = params, opt_state
+                self.step += good
+                bar.advance(good, losses[-1] if good else None)
+                if bad:
+                    self._diverged(emulator)
+                self.carry, self.reference_state, self.position = carry, r, int(pos)
+                if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+                stop = self._run_callbacks(apply, self.step)
+            if stop is not None:
+                self.history.stopped_early = stop
+        finally:
+            bar.close()
+        set_params(emulator, self.params)
+        return emulator, self.history
+
+    def _diverged(self, emulator):
+        set_params(emulator, self.params)
+        finite = self.history.loss[np.isfinite(self.history.loss)]
+        last = float(finite[-1]) if finite.size else None
+        checkpoint = self.save_checkpoint() if self.checkpoint_path else None
+        raise TrainingDiverged(self.step, last, emulator, self.history, checkpoint)
+
+    def __repr__(self):
+        return (
+            f"OnlineTrainer(rollout_length={self.rollout_length}, num_rollouts={self.num_rollouts}, "
+            f"update_every={self.update_every}, estimator={self.estimator!r}, "
+            f"persist_carry={self.persist_carry}, target={self.target!r})"
+        )
