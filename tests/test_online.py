@@ -1,6 +1,12 @@
-"""Online learning: braintrace exclusion check and the 10,000-step streaming trainer."""
+"""Streaming online training (online_emulate.trainer.OnlineTrainer) and the braintrace bridge.
 
-import os
+The streamed gradients are checked against independent references: hand-written rollouts
+differentiated with plain `jax.grad`, through an optimizer that never moves the
+parameters and sums the gradients it is given.
+"""
+
+import gc
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -8,15 +14,315 @@ import numpy as np
 import optax
 import pytest
 
-from online_emulate._checks import key_data
+from online_emulate.callback import CheckpointCallback
 from online_emulate.configuration import Supervised
-from online_emulate.emulators import ConvNet, LinearStencil, get_params, set_params
-from online_emulate.estimators import ETrace, TruncatedBPTT, value_and_grad
-from online_emulate.online import (ExcludedParameterError, OnlineTrainer, RecurrentEmulator,
-                                   compile_learner)
-from online_emulate.trainer import TrainingDiverged, load_checkpoint
+from online_emulate.emulators import ConvNet, LinearStencil, functional, get_params, set_params
+from online_emulate.estimators import ETrace, ForwardRTRL, TruncatedBPTT, value_and_grad
+from online_emulate.online import ExcludedParameterError, RecurrentEmulator, compile_learner
+from online_emulate.trainer import OnlineTrainer, TrainingDiverged, load_checkpoint
 
 
+# ---------------------------------------------------------------- references
+def accumulate():
+    """An optax transformation that never moves the parameters; its state is the running
+    sum of the gradients it was given."""
+
+    def init(params):
+        return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def update(grads, state, params=None):
+        return (jax.tree_util.tree_map(jnp.zeros_like, grads),
+                jax.tree_util.tree_map(jnp.add, state, grads))
+
+    return optax.GradientTransformation(init, update)
+
+
+def flat(tree):
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
+
+
+def rel(a, b):
+    a, b = flat(a), flat(b)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def mse(a, b):
+    return jnp.mean(jnp.square(a - b))
+
+
+def hand_rollout_loss(apply, params, u0, targets, *, cut_every=None):
+    """sum_t mse(u_{t+1}, targets[:, t]) of a free rollout, gradient cut every `cut_every`."""
+    u, total = u0, 0.0
+    for t in range(targets.shape[1]):
+        if cut_every is not None and t > 0 and t % cut_every == 0:
+            u = jax.lax.stop_gradient(u)
+        u = apply(params, u)
+        total = total + mse(u, targets[:, t])
+    return total
+
+
+def waves(num=2, levels=41, n=16, speed=0.3):
+    x = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    phase = np.arange(num)[:, None, None, None] * 1.1
+    t = np.arange(levels)[None, :, None, None]
+    return (0.5 * np.sin(x[None, None, None] + phase - speed * t)).astype(np.float32)
+
+
+def emulator():
+    # residual and nonlinear: the hidden-to-hidden Jacobian is far from 0 and from I
+    emu = ConvNet(1, 1, 1, hidden_channels=3, depth=2, residual=True, key=0)
+    return emu
+
+
+# ------------------------------------------------- item 5: streamed sums are exact
+def test_streamed_forward_rtrl_sums_to_bptt_of_the_whole_rollout():
+    data = waves()
+    emu = emulator()
+    apply, params = functional(emu)
+    g_ref = jax.grad(lambda p: hand_rollout_loss(apply, p, jnp.asarray(data[:, 0]),
+                                                 jnp.asarray(data[:, 1:])))(params)
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=40, update_every=5,
+                            estimator=ForwardRTRL(), reference_data=data, batch_size=2,
+                            progress_bar=False)
+    trained, history = trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_ref) <= 1e-4
+    assert history.loss.shape == (8,)
+    ref_loss = hand_rollout_loss(apply, params, jnp.asarray(data[:, 0]), jnp.asarray(data[:, 1:]))
+    np.testing.assert_allclose(history.loss.sum(), float(ref_loss), rtol=1e-5)
+
+
+def test_streamed_trajectory_from_ref_stepper_equals_stored_levels():
+    # the reference advanced inside the loop by ref_stepper gives the same sum
+    shift = lambda u: jnp.roll(u, 1, axis=-1)  # noqa: E731
+    u0 = jnp.asarray(waves(levels=1)[:, 0])
+    targets = [u0]
+    for _ in range(20):
+        targets.append(jax.vmap(shift)(targets[-1]))
+    targets = jnp.stack(targets[1:], axis=1)
+    emu = emulator()
+    apply, params = functional(emu)
+    g_ref = jax.grad(lambda p: hand_rollout_loss(apply, p, u0, targets))(params)
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=20, update_every=3,
+                            estimator=ForwardRTRL(), ic_sampler=lambda key: u0,
+                            ref_stepper=shift, progress_bar=False)
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_ref) <= 1e-4
+
+
+def test_streamed_etrace_sums_to_its_window_value_and_grad():
+    data = waves()
+    emu = emulator()
+    _, g_ref = value_and_grad(Supervised(40), emu, jnp.asarray(data), estimator=ETrace("d_rtrl"))
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=40, update_every=5,
+                            estimator=ETrace("d_rtrl"), reference_data=data, batch_size=2,
+                            progress_bar=False)
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_ref) <= 1e-4
+
+
+def test_streamed_truncated_bptt_sums_to_its_window_value_and_grad():
+    data = waves()
+    emu = emulator()
+    apply, params = functional(emu)
+    _, g_lib = value_and_grad(Supervised(40), emu, jnp.asarray(data), estimator=TruncatedBPTT(5))
+    g_ref = jax.grad(lambda p: hand_rollout_loss(apply, p, jnp.asarray(data[:, 0]),
+                                                 jnp.asarray(data[:, 1:]), cut_every=5))(params)
+    assert rel(g_lib, g_ref) <= 1e-5
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=40, update_every=5,
+                            estimator=TruncatedBPTT(5), reference_data=data, batch_size=2,
+                            progress_bar=False)
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_ref) <= 1e-4
+
+
+def test_persist_carry_false_restarts_the_gradient_at_every_update():
+    data = waves()
+    emu = emulator()
+    apply, params = functional(emu)
+    g_restart = jax.grad(lambda p: hand_rollout_loss(
+        apply, p, jnp.asarray(data[:, 0]), jnp.asarray(data[:, 1:]), cut_every=5))(params)
+    g_full = jax.grad(lambda p: hand_rollout_loss(
+        apply, p, jnp.asarray(data[:, 0]), jnp.asarray(data[:, 1:])))(params)
+    assert rel(g_restart, g_full) > 1e-2  # the two references really differ
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=40, update_every=5,
+                            estimator=ForwardRTRL(), persist_carry=False, reference_data=data,
+                            batch_size=2, progress_bar=False)
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_restart) <= 1e-4
+
+
+def test_carry_restarts_at_each_rollout_and_a_short_last_update():
+    # two rollouts of 12 steps (updates of 5, 5, 2): the sum is the sum of two
+    # independent whole-rollout gradients
+    data = waves(num=4, levels=13)
+    emu = emulator()
+    apply, params = functional(emu)
+
+    def both(p):
+        return sum(hand_rollout_loss(apply, p, jnp.asarray(data[rows, 0]), jnp.asarray(data[rows, 1:]))
+                   for rows in ([0, 1], [2, 3]))
+
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=12, num_rollouts=2,
+                            update_every=5, estimator=ForwardRTRL(), reference_data=data,
+                            batch_size=2, progress_bar=False)
+    _, history = trainer(emu, key=0)
+    assert history.loss.shape == (6,)
+    assert rel(trainer.opt_state, jax.grad(both)(params)) <= 1e-4
+
+
+def test_one_step_target_streams_the_diverted_chain_gradient():
+    shift = lambda u: jnp.roll(u, 1, axis=-1)  # noqa: E731
+    u0 = jnp.asarray(waves(levels=1)[:, 0])
+    emu = emulator()
+    apply, params = functional(emu)
+
+    def loss(p):
+        u, total = u0, 0.0
+        for _ in range(12):
+            target = jax.lax.stop_gradient(jax.vmap(shift)(u))
+            u = apply(p, u)
+            total = total + mse(u, target)
+        return total
+
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=12, update_every=4,
+                            estimator=ForwardRTRL(), target="one_step", ic_sampler=lambda k: u0,
+                            ref_stepper=shift, progress_bar=False)
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, jax.grad(loss)(params)) <= 1e-4
+
+
+# ------------------------------------------------------------- training behaviour
+def _shift_problem(num=8, levels=41):
+    return waves(num=num, levels=levels, speed=2 * np.pi / 16)  # one cell per step
+
+
+@pytest.mark.parametrize("estimator", [ForwardRTRL(), ETrace("d_rtrl"), TruncatedBPTT(5)])
+def test_streaming_learns_and_leaves_the_emulator_alone(estimator):
+    data = _shift_problem()
+    emu = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    before = get_params(emu)
+    trainer = OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10, num_rollouts=40,
+                            update_every=5, estimator=estimator, reference_data=data,
+                            batch_size=2, progress_bar=False)
+    trained, history = trainer(emu, key=0)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(emu), before)
+    assert history.loss.shape == (80,)
+    assert np.mean(history.loss[-8:]) < 0.3 * np.mean(history.loss[:8])
+    assert trained is not emu
+
+
+def test_second_call_continues_the_stream():
+    data = _shift_problem()
+    make = lambda: OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10,  # noqa: E731
+                                 num_rollouts=2, update_every=5, estimator=ForwardRTRL(),
+                                 reference_data=data, batch_size=2, progress_bar=False)
+    once = make()
+    once.num_rollouts = 4
+    full, h_full = once(LinearStencil(1, 1, 1, key=1), key=0)
+    twice = make()
+    half, _ = twice(LinearStencil(1, 1, 1, key=1), key=0)
+    again, h_two = twice(half, key=123)
+    np.testing.assert_array_equal(h_two.loss, h_full.loss)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(again), get_params(full))
+
+
+@pytest.mark.parametrize("estimator", [ForwardRTRL(), ETrace("d_rtrl")])
+def test_resume_is_bit_identical(tmp_path, estimator):
+    data = _shift_problem()
+    path = str(tmp_path / "ckpt{step}.npz")
+
+    def make(callbacks=()):
+        return OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=12, num_rollouts=2,
+                             update_every=4, estimator=estimator, reference_data=data,
+                             batch_size=2, progress_bar=False, steps_per_call=4,
+                             callbacks=callbacks)
+
+    full, h_full = make([CheckpointCallback(path, every=4)])(LinearStencil(1, 1, 1, key=2), key=0)
+    # update 4 is mid-way through the second rollout: the carry is mid-rollout too
+    resumed, h_res = make()(LinearStencil(1, 1, 1, key=2), key=0,
+                            resume_from=path.format(step=4))
+    np.testing.assert_array_equal(h_res.loss, h_full.loss)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(resumed), get_params(full))
+
+
+def test_same_seed_same_result_with_an_ic_sampler():
+    def run(seed):
+        trainer = OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10, num_rollouts=2,
+                                update_every=5, estimator=ETrace("d_rtrl"),
+                                ic_sampler=lambda key: jax.random.normal(key, (2, 1, 16)),
+                                ref_stepper=lambda u: jnp.roll(u, 1, axis=-1), progress_bar=False)
+        return trainer(LinearStencil(1, 1, 1, key=1), key=seed)
+
+    (a, ha), (b, hb), (_, hc) = run(4), run(4), run(5)
+    np.testing.assert_array_equal(ha.loss, hb.loss)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(a), get_params(b))
+    assert not np.array_equal(ha.loss, hc.loss)
+
+
+def test_divergence_keeps_last_finite_params(tmp_path):
+    data = _shift_problem()
+    trainer = OnlineTrainer(optimizer=optax.sgd(1e6), rollout_length=20, num_rollouts=20,
+                            update_every=5, estimator=TruncatedBPTT(5), reference_data=data,
+                            batch_size=2, progress_bar=False,
+                            checkpoint_path=str(tmp_path / "ckpt.npz"))
+    with pytest.raises(TrainingDiverged) as info:
+        trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
+    params = get_params(info.value.emulator)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
+    assert info.value.step == len(info.value.history.loss) > 0
+    saved = load_checkpoint(info.value.checkpoint)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, saved["params"], params)
+
+
+@pytest.mark.slow
+def test_streaming_10000_steps(tmp_path):
+    emu = LinearStencil(1, 1, 1, key=3)
+    # a contracting start: a free run of 10,000 steps stays finite
+    set_params(emu, {"conv": {"weight": jnp.full((3, 1, 1), 0.3)}})
+    path = str(tmp_path / "ckpt.npz")
+    trainer = OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10_000, update_every=100,
+                            estimator=ETrace("d_rtrl"), target="one_step",
+                            ic_sampler=lambda key: jax.random.normal(key, (2, 1, 16)),
+                            ref_stepper=lambda u: 0.5 * (u + jnp.roll(u, 1, axis=-1)),
+                            progress_bar=False, checkpoint_path=path, checkpoint_every=50)
+    trained, history = trainer(emu, key=0)
+    assert history.loss.shape == (100,) and np.isfinite(history.loss).all()
+    assert float(jnp.abs(get_params(trained)["conv"]["weight"] - 0.3).max()) > 1e-3
+    assert load_checkpoint(path)["step"] == 100
+
+
+def test_trainer_validates_arguments():
+    kw = dict(optimizer=optax.adam(1e-2), ic_sampler=lambda k: jnp.zeros((2, 1, 16)),
+              ref_stepper=lambda u: u)
+    with pytest.raises(ValueError, match="rollout_length"):
+        OnlineTrainer(rollout_length=0, **kw)
+    with pytest.raises(ValueError, match="target"):
+        OnlineTrainer(rollout_length=5, target="x", **kw)
+    with pytest.raises(TypeError, match="persist_carry"):
+        OnlineTrainer(rollout_length=5, persist_carry="yes", **kw)
+    with pytest.raises(TypeError, match="estimator"):
+        OnlineTrainer(rollout_length=5, estimator=object(), **kw)
+    with pytest.raises(TypeError, match="optimizer"):
+        OnlineTrainer(rollout_length=5, optimizer=object(),
+                      ic_sampler=kw["ic_sampler"], ref_stepper=kw["ref_stepper"])
+    data = waves(levels=11)
+    with pytest.raises(ValueError, match="reference_data"):
+        OnlineTrainer(optimizer=optax.adam(1e-2), reference_data=data, batch_size=2, rollout_length=20)
+    with pytest.raises(ValueError, match="batch_size"):
+        OnlineTrainer(optimizer=optax.adam(1e-2), reference_data=data, batch_size=9, rollout_length=5)
+    with pytest.raises(ValueError, match="ic_sampler"):
+        OnlineTrainer(rollout_length=5, **kw)(LinearStencil(2, 2, 1), key=0)
+
+
+def test_online_package_is_only_the_braintrace_bridge():
+    import online_emulate.online as bridge
+
+    assert not hasattr(bridge, "OnlineTrainer")
+    assert set(bridge.__all__) == {"RecurrentEmulator", "compile_learner",
+                                   "check_no_excluded_parameters", "ExcludedParameterError"}
+
+
+# ----------------------------------------------------------- braintrace bridge
 def test_exclusion_of_inner_layer_raises_naming_the_parameter():
     emu = ConvNet(1, 1, 1, hidden_channels=3, depth=2)
     model = RecurrentEmulator(emu, (2, 1, 16), intermediate_states=False)
@@ -53,119 +359,19 @@ def test_etrace_on_excluding_model_never_returns_silent_zero():
     assert all(float(jnp.abs(x).max()) > 0 for x in jax.tree_util.tree_leaves(g))
 
 
-def _ref(u):
-    return jnp.roll(u, 1, axis=-1)
+def test_etrace_keeps_no_emulator_alive_and_one_learner_per_structure():
+    estimator = ETrace("d_rtrl")
+    data = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 1, 16))
+    emu = LinearStencil(1, 1, 1, key=0)
+    value_and_grad(Supervised(2), emu, data, estimator=estimator)
+    alive = weakref.ref(emu)
+    del emu
+    gc.collect()
+    assert alive() is None
+    # copies of one structure (as the trainers make every call) share one learner
+    for seed in (1, 2, 3):
+        value_and_grad(Supervised(2), LinearStencil(1, 1, 1, key=seed), data, estimator=estimator)
+    assert len(estimator._runners) == 1
+    import online_emulate.estimators._etrace as module
 
-
-def _smooth(u):
-    return 0.5 * (u + jnp.roll(u, 1, axis=-1))
-
-
-def _ic(key):
-    return jax.random.normal(key, (2, 1, 16))
-
-
-@pytest.mark.slow  # a 10,000-step stream
-def test_streaming_10000_steps(tmp_path):
-    emu = LinearStencil(1, 1, 1, key=3)
-    # a contracting start: a free run of 10,000 steps stays finite
-    set_params(emu, {"conv": {"weight": jnp.full((3, 1, 1), 0.3)}})
-    before = get_params(emu)
-    path = os.path.join(tmp_path, "ckpt.npz")
-    trainer = OnlineTrainer(emu, optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_smooth,
-                            target="one_step", rollout_length=10_000, update_every=100, estimator=ETrace("d_rtrl"),
-                            progress_bar=False, checkpoint_path=path, checkpoint_every=50)
-    trainer.train()
-    assert len(trainer.history) == 100 and trainer.history[-1]["step"] == 10_000
-    assert all(jnp.isfinite(h["loss"]) for h in trainer.history)
-    after = get_params(emu)
-    assert float(jnp.abs(after["conv"]["weight"] - before["conv"]["weight"]).max()) > 1e-3
-    state = load_checkpoint(path)
-    assert state["step"] == 100
-    restored = OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
-                             rollout_length=10, progress_bar=False).restore(path)
-    # the last checkpoint (update 100) is the end state of the stream
-    assert restored.step == trainer.step == 100
-    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, trainer.params)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, after)
-    assert [h["step"] for h in restored.history] == [h["step"] for h in trainer.history]
-    np.testing.assert_array_equal(key_data(restored.key), key_data(trainer.key))
-
-
-def test_streaming_learns_shift_once_per_rollout():
-    emu = LinearStencil(1, 1, 1, key=3)
-    trainer = OnlineTrainer(emu, optax.adam(3e-2), ic_sampler=_ic, ref_stepper=_ref,
-                            rollout_length=20, num_rollouts=60, chunk_size=5,
-                            estimator=TruncatedBPTT(5), progress_bar=False)
-    trainer.train()
-    assert trainer.history[-1]["loss"] < 0.2 * trainer.history[0]["loss"]
-
-
-def test_trainer_validates_arguments():
-    with pytest.raises(ValueError, match="rollout_length"):
-        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
-                      rollout_length=0)
-    with pytest.raises(ValueError, match="target"):
-        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
-                      rollout_length=5, target="x")
-
-
-# ---------------------------------------------------------------- stream sources
-def _stream_data(num=4, levels=41, n=16):
-    x = jnp.linspace(0, 2 * jnp.pi, n, endpoint=False)
-    phase = jnp.arange(num)[:, None, None, None] * 0.7
-    t = jnp.arange(levels)[None, :, None, None]
-    return np.asarray(jnp.sin(x[None, None, None] + phase - 0.3 * t), np.float32)  # (num, levels, 1, n)
-
-
-def test_online_trainer_streams_reference_data_without_a_stepper():
-    data = _stream_data()
-    trainer = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), optax.adam(3e-2),
-                            reference_data=data, batch_size=2, rollout_length=10, num_rollouts=40,
-                            update_every=5, estimator=TruncatedBPTT(5), progress_bar=False)
-    trainer.train()
-    losses = [h["loss"] for h in trainer.history]
-    assert len(losses) == 40 * 2
-    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
-
-
-def test_online_trainer_is_deterministic():
-    def run():
-        t = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3, key=1), optax.adam(1e-2), ic_sampler=_ic,
-                          ref_stepper=_ref, rollout_length=20, num_rollouts=2, update_every=5,
-                          estimator=ETrace("d_rtrl"), progress_bar=False, key=4)
-        t.train()
-        return t
-    a, b = run(), run()
-    jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
-    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
-
-
-def test_online_trainer_divergence_keeps_last_good_params(tmp_path):
-    emu = LinearStencil(1, 1, 1, kernel_size=3, key=0)
-    trainer = OnlineTrainer(emu, optax.sgd(1e6), ic_sampler=_ic, ref_stepper=_ref, rollout_length=20,
-                            num_rollouts=20, update_every=5, estimator=TruncatedBPTT(5), progress_bar=False,
-                            checkpoint_path=str(tmp_path / "ckpt.npz"))
-    with pytest.raises(TrainingDiverged) as info:
-        trainer.train()
-    params = get_params(info.value.emulator)
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
-    saved = load_checkpoint(info.value.checkpoint)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, saved["params"], params)
-
-
-def test_online_trainer_reference_data_validation():
-    data = _stream_data(levels=11)
-    with pytest.raises(ValueError, match="reference_data"):
-        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=2, rollout_length=20)
-    with pytest.raises(ValueError, match="batch_size"):
-        OnlineTrainer(LinearStencil(1, 1, 1), optax.adam(1e-2), reference_data=data, batch_size=9, rollout_length=5)
-
-
-def test_online_trainer_second_call_continues_rollout_numbering():
-    t = OnlineTrainer(LinearStencil(1, 1, 1, kernel_size=3), optax.adam(1e-2), ic_sampler=_ic, ref_stepper=_ref,
-                      rollout_length=6, num_rollouts=2, update_every=3, estimator=TruncatedBPTT(3), progress_bar=False)
-    t.train()
-    t.train()
-    assert [h["rollout"] for h in t.history] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert [h["update"] for h in t.history] == list(range(1, 9))
+    assert not hasattr(module, "_RUNNERS")
