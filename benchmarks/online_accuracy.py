@@ -49,7 +49,8 @@ def main():
     R, batch = 5, 8
     make_emulator = lambda: ConvNet(1, 1, 1, hidden_channels=8, depth=2, residual=True, key=0)  # noqa: E731
     estimators = [BPTT(), BPTT(checkpoint="binomial", num_checkpoints=2), TruncatedBPTT(1),
-                  ForwardRTRL(), ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=0.9)]
+                  ForwardRTRL(), ETrace("d_rtrl"), ETrace("d_rtrl", recurrence="coupled"),
+                  ETrace("es_d_rtrl", decay=0.9)]
     for name in ["advection_1d", "burgers_1d"]:
         prob = get_problem(name, num_points=N)
         train_data = prob.make_data(16 if args.quick else 64, 50, jax.random.PRNGKey(1))
