@@ -77,7 +77,9 @@ class _WindowOps:
             _, losses = jax.lax.scan(body, _sg(prevs[0]), jnp.arange(self.k))
             return jnp.sum(losses)
 
-        g = jax.grad(window_loss)(params)
+        # an empty window (a flush right after the window closed by itself) costs nothing
+        g = jax.lax.cond(n > 0, jax.grad(window_loss),
+                         lambda p: jax.tree_util.tree_map(jnp.zeros_like, p), params)
         return (u, jnp.asarray(True), prevs, xs, cuts, jnp.zeros((), jnp.int32)), g
 
     def state(self, carry):

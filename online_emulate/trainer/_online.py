@@ -299,36 +299,12 @@ class OnlineTrainer:
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
             zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
 
-            def steps(state):
-                params, carry, r, g, total, pos, i, stop = state
-
-                def cond(s):
-                    return s[5] < s[7]
-
-                def body(s):
-                    carry, r, g, total, pos, stop, i = s[1], s[2], s[3], s[4], s[5], s[7], s[6]
-                    if streamed_trajectory:
-                        r = ref(r)
-                        x = r
-                    elif one_step:
-                        x = None
-                    else:
-                        x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
-                    carry, loss, dg = ops.step(params, carry, x, term)
-                    return (s[0], carry, r, tree_add(g, dg), total + loss.astype(loss_dtype),
-                            pos + 1, i + 1, stop)
-
-                return while_loop(cond, body, (params, carry, r, g, total, pos, i, stop))
-
             def cond(state):
                 n, bad = state[0], state[-1]
                 return (n < num_updates) & jnp.logical_not(bad)
 
-            def body(state):
-                n, params, opt_state, carry, r, pos, i, losses, bad = state
-                stop = jnp.minimum(pos + U, T)
-                _, carry, r, g, total, pos, i, _ = steps(
-                    (params, carry, r, zeros, jnp.zeros((), loss_dtype), pos, i, stop))
+            def update(state):
+                n, params, opt_state, carry, g, total, losses, bad = state
                 carry, dg = ops.flush(params, carry, term)
                 g = tree_add(g, dg)
                 finite = jnp.isfinite(total) & _all_finite(g)
@@ -339,11 +315,30 @@ class OnlineTrainer:
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                return (n + 1, params, opt_state, carry, r, pos, i, losses, ~finite)
+                return (n + 1, params, opt_state, carry, zeros, jnp.zeros_like(total), losses,
+                        ~finite)
 
-            state = (jnp.int32(0), params, opt_state, carry, r, position, jnp.int32(0), losses,
-                     jnp.bool_(False))
-            n, params, opt_state, carry, r, pos, _, losses, bad = while_loop(cond, body, state)
+            def body(state):
+                # one rollout step; the update runs when the step closes an update
+                n, params, opt_state, carry, r, g, total, pos, i, losses, bad = state
+                if streamed_trajectory:
+                    r = ref(r)
+                    x = r
+                elif one_step:
+                    x = None
+                else:
+                    x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
+                carry, loss, dg = ops.step(params, carry, x, term)
+                g, total = tree_add(g, dg), total + loss.astype(loss_dtype)
+                pos, i = pos + 1, i + 1
+                due = (pos % U == 0) | (pos == T)
+                n, params, opt_state, carry, g, total, losses, bad = jax.lax.cond(
+                    due, update, lambda s: s, (n, params, opt_state, carry, g, total, losses, bad))
+                return (n, params, opt_state, carry, r, g, total, pos, i, losses, bad)
+
+            state = (jnp.int32(0), params, opt_state, carry, r, zeros, jnp.zeros((), loss_dtype),
+                     position, jnp.int32(0), losses, jnp.bool_(False))
+            n, params, opt_state, carry, r, _, _, pos, _, losses, bad = while_loop(cond, body, state)
             return params, opt_state, carry, r, pos, losses, n, bad
 
         return jit(chunk)
