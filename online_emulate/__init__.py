@@ -2,7 +2,7 @@
 
 A configuration (`online_emulate.configuration`) says what the loss is; an estimator
 (`online_emulate.estimators`) says how its gradient is computed; trainers
-(`online_emulate.trainer`, `online_emulate.online`) combine them with data and an optax
+(`online_emulate.trainer`, streaming included) combine them with data and an optax
 or K-FAC optimizer. One brainstate emulator (`online_emulate.emulators`) serves all.
 """
 
