@@ -375,3 +375,17 @@ def test_etrace_keeps_no_emulator_alive_and_one_learner_per_structure():
     import online_emulate.estimators._etrace as module
 
     assert not hasattr(module, "_RUNNERS")
+
+
+def test_bridge_imports_neither_estimators_nor_trainer():
+    # imports run one way: bridge (online) -> estimators -> trainer
+    import ast
+    import pathlib
+
+    import online_emulate.online as bridge
+
+    for path in pathlib.Path(bridge.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert not any(part in module for part in ("estimators", "trainer")), (path, module)
