@@ -81,7 +81,7 @@ def overhead(args):
         t_stream /= R
         ratio = t_stream / t_vag
         worst = max(worst, ratio)
-        print(f"{repr(est):28s} {1e3 * t_vag / W:12.3f} {1e3 * t_stream / W:15.3f} {ratio:7.2f}",
+        print(f"{repr(est)[:28]:28s} {1e3 * t_vag / W:12.3f} {1e3 * t_stream / W:15.3f} {ratio:7.2f}",
               flush=True)
     return worst
 
@@ -90,7 +90,7 @@ def study(args):
     T, U = args.horizon, args.update_every
     B, N = 8, 64
     make = lambda: ConvNet(1, 1, 1, hidden_channels=8, depth=2, residual=True, key=0)  # noqa: E731
-    for name in ["burgers_1d", "kuramoto_sivashinsky_1d"]:
+    for name in ["burgers_1d", "ks_1d"]:
         prob = get_problem(name, num_points=N)
         pre = prob.make_data(16, 20, jax.random.PRNGKey(7))
         pretrained, _ = SupervisedTrainer(pre, num_rollout_steps=1, optimizer=optax.adam(1e-3),
@@ -101,13 +101,13 @@ def study(args):
         updates = args.rollouts * (T // U)
         print(f"\n## {name}: {args.rollouts} rollouts of {T} steps, B={B}, update every {U} "
               f"({updates} updates), adam 1e-4")
-        print(f"{'method':44s} {'nRMSE@20':>9s} {'nRMSE@200':>10s} {'s':>7s}")
+        print(f"{'method':56s} {'nRMSE@20':>9s} {'nRMSE@200':>10s} {'s':>7s}")
 
         def report(label, emu, seconds):
             apply, params = functional(emu)
             curve = np.asarray(nrmse(rollout(lambda u: apply(params, u), test[:, 0], 200),
                                      test[:, 1:]))
-            print(f"{label:44s} {curve[19]:9.4f} {curve[199]:10.4f} {seconds:7.1f}", flush=True)
+            print(f"{label:56s} {curve[19]:9.4f} {curve[199]:10.4f} {seconds:7.1f}", flush=True)
 
         report("pretrained (one-step)", pretrained, 0.0)
         for est in [ForwardRTRL(), ETrace("d_rtrl")]:
