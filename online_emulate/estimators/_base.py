@@ -1,4 +1,5 @@
-"""What every gradient estimator shares: validation of the configuration pairing."""
+"""What every gradient estimator shares: the configuration pairing, and the carry
+contract (`CarryOps`) through which online estimators run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Callable, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, PyTree
+from jaxtyping import Array, Float, PyTree
 
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
            "run_window", "BPTT_NAMES"]
