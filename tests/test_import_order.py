@@ -39,20 +39,12 @@ LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace"}
 # only shrinks: a pair that no longer occurs fails test_pending_edges_still_exist, so
 # that it is removed here.
 _PENDING_EDGES = {
-    # the online/ <-> estimators/_etrace.py cycle (OnlineTrainer uses estimators,
-    # ETrace uses the braintrace bridge): upward edge and a function-level import
-    ("online._trainer", "estimators"),
-    # OnlineTrainer lives in online/ but is a trainer (checkpoints, history)
-    ("online._trainer", "trainer._checkpoint"),
-    ("online._trainer", "trainer._history"),
-    ("estimators._etrace", "online"),
     # function-level imports in trainer/_general.py
     ("trainer._general", "estimators"),
     ("trainer._general", "estimators._base"),
     ("trainer._general", "jax.sharding"),
     ("trainer._general", "brainstate"),
     ("trainer._progress", "tqdm.auto"),
-    ("estimators._base", "numpy"),
     ("optim._curvature", "optim._compat"),
     # cli/ loads its sub-commands on demand
     ("cli._main", "cli._demo"),

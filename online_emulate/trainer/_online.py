@@ -6,6 +6,7 @@ import copy
 import math
 from typing import Any, Callable, Sequence
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,8 @@ from .._checks import as_key, check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import functional, set_params
-from ..estimators import ETrace, OnlineEstimator
+from .. import estimators
+from ..estimators import OnlineEstimator
 from ..estimators._base import online_spec_for, tree_add
 from ..loss import MSELoss
 from ._checkpoint import load_checkpoint, save_checkpoint
@@ -142,7 +144,7 @@ class OnlineTrainer:
         if target not in ("trajectory", "one_step"):
             raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
         if estimator is None:
-            estimator = ETrace("d_rtrl")
+            estimator = estimators.ETrace("d_rtrl")  # loads braintrace only here
         if not isinstance(estimator, OnlineEstimator):
             raise TypeError(
                 "estimator: expected an online estimator (TruncatedBPTT(k), ForwardRTRL(), "
@@ -288,8 +290,6 @@ class OnlineTrainer:
             jit, while_loop = jax.jit, jax.lax.while_loop
         else:
             # braintrace learners advance brainstate States: brainstate's transformations
-            import brainstate
-
             jit, while_loop = brainstate.transform.jit, brainstate.transform.while_loop
 
         def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels):
