@@ -1,11 +1,6 @@
 """How the gradient is computed: exact BPTT (optionally checkpointed, or fitted to a memory
 budget), truncated BPTT, forward-mode RTRL and braintrace eligibility traces, behind one
-interface; `plan` shows what each costs for a problem before training.
-
-`ETrace` is loaded on first access: it imports the braintrace bridge (`online_emulate.online`),
-and with it braintrace and scipy.stats, which no other estimator needs."""
-
-import importlib as _importlib
+interface; `plan` shows what each costs for a problem before training."""
 
 from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
 
@@ -13,18 +8,13 @@ from ._base import CarryOps, Estimator, OnlineEstimator
 from ._bptt import BPTT
 from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,
                                sqrt_checkpoint_scan, step_checkpoint_scan)
+from ._etrace import ETrace
 from ._fidelity import compiled_temp_bytes, gradient_fidelity
 from ._forward_rtrl import ForwardRTRL, rtrl_memory_bytes
 from ._plan import Plan, PlanRow, plan
 from ._truncated import TruncatedBPTT
 from ._value_and_grad import value_and_grad
 
-
-
-def __getattr__(name: str):
-    if name == "ETrace":
-        return _importlib.import_module(f"{__name__}._etrace").ETrace
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
 from ..emulators._functional import _lookup, _nest
-from ..online import RecurrentEmulator, compile_learner
 from ._base import OnlineEstimator, first_level, online_spec_for, run_window
 
 __all__ = ["ETrace"]
@@ -39,9 +39,13 @@ class _Runner:
     jittable = False
 
     def __init__(self, emulator, state_shape, algorithm, decay, recurrence):
+        # the braintrace bridge (and braintrace, scipy.stats) loads when a learner is first
+        # built, not when the estimators are imported
+        bridge = importlib.import_module("..online", __package__)
         self.emulator = copy.deepcopy(emulator)
-        self.model = RecurrentEmulator(self.emulator, state_shape)
-        self.learner = compile_learner(self.model, algorithm, decay=decay, recurrence=recurrence)
+        self.model = bridge.RecurrentEmulator(self.emulator, state_shape)
+        self.learner = bridge.compile_learner(self.model, algorithm, decay=decay,
+                                              recurrence=recurrence)
         ids = {id(st): path for path, st in self.emulator.states(brainstate.ParamState).items()}
         self.learner_to_emulator = {
             lpath: ids[id(st)] for lpath, st in self.learner.param_states.items()
