@@ -20,8 +20,11 @@ RECURRENCES = ("diagonal", "coupled")
 def _signature(emulator, state_shape) -> tuple:
     """What a compiled learner depends on: the emulator's structure (not its values)."""
     graphdef, _ = brainstate.graph.treefy_split(emulator)
-    params = tuple((path, tuple(st.value.shape), str(st.value.dtype))
-                   for path, st in emulator.states(brainstate.ParamState).items())
+    # a ParamState may hold a dict of arrays (braintrace.nn layers)
+    params = tuple(
+        (path, str(jax.tree_util.tree_structure(st.value)),
+         tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree_util.tree_leaves(st.value)))
+        for path, st in emulator.states(brainstate.ParamState).items())
     return (type(emulator), graphdef, params, tuple(state_shape))
 
 
