@@ -20,7 +20,7 @@ from .. import estimators
 from ..estimators import OnlineEstimator
 from ..estimators._base import online_spec_for, tree_add
 from ..loss import MSELoss
-from ._checkpoint import load_checkpoint, save_checkpoint
+from ._checkpoint import StoredTree, load_checkpoint, restore_tree, save_checkpoint
 from ._history import TrainingDiverged, TrainingHistory
 from ._progress import ProgressBar
 
@@ -380,13 +380,16 @@ class OnlineTrainer:
         apply, params = functional(emulator)
         target_step = None
         if resume_from is not None:
-            blob = load_checkpoint(resume_from)
+            blob = load_checkpoint(resume_from, like={
+                "params": params, "opt_state": self._transform.init(params)})
             as_tree = lambda t: jax.tree_util.tree_map(jnp.asarray, t)  # noqa: E731
             self.params, self.opt_state = as_tree(blob["params"]), as_tree(blob["opt_state"])
             self.step, self.key = int(blob["step"]), jnp.asarray(blob["key"])
             self.history = TrainingHistory(np.asarray(blob["loss"]), dict(blob["records"]))
             self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
-            self.carry, self.reference_state = as_tree(blob["carry"]), as_tree(blob["reference_state"])
+            carry = blob["carry"]
+            self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
+            self.reference_state = as_tree(blob["reference_state"])
             target_step = self.num_rollouts * self.updates_per_rollout
             if self.step > target_step:
                 raise ValueError(
@@ -408,10 +411,13 @@ class OnlineTrainer:
         if hasattr(self.estimator, "prepare"):
             self.estimator.prepare(emulator, tuple(out.shape))
         chunk, ops = self._program(emulator, apply, tuple(out.shape))
+        x = None if self.target == "one_step" else u0.astype(out.dtype)
         if self.carry is None:
-            x = None if self.target == "one_step" else u0.astype(out.dtype)
             self.carry = ops.init(self.params, u0, x)
             self.reference_state = u0.astype(out.dtype)
+        elif isinstance(self.carry, StoredTree):
+            # a checkpoint stores the carry's leaves; its structure comes from the estimator
+            self.carry = restore_tree(self.carry, ops.init(self.params, u0, x))
         set_params(emulator, self.params)
         return self._run(emulator, apply, chunk, target_step, out.dtype)
 
