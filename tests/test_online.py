@@ -211,7 +211,7 @@ def test_streaming_learns_and_leaves_the_emulator_alone(estimator):
     assert trained is not emu
 
 
-def test_second_call_continues_the_stream():
+def test_resume_continues_the_stream_and_a_call_starts_fresh():
     data = _shift_problem()
     make = lambda: OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10,  # noqa: E731
                                  num_rollouts=2, update_every=5, estimator=ForwardRTRL(),
@@ -220,10 +220,47 @@ def test_second_call_continues_the_stream():
     once.num_rollouts = 4
     full, h_full = once(LinearStencil(1, 1, 1, key=1), key=0)
     twice = make()
-    half, _ = twice(LinearStencil(1, 1, 1, key=1), key=0)
-    again, h_two = twice(half, key=123)
+    half, h_half = twice(LinearStencil(1, 1, 1, key=1), key=0)
+    again, h_two = twice.resume()
     np.testing.assert_array_equal(h_two.loss, h_full.loss)
     jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(again), get_params(full))
+    assert len(h_half) == len(h_full) // 2  # resume returned a new history object
+    # a second call starts over from the model passed in, like the first call
+    fresh, h_fresh = twice(LinearStencil(1, 1, 1, key=1), key=0)
+    np.testing.assert_array_equal(h_fresh.loss, h_half.loss)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(fresh), get_params(half))
+
+
+def test_equinox_model_and_pair_stream_like_the_builtin_stencil():
+    eqx = pytest.importorskip("equinox")
+    data = _shift_problem()
+
+    def make():
+        return OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=10, num_rollouts=2,
+                             update_every=5, estimator=ForwardRTRL(), reference_data=data,
+                             batch_size=2, progress_bar=False)
+
+    stencil = LinearStencil(1, 1, 1, kernel_size=3, use_bias=False, key=1)
+    built, h_built = make()(stencil, key=0)
+    # the same periodic kernel-3 convolution as a one-sample pure function
+    w0 = np.asarray(stencil.stencil)  # (C_out, C_in, k)
+
+    def apply(params, u):  # u: (C, N)
+        padded = jnp.concatenate([u[:, -1:], u, u[:, :1]], axis=-1)
+        return jnp.einsum("oik,ikn->on", params["w"], jnp.stack(
+            [padded[:, k:k + u.shape[-1]] for k in range(3)], axis=1))
+
+    pair_trained, h_pair = make()((apply, {"w": jnp.asarray(w0)}), key=0)
+    np.testing.assert_allclose(h_pair.loss, h_built.loss, rtol=1e-5, atol=1e-7)
+    assert isinstance(pair_trained, tuple) and pair_trained[0] is apply
+    np.testing.assert_allclose(pair_trained[1]["w"], np.asarray(built.stencil), rtol=1e-4,
+                               atol=1e-6)
+    conv = eqx.nn.Conv1d(1, 1, 3, padding="SAME", padding_mode="CIRCULAR", use_bias=False,
+                         key=jax.random.PRNGKey(0))
+    trained_conv, h_eqx = make()(conv, key=0)
+    assert isinstance(trained_conv, eqx.nn.Conv1d)
+    assert np.all(np.isfinite(h_eqx.loss)) and len(h_eqx) == len(h_built)
+    assert not np.array_equal(np.asarray(trained_conv.weight), np.asarray(conv.weight))
 
 
 @pytest.mark.parametrize("estimator", [ForwardRTRL(), ETrace("d_rtrl")])

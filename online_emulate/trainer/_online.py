@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Sequence
 
@@ -15,7 +14,7 @@ import optax
 from .._checks import as_key, check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
-from ..emulators import functional, set_params
+from ..emulators import adapt
 from .. import estimators
 from ..estimators import OnlineEstimator
 from ..estimators._base import online_spec_for, tree_add
@@ -95,7 +94,9 @@ class OnlineTrainer:
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
     update i, evaluated along the stream before that update. The optimizer state
     (`trainer.opt_state`), the update counter, the stream position and the carry are
-    kept: calling again continues the stream with the next `num_rollouts` rollouts.
+    kept after the call: `trainer.resume()` continues the stream with the next
+    `num_rollouts` rollouts, while calling the trainer again starts fresh (as every
+    trainer of this library does).
 
     Raises:
         TypeError / ValueError: invalid arguments, before anything is compiled.
@@ -230,6 +231,7 @@ class OnlineTrainer:
         self.carry = None
         self.reference_state = None
         self.history = TrainingHistory()
+        self._adapter = None
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -344,41 +346,38 @@ class OnlineTrainer:
         return jit(chunk)
 
     # ------------------------------------------------------------------ call
-    def _check_emulator(self, emulator, u0):
-        for attr in ("num_spatial_dims", "in_channels"):
-            if not hasattr(emulator, attr):
-                raise TypeError(
-                    "emulator: expected an online_emulate.emulators module (with "
-                    f"num_spatial_dims and in_channels), got {type(emulator).__name__}"
-                )
-        d = emulator.num_spatial_dims
-        if u0.ndim != d + 2 or u0.shape[1] != emulator.in_channels:
-            source = "ic_sampler(key)" if self.reference_data is None else "reference_data"
-            raise ValueError(
-                f"{source.split('(')[0]}: expected initial conditions (B, {emulator.in_channels}, "
-                f"{', '.join(['N'] * d)}) for this {d}-D emulator, got {tuple(u0.shape)} from {source}"
-            )
+    def _check_emulator(self, adapter, u0):
+        source = "ic_sampler" if self.reference_data is None else "reference_data"
+        adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
 
-    def __call__(self, emulator, *, key, resume_from: str | None = None):
-        """Train a copy of `emulator` on the next `num_rollouts` rollouts of the stream.
+    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+        """Train from `emulator` on `num_rollouts` rollouts of the stream.
+
+        Every call starts fresh (new optimizer state, update 0, the stream's first
+        rollout, new history) from the parameters of `emulator`, which is not modified.
+        See `resume` to continue the stream.
 
         Arguments:
-            emulator: an `online_emulate.emulators` module (not modified).
-            key: int seed or PRNG key (initial conditions of the rollouts). Ignored when
-                continuing or resuming (the stored key is used).
+            emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair
+                (ETrace needs a brainstate module on braintrace ETP ops).
+            key: int seed or PRNG key (initial conditions of the rollouts); positional or
+                keyword. Ignored with `resume_from` (the stored key is used).
             resume_from: a checkpoint written by an OnlineTrainer; training continues from
                 its parameters, optimizer state, stream position and carry up to
                 `num_rollouts` rollouts in total, bit-identical to an uninterrupted run.
 
         Returns:
-            `(trained_emulator, history)`.
+            `(trained_emulator, history)`, the emulator of the input's kind.
 
         Raises:
             TrainingDiverged: on a NaN/inf loss or gradient (see the class docstring).
         """
-        emulator = copy.deepcopy(emulator)
-        apply, params = functional(emulator)
-        target_step = None
+        if resume_from is None and key is None:
+            raise TypeError("key: expected an int seed or a PRNG key, got None")
+        self.reset()
+        adapter = adapt(emulator)
+        params = adapter.params
+        target_step = self.num_rollouts * self.updates_per_rollout
         if resume_from is not None:
             blob = load_checkpoint(resume_from, like={
                 "params": params, "opt_state": self._transform.init(params)})
@@ -390,27 +389,54 @@ class OnlineTrainer:
             carry = blob["carry"]
             self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
             self.reference_state = as_tree(blob["reference_state"])
-            target_step = self.num_rollouts * self.updates_per_rollout
             if self.step > target_step:
                 raise ValueError(
                     f"resume_from: the checkpoint is at update {self.step}, beyond the "
                     f"{target_step} updates of num_rollouts={self.num_rollouts}"
                 )
-        elif self.params is None:
+        else:
             self.key = key_data(key)
             self.params = params
             self.opt_state = self._transform.init(params)
-        else:
-            self.params = params  # continue the stream: keep opt_state, position and carry
-        if target_step is None:
-            target_step = self.step + self.num_rollouts * self.updates_per_rollout
+        return self._start(adapter, target_step)
+
+    def resume(self, num_rollouts: int | None = None):
+        """Continue the stream of the last call for `num_rollouts` more rollouts (default:
+        the trainer's `num_rollouts`), with its parameters, optimizer state, position,
+        carry and key.
+
+        Returns:
+            `(trained_emulator, history)`: `history` is a new object holding every update
+            since the fresh start; the history returned before is not changed.
+
+        Raises:
+            RuntimeError: if the trainer has not been called yet.
+            ValueError: for a non-positive `num_rollouts`.
+        """
+        if self._adapter is None or self.params is None:
+            raise RuntimeError(
+                "resume: the trainer has not been called yet; call trainer(emulator, key) first"
+            )
+        extra = check_positive_int(
+            "num_rollouts", self.num_rollouts if num_rollouts is None else num_rollouts)
+        self.history = self.history.copy()
+        return self._start(self._adapter, self.step + extra * self.updates_per_rollout)
+
+    def _start(self, adapter, target_step):
         u0 = self._initial_state(self.rollout)
-        self._check_emulator(emulator, u0)
+        if adapter.state_ndim != u0.ndim - 1:
+            # models that do not know their dimension learn it from the stream's states
+            adapter = adapt(adapter.model, state_ndim=u0.ndim - 1)
+        self._adapter = adapter
+        self._check_emulator(adapter, u0)
+        apply = adapter.apply
         out = jax.eval_shape(apply, self.params, u0)
         self.estimator.check(self.params, out.shape, out.dtype)
+        module = (adapter.recurrent_module() if not getattr(self.estimator, "jittable", True)
+                  else adapter.model)
         if hasattr(self.estimator, "prepare"):
-            self.estimator.prepare(emulator, tuple(out.shape))
-        chunk, ops = self._program(emulator, apply, tuple(out.shape))
+            self.estimator.prepare(module, tuple(out.shape))
+        chunk, ops = self._program(adapter, module, tuple(out.shape))
         x = None if self.target == "one_step" else u0.astype(out.dtype)
         if self.carry is None:
             self.carry = ops.init(self.params, u0, x)
@@ -418,17 +444,14 @@ class OnlineTrainer:
         elif isinstance(self.carry, StoredTree):
             # a checkpoint stores the carry's leaves; its structure comes from the estimator
             self.carry = restore_tree(self.carry, ops.init(self.params, u0, x))
-        set_params(emulator, self.params)
-        return self._run(emulator, apply, chunk, target_step, out.dtype)
+        return self._run(adapter, apply, chunk, target_step, out.dtype)
 
-    def _program(self, emulator, apply, state_shape):
-        """The compiled chunk, reused across calls for emulators of the same structure."""
-        signature = (
-            type(emulator), jax.tree_util.tree_structure(self.params),
-            tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(self.params)), state_shape,
-        )
+    def _program(self, adapter, module, state_shape):
+        """The compiled chunk, reused across calls for models of the same signature."""
+        signature = (adapter.signature(), state_shape)
         if self._compiled is None or self._compiled[0] != signature:
-            ops = self.estimator.carry_ops(apply, emulator, state_shape, horizon=self.update_every)
+            ops = self.estimator.carry_ops(adapter.apply, module, state_shape,
+                                           horizon=self.update_every)
             self._compiled = (signature, self._build(ops), ops)
         return self._compiled[1], self._compiled[2]
 
@@ -455,7 +478,7 @@ class OnlineTrainer:
                 self.history.record(cb.name, step, value)
         return ctx.stop_reason
 
-    def _run(self, emulator, apply, chunk, target_step, dtype):
+    def _run(self, adapter, apply, chunk, target_step, dtype):
         T, U = self.rollout_length, self.update_every
         bar = ProgressBar(total=target_step, initial=self.step, enabled=self.progress_bar,
                           epochs_per_step=1.0 / self.updates_per_rollout, desc="online")
@@ -484,7 +507,7 @@ class OnlineTrainer:
                 self.step += good
                 bar.advance(good, losses[-1] if good else None)
                 if bad:
-                    self._diverged(emulator)
+                    self._diverged(adapter)
                 self.carry, self.reference_state, self.position = carry, r, int(pos)
                 if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -493,11 +516,10 @@ class OnlineTrainer:
                 self.history.stopped_early = stop
         finally:
             bar.close()
-        set_params(emulator, self.params)
-        return emulator, self.history
+        return adapter.merge(self.params), self.history
 
-    def _diverged(self, emulator):
-        set_params(emulator, self.params)
+    def _diverged(self, adapter):
+        emulator = adapter.merge(self.params)
         finite = self.history.loss[np.isfinite(self.history.loss)]
         last = float(finite[-1]) if finite.size else None
         checkpoint = self.save_checkpoint() if self.checkpoint_path else None
