@@ -34,26 +34,6 @@ LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 # loaded when an eligibility-trace path first needs it (it pulls in scipy.stats).
 LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace"}
 
-# Edges that still break the rules, in files other work is rewriting: (importer module,
-# imported package or module), the reason in the comment above each group. The list
-# only shrinks: a pair that no longer occurs fails test_pending_edges_still_exist, so
-# that it is removed here.
-_PENDING_EDGES = {
-    # function-level imports in trainer/_general.py
-    ("trainer._general", "estimators"),
-    ("trainer._general", "estimators._base"),
-    ("trainer._general", "jax.sharding"),
-    ("trainer._general", "brainstate"),
-    ("trainer._progress", "tqdm.auto"),
-    ("optim._curvature", "optim._compat"),
-    # cli/ loads its sub-commands on demand
-    ("cli._main", "cli._demo"),
-    ("cli._main", "cli._run"),
-    ("cli._main", "cli._bench"),
-    ("cli._factories", "optim"),
-}
-
-
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
     parts = rel.parts
@@ -118,27 +98,19 @@ def _imports():
     return found
 
 
-def _pending(importer: str, target: str) -> bool:
-    target = target.removeprefix("ext:")
-    return any(importer == a and target == b for a, b in _PENDING_EDGES)
-
-
 def _violations():
-    upward, lazy, used = [], [], set()
+    upward, lazy = [], []
     for importer, target, in_function in _imports():
         if target.startswith("ext:"):
             if in_function and target[4:].split(".")[0] not in LAZY_OK:
-                (used.add((importer, target[4:])) if _pending(importer, target)
-                 else lazy.append((importer, target[4:])))
+                lazy.append((importer, target[4:]))
             continue
         src, dst = _package(importer), _package(target)
         if src != dst and LAYER[dst] > LAYER[src]:
-            (used.add((importer, target)) if _pending(importer, target)
-             else upward.append((importer, target)))
+            upward.append((importer, target))
         elif in_function:
-            (used.add((importer, target)) if _pending(importer, target)
-             else lazy.append((importer, target)))
-    return upward, lazy, used
+            lazy.append((importer, target))
+    return upward, lazy
 
 
 def _package_cycles():
@@ -175,23 +147,13 @@ def test_every_package_has_a_layer():
 
 
 def test_no_upward_edge_and_no_function_level_import():
-    upward, lazy, _ = _violations()
+    upward, lazy = _violations()
     assert not upward, f"imports against the dependency order (DESIGN.md): {upward}"
     assert not lazy, f"function-level imports of required modules: {lazy}"
 
 
-def test_pending_edges_still_exist():
-    _, _, used = _violations()
-    stale = {(a, b) for a, b in _PENDING_EDGES} - used
-    assert not stale, f"remove these from _PENDING_EDGES, they are fixed: {sorted(stale)}"
-
-
 def test_no_import_cycle_between_packages():
-    pending = {(a.split(".")[0], b.split(".")[0]) for a, b in _PENDING_EDGES}
-    cycles = [
-        c for c in _package_cycles()
-        if not any((x, y) in pending for x, y in zip(c, c[1:]))
-    ]
+    cycles = _package_cycles()
     assert not cycles, f"import cycles between packages: {cycles}"
 
 
@@ -205,7 +167,7 @@ def test_walker_sees_function_level_and_upward_edges(tmp_path, monkeypatch):
     (fake / "trainer").mkdir()
     (fake / "trainer" / "__init__.py").write_text("from ..loss import f\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
-    upward, lazy, _ = _violations()
+    upward, lazy = _violations()
     assert upward == [("loss._x", "trainer")]
     assert lazy == []  # reported once, as the upward edge
     assert _package_cycles() == [["loss", "trainer", "loss"]]

@@ -8,6 +8,7 @@ import optax
 from .. import configuration as cfg
 from .. import estimators as est
 from ..emulators import ConvNet, LinearStencil
+from ..optim import KFAC
 from ..sample_data import PROBLEMS, get_problem
 
 __all__ = [
@@ -105,8 +106,6 @@ def make_optimizer(name: str, learning_rate: float):
     if name == "sgd":
         return optax.sgd(learning_rate)
     if name == "kfac":
-        from ..optim import KFAC
-
         return KFAC()
     raise ValueError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
 

@@ -7,7 +7,10 @@ import shlex
 import sys
 
 from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
+from ._bench import run_bench
+from ._demo import run_demo
 from ._plan import add_plan_parser, run_plan
+from ._run import RunDiverged, RunInterrupted, evaluate_checkpoint, run_training
 
 __all__ = ["main", "build_parser"]
 
@@ -144,16 +147,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ._run import RunDiverged, RunInterrupted
-
     try:
         if args.command == "demo":
-            from ._demo import run_demo
-
             run_demo(output=args.output, steps=args.steps, progress=not args.no_progress)
         elif args.command == "train":
-            from ._run import run_training
-
             def started():
                 print(f"training {args.estimator} on {args.problem} for {args.steps} steps "
                       "(Ctrl-C stops and writes a checkpoint)", flush=True)
@@ -163,15 +160,11 @@ def main(argv=None) -> int:
             print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")
         elif args.command == "evaluate":
-            from ._run import evaluate_checkpoint
-
             m = evaluate_checkpoint(args.run, output=args.output, problem_name=args.problem, test_samples=args.test_samples, test_horizon=args.test_horizon, seed=args.seed)
             print(f"{m['problem']} (seed {m['seed']}, {m['test_samples']} samples x {m['test_horizon']} steps), "
                   f"checkpoint step {m['checkpoint_step']}: nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE "
                   f"{m['nrmse_geometric_mean']:.4g}, steps until decorrelation {m['steps_until_decorrelation']}")
         elif args.command == "bench":
-            from ._bench import run_bench
-
             run_bench(rollout_lengths=args.rollout_lengths, batch_size=args.batch_size, num_points=args.num_points, hidden_channels=args.hidden_channels, output=args.output)
         elif args.command == "plan":
             run_plan(args)

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ._compat import import_kfac
+
 __all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "RolloutCurvature"]
 
 
@@ -60,8 +62,6 @@ def make_curvature_loss(
         `curvature_scale`, with the prediction registered via
         `kfac_jax.register_squared_error_loss`.
     """
-    from ._compat import import_kfac
-
     kfac_jax = import_kfac()
 
     def loss(params, batch):
@@ -135,8 +135,6 @@ class RolloutCurvature:
     """
 
     def __init__(self, apply: Callable, configuration, *, curvature_scale: float = 1.0):
-        from ._compat import import_kfac
-
         self._kfac_jax = import_kfac()
         self.apply = apply
         spec = _rollout_spec(configuration)

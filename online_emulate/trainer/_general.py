@@ -6,16 +6,20 @@ from typing import Any, Callable, Sequence
 
 import os
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._input_checks import check_emulator_data
 from .._checks import check_positive_int, key_data
 from ..callback import Callback, CallbackContext
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt, describe_emulator
+from ..estimators import BPTT
+from ..estimators._base import online_spec_for
 from ._checkpoint import load_checkpoint, restore_tree, save_checkpoint
 from ._history import TrainingDiverged, TrainingHistory, _plain
 from ._progress import ProgressBar
@@ -156,8 +160,6 @@ class GeneralTrainer:
                     f"{type(cb).__name__}"
                 )
         if estimator is None:
-            from ..estimators import BPTT
-
             estimator = BPTT()
         if not hasattr(estimator, "value_and_grad"):
             raise TypeError(
@@ -166,8 +168,6 @@ class GeneralTrainer:
             )
         self.estimator = estimator
         if getattr(estimator, "online", False):
-            from ..estimators._base import online_spec_for
-
             # an unsupported configuration/estimator pair fails here, not mid-compile
             online_spec_for(configuration, estimator, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         if clip_grad_norm is not None and not clip_grad_norm > 0:
@@ -276,8 +276,6 @@ class GeneralTrainer:
         ref_stepper, residuum_fn = self.ref_stepper, self.residuum_fn
         sharding = None
         if self.data_parallel:
-            from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
             mesh = Mesh(np.asarray(jax.devices()), ("batch",))
             sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
@@ -305,8 +303,6 @@ class GeneralTrainer:
         # braintrace estimators advance brainstate States inside their gradient; those
         # writes must happen under brainstate's own transformations.
         if not getattr(self.estimator, "jittable", True):
-            import brainstate
-
             jit, while_loop = brainstate.transform.jit, brainstate.transform.while_loop
         else:
             jit, while_loop = jax.jit, jax.lax.while_loop
@@ -479,8 +475,6 @@ class GeneralTrainer:
 
     def _init_optimizer(self, params, apply, emulator):
         if self._is_kfac:
-            from ..estimators import BPTT
-
             if not isinstance(self.estimator, BPTT):
                 raise ValueError(
                     f"estimator: K-FAC takes its gradient from the full rollout (BPTT), got "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from tqdm.auto import tqdm
+
 __all__ = ["ProgressBar"]
 
 
@@ -19,8 +21,6 @@ class ProgressBar:
         self.step = initial
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def advance(self, num_steps: int, loss) -> None:
