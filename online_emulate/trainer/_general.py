@@ -573,7 +573,7 @@ class GeneralTrainer:
                 self.step += good
                 bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
                 if bad:
-                    self._diverged(adapter)
+                    raise TrainingDiverged.from_trainer(self, adapter)
                 stop = self._run_callbacks(apply, self.step)
                 if stop is None and self._stop_request is not None:
                     stop, self._stop_request = self._stop_request, None
@@ -582,13 +582,6 @@ class GeneralTrainer:
         finally:
             bar.close()
         return adapter.merge(self.params), self.history
-
-    def _diverged(self, adapter):
-        emulator = adapter.merge(self.params)
-        finite = self.history.loss[np.isfinite(self.history.loss)]
-        last = float(finite[-1]) if finite.size else None
-        checkpoint = self.save_checkpoint() if self.checkpoint_path else None
-        raise TrainingDiverged(self.step, last, emulator, self.history, checkpoint)
 
     # ------------------------------------------------------- seed parallel
     def train_seeds(self, emulators, keys):

@@ -110,3 +110,13 @@ class TrainingDiverged(RuntimeError):
             f"{step} (last finite loss {last_finite_loss}); kept the last finite state, "
             f"step {step}{where}. Lower the learning rate or set clip_grad_norm."
         )
+
+    @classmethod
+    def from_trainer(cls, trainer, adapter) -> "TrainingDiverged":
+        """The error for `trainer`'s kept state (its `params`, `step` and `history`),
+        writing the trainer's checkpoint first when it has a `checkpoint_path`."""
+        finite = trainer.history.loss[np.isfinite(trainer.history.loss)]
+        last = float(finite[-1]) if finite.size else None
+        checkpoint = trainer.save_checkpoint() if trainer.checkpoint_path else None
+        return cls(trainer.step, last, adapter.merge(trainer.params), trainer.history,
+                   checkpoint)

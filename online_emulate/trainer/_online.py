@@ -507,7 +507,7 @@ class OnlineTrainer:
                 self.step += good
                 bar.advance(good, losses[-1] if good else None)
                 if bad:
-                    self._diverged(adapter)
+                    raise TrainingDiverged.from_trainer(self, adapter)
                 self.carry, self.reference_state, self.position = carry, r, int(pos)
                 if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -517,13 +517,6 @@ class OnlineTrainer:
         finally:
             bar.close()
         return adapter.merge(self.params), self.history
-
-    def _diverged(self, adapter):
-        emulator = adapter.merge(self.params)
-        finite = self.history.loss[np.isfinite(self.history.loss)]
-        last = float(finite[-1]) if finite.size else None
-        checkpoint = self.save_checkpoint() if self.checkpoint_path else None
-        raise TrainingDiverged(self.step, last, emulator, self.history, checkpoint)
 
     def __repr__(self):
         return (
