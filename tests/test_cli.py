@@ -64,6 +64,20 @@ def test_invalid_combination_is_reported_without_traceback(tmp_path, capsys):
     _one_line_error(capsys, "--decay: only --estimator es_d_rtrl")
 
 
+def test_bptt_binomial_trains_with_its_checkpoint_count(tmp_path, capsys):
+    assert main(["train", *SMALL, "--num-checkpoints", "4", "--output", str(tmp_path / "x")]) == 2
+    _one_line_error(capsys, "--num-checkpoints: only --estimator bptt-binomial")
+    argv = _with(_with(SMALL, "--steps", "3"), "--test-horizon", "3")
+    for given, expected in ((["--num-checkpoints", "3"], 3), ([], 16)):
+        out = tmp_path / f"binomial{expected}"
+        assert main(["train", *argv, "--estimator", "bptt-binomial", *given,
+                     "--output", str(out)]) == 0
+        config = json.loads((out / "config.json").read_text())
+        assert config["num_checkpoints"] == expected
+        assert config["estimator_repr"] == (
+            f"BPTT(checkpoint='binomial', num_checkpoints={expected})")
+
+
 def test_help_lists_every_option():
     out = subprocess.run([sys.executable, "-m", "online_emulate", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0

@@ -13,7 +13,7 @@ _BASE = {
     "num_points": None, "samples": 20, "horizon": 50, "test_samples": 10, "test_horizon": 200,
     "configuration": "supervised", "rollout_steps": 5, "branch_steps": 1, "physics_steps": 1,
     "reset_every": 2, "cut_bptt": False, "cut_bptt_every": 1, "cut_div_chain": False,
-    "cut_prev": False, "cut_next": False, "truncation": 1, "decay": None,
+    "cut_prev": False, "cut_next": False, "truncation": 1, "decay": None, "num_checkpoints": None,
     "optimizer": "adam", "batch_size": 16, "seed": 0, "checkpoint_every": None,
 }
 

@@ -23,6 +23,7 @@ __all__ = [
     "make_optimizer",
     "make_residuum_fn",
     "DEFAULT_DECAY",
+    "DEFAULT_NUM_CHECKPOINTS",
 ]
 
 CONFIGURATIONS = (
@@ -34,11 +35,13 @@ CONFIGURATIONS = (
     "residuum",
     "teacher-forcing",
 )
-ESTIMATORS = ("bptt", "bptt-step", "bptt-sqrt", "tbptt", "rtrl", "d_rtrl", "es_d_rtrl")
+ESTIMATORS = ("bptt", "bptt-step", "bptt-sqrt", "bptt-binomial", "tbptt", "rtrl", "d_rtrl", "es_d_rtrl")
 EMULATORS = ("linear", "convnet")
 OPTIMIZERS = ("adam", "sgd", "kfac")
 #: ES_D_RTRL's trace decay when --decay is not given (braintrace has no default)
 DEFAULT_DECAY = 0.9
+#: stored states of bptt-binomial when --num-checkpoints is not given
+DEFAULT_NUM_CHECKPOINTS = 16
 
 
 def make_problem(name: str, num_points: int | None = None):
@@ -66,15 +69,21 @@ def make_configuration(name: str, args):
     raise ValueError(f"--configuration: expected one of {', '.join(CONFIGURATIONS)}, got {name!r}")
 
 
-def make_estimator(name: str, *, truncation: int = 1, decay: float | None = None):
+def make_estimator(name: str, *, truncation: int = 1, decay: float | None = None,
+                   num_checkpoints: int | None = None):
     if decay is not None and name != "es_d_rtrl":
         raise ValueError(f"--decay: only --estimator es_d_rtrl takes a decay, got --estimator {name}")
+    if num_checkpoints is not None and name != "bptt-binomial":
+        raise ValueError("--num-checkpoints: only --estimator bptt-binomial takes a checkpoint "
+                         f"count, got --estimator {name}")
     if name == "bptt":
         return est.BPTT()
     if name == "bptt-step":
         return est.BPTT(checkpoint="step")
     if name == "bptt-sqrt":
         return est.BPTT(checkpoint="sqrt")
+    if name == "bptt-binomial":
+        return est.BPTT(checkpoint="binomial", num_checkpoints=num_checkpoints)
     if name == "tbptt":
         return est.TruncatedBPTT(truncation)
     if name == "rtrl":

@@ -73,8 +73,9 @@ def _add_training_options(p):
     g.add_argument("--cut-prev", action="store_true", help="residuum: no gradient through the previous state")
     g.add_argument("--cut-next", action="store_true", help="residuum: no gradient through the next state")
     g = p.add_argument_group("gradient estimator (how the gradient is computed)")
-    g.add_argument("--estimator", choices=ESTIMATORS, default="bptt", help="bptt, checkpointed bptt-step/bptt-sqrt, truncated tbptt, forward rtrl, braintrace d_rtrl / es_d_rtrl (default: %(default)s)")
+    g.add_argument("--estimator", choices=ESTIMATORS, default="bptt", help="bptt, checkpointed bptt-step/bptt-sqrt/bptt-binomial, truncated tbptt, forward rtrl, braintrace d_rtrl / es_d_rtrl (default: %(default)s)")
     g.add_argument("--truncation", type=_positive_int, default=1, help="window k of tbptt (default: %(default)s)")
+    g.add_argument("--num-checkpoints", type=_positive_int, default=None, help="stored states of bptt-binomial (default: 16)")
     g.add_argument("--decay", type=_decay, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: 0.9)")
     g = p.add_argument_group("emulator and optimizer")
     g.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
@@ -128,6 +129,7 @@ def _train_run_dict(args) -> dict:
         "reset_every": args.reset_every, "cut_bptt": args.cut_bptt, "cut_bptt_every": args.cut_bptt_every,
         "cut_div_chain": args.cut_div_chain, "cut_prev": args.cut_prev, "cut_next": args.cut_next,
         "estimator": args.estimator, "truncation": args.truncation, "decay": args.decay,
+        "num_checkpoints": args.num_checkpoints,
         "emulator": {"kind": args.emulator, "kernel_size": args.kernel_size, "hidden_channels": args.hidden_channels, "depth": args.depth, "seed": args.seed},
         "optimizer": args.optimizer, "learning_rate": args.learning_rate, "steps": args.steps,
         "batch_size": args.batch_size, "seed": args.seed, "checkpoint_every": args.checkpoint_every,

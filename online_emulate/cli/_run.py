@@ -28,6 +28,7 @@ from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
 from ..trainer import GeneralTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
     DEFAULT_DECAY,
+    DEFAULT_NUM_CHECKPOINTS,
     make_configuration,
     make_emulator,
     make_estimator,
@@ -120,11 +121,16 @@ def resolve_run(run: dict):
     decay = run.get("decay")
     if run["estimator"] == "es_d_rtrl" and decay is None:
         decay = DEFAULT_DECAY
-    estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay)
+    num_checkpoints = run.get("num_checkpoints")
+    if run["estimator"] == "bptt-binomial" and num_checkpoints is None:
+        num_checkpoints = DEFAULT_NUM_CHECKPOINTS
+    estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay,
+                               num_checkpoints=num_checkpoints)
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
     optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
-    resolved = {**run, "num_points": problem.num_points, "decay": decay, "emulator": emulator_spec,
+    resolved = {**run, "num_points": problem.num_points, "decay": decay,
+                "num_checkpoints": num_checkpoints, "emulator": emulator_spec,
                 "configuration_repr": repr(configuration), "estimator_repr": repr(estimator)}
     return problem, configuration, estimator, emulator, optimizer, resolved
 
