@@ -20,7 +20,8 @@ ResiduumFn = Callable[[PyTree, PyTree], PyTree]
 
 BPTT_ONLY = (
     "supports only BPTT estimators (BPTT(), BPTT(checkpoint='step'), "
-    "BPTT(checkpoint='sqrt'))"
+    "BPTT(checkpoint='sqrt'), BPTT(checkpoint='binomial', num_checkpoints=n), "
+    "BPTT(memory_budget_bytes=M))"
 )
 
 

@@ -13,7 +13,8 @@ from jaxtyping import Array, Float, PyTree
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
            "run_window", "BPTT_NAMES"]
 
-BPTT_NAMES = "BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt')"
+BPTT_NAMES = ("BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt'), "
+              "BPTT(checkpoint='binomial', num_checkpoints=n), BPTT(memory_budget_bytes=M)")
 ONLINE_NAMES = "TruncatedBPTT(k), ForwardRTRL(), ETrace('d_rtrl'), ETrace('es_d_rtrl', decay=...)"
 
 

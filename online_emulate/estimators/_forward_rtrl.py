@@ -109,7 +109,7 @@ class ForwardRTRL(OnlineEstimator):
                 f"(2*B*H*P + P*P)*itemsize = {size} bytes (state {tuple(state_shape)}, "
                 f"P = {P} parameters, {jnp.dtype(dtype)}), over memory_budget_bytes = "
                 f"{self.memory_budget_bytes}. Use fewer parameters or a smaller batch, raise "
-                f"the budget, or use BPTT(checkpoint='sqrt') (exact) or ETrace (approximate)."
+                f"the budget, or use BPTT(checkpoint='binomial', num_checkpoints=n) (exact, fixed memory) or ETrace (approximate)."
             )
 
     def carry_ops(self, apply, emulator, state_shape, *, horizon):
