@@ -310,9 +310,12 @@ class GeneralTrainer:
         def update(params, opt_state, batch, key, step):
             loss, grads = loss_and_grad(params, batch)
             if isinstance(transform, optax.GradientTransformationExtraArgs):
-                # extra arguments reach transforms that need the minibatch (e.g. the
-                # K-FAC preconditioner's curvature); the others ignore them
-                updates, new_opt_state = transform.update(grads, opt_state, params, batch=batch)
+                # extra arguments reach the transforms that take them: the loss for
+                # optax.contrib.reduce_on_plateau and friends (value=), the gradient
+                # (grad=), the minibatch for the K-FAC preconditioner (batch=)
+                updates, new_opt_state = transform.update(
+                    grads, opt_state, params, value=loss, grad=grads, batch=batch
+                )
             else:
                 updates, new_opt_state = transform.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
