@@ -284,3 +284,29 @@ def test_coupled_d_rtrl_on_a_diagonal_jacobian_is_exact_with_cuts(data7):
 def test_etrace_recurrence_is_validated():
     with pytest.raises(ValueError, match="recurrence"):
         ETrace("d_rtrl", recurrence="full")
+
+
+def test_etrace_takes_an_unhashable_reference_stepper():
+    # exponax steppers are equinox modules holding arrays: not hashable, so the ETrace
+    # window cache must not hash them (the CLI's bench failed on exactly this)
+    eqx = pytest.importorskip("equinox")
+
+    class ScaledShift(eqx.Module):
+        scale: jax.Array
+
+        def __call__(self, u):
+            return self.scale * jnp.roll(u, 1, axis=-1)
+
+    unhashable = ScaledShift(jnp.asarray(0.9))
+    with pytest.raises(TypeError):
+        hash(unhashable)
+    emu = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jax.random.normal(jax.random.PRNGKey(0), (2, 1, 1, 16))
+    cfg = DivertedChainBranchOne(3, cut_div_chain=True)
+    est = ETrace("d_rtrl")
+    loss, grads = value_and_grad(cfg, emu, data, estimator=est, ref_stepper=unhashable)
+    ref_loss, ref_grads = value_and_grad(cfg, emu, data, estimator=est,
+                                         ref_stepper=lambda u: 0.9 * jnp.roll(u, 1, axis=-1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), grads,
+                           ref_grads)

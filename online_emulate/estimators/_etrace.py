@@ -28,6 +28,16 @@ def _signature(emulator, state_shape) -> tuple:
     return (type(emulator), graphdef, params, tuple(state_shape))
 
 
+
+def _cache_key(x):
+    """`x` itself when hashable, else its identity (equinox modules holding arrays, such
+    as exponax steppers, cannot be hashed)."""
+    try:
+        hash(x)
+    except TypeError:
+        return ("id", id(x))
+    return x
+
 class _Runner:
     """One compiled braintrace learner and its carry operations (`CarryOps`).
 
@@ -104,13 +114,16 @@ class _Runner:
     # -- whole windows -----------------------------------------------------------------
     def window_fn(self, configuration, spec, ref_stepper, residuum_fn):
         """The brainstate-jitted `(params, data) -> (loss, grads)` over one window."""
-        key = (configuration, ref_stepper, residuum_fn)
+        parts = (configuration, ref_stepper, residuum_fn)
+        key = tuple(_cache_key(x) for x in parts)
         if key not in self._fns:
-            self._fns[key] = brainstate.transform.jit(
+            fn = brainstate.transform.jit(
                 lambda params, data: run_window(self, spec, params, data, ref_stepper=ref_stepper,
                                                 residuum_fn=residuum_fn,
                                                 scan=brainstate.transform.scan))
-        return self._fns[key]
+            # the parts are kept with the program so an identity key is never reused
+            self._fns[key] = (fn, parts)
+        return self._fns[key][0]
 
     def value_and_grad(self, configuration, spec, params, data, *, ref_stepper, residuum_fn):
         return self.window_fn(configuration, spec, ref_stepper, residuum_fn)(params, data)
