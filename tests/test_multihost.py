@@ -70,7 +70,9 @@ def test_two_processes_match_one_and_only_process_0_writes(tmp_path):
         # weights (about 0.2-0.6) may differ in the last float32 bits (1 ulp = 6e-8 at 0.55
         # was measured after the matmul conv path), never by more than a few ulps
         np.testing.assert_array_max_ulp(np.load(tmp_path / f"weight_2_{pid}.npy"), reference, maxulp=4)
-        np.testing.assert_allclose(np.load(tmp_path / f"loss_2_{pid}.npy"), np.load(tmp_path / "loss_1_0.npy"), rtol=1e-6)
+        # a loss is a mean of squared differences of those weights' predictions: its last
+        # bits move more (1.2e-6 relative measured at step 28)
+        np.testing.assert_allclose(np.load(tmp_path / f"loss_2_{pid}.npy"), np.load(tmp_path / "loss_1_0.npy"), rtol=5e-6)
     # checkpoints and the progress bar come from process 0 only
     assert (tmp_path / "ckpt_2_0.npz").exists() and not (tmp_path / "ckpt_2_1.npz").exists()
     assert "train" in outs[0][1] and "30/30" in outs[0][1]
