@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from online_emulate.configuration import DivertedChainBranchOne
-from online_emulate.emulators import ConvNet, LinearStencil, functional
+from online_emulate.emulators import ConvNet, LinearStencil, adapt
 from online_emulate.estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT
 from online_emulate.estimators import compiled_temp_bytes
 
@@ -42,13 +42,13 @@ def measure(est, emu, T, data, timed=True):
     mem = compiled_temp_bytes(est, cfg, emu, data, ref_stepper=ref_stepper)
     if not timed:
         return mem, float("nan")
-    apply, params = functional(emu)
+    model = adapt(emu)
     if est.jittable:
-        f = jax.jit(lambda p, d: est.value_and_grad(cfg, apply, p, d, ref_stepper=ref_stepper))
-        call = lambda: f(params, data)  # noqa: E731
+        f = jax.jit(lambda p, d: est.value_and_grad(cfg, model, p, d, ref_stepper=ref_stepper))
+        call = lambda: f(model.params, data)  # noqa: E731
     else:
-        call = lambda: est.value_and_grad(cfg, apply, params, data, ref_stepper=ref_stepper,  # noqa: E731
-                                          emulator=emu)
+        call = lambda: est.value_and_grad(cfg, model, model.params, data,  # noqa: E731
+                                          ref_stepper=ref_stepper)
     jax.block_until_ready(call())
     t0 = time.perf_counter()
     jax.block_until_ready(call())

@@ -25,6 +25,7 @@ from online_emulate.configuration import (
     TeacherForcing,
 )
 from online_emulate.loss import MAELoss
+from online_emulate._rollout import UNROLL_MAX_STEPS
 
 B, C, N = 3, 2, 8
 RTOL, ATOL = 1e-5, 1e-6
@@ -778,7 +779,7 @@ def test_public_names():
         assert hasattr(oc, name)
 
 
-@pytest.mark.parametrize("num_steps", [oc._rollout.UNROLL_MAX_STEPS, oc._rollout.UNROLL_MAX_STEPS + 1])
+@pytest.mark.parametrize("num_steps", [UNROLL_MAX_STEPS, UNROLL_MAX_STEPS + 1])
 def test_unrolled_and_looped_rollouts_agree(num_steps):
     """Rollouts up to UNROLL_MAX_STEPS are unrolled, longer ones loop: same loss and
     gradient as the same rollout through a scan that is never unrolled."""

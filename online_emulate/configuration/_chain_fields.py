@@ -1,10 +1,14 @@
-"""Validation of the options every rollout configuration has."""
+"""What every rollout configuration has: a network chain with optional gradient cuts."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from .._rollout import Events
+from ._base import BaseConfiguration
 from ._validation import check_count, check_flag, check_loss
 
-__all__ = ["chain_options"]
+__all__ = ["ChainConfiguration", "chain_options"]
 
 
 def chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every) -> dict:
@@ -15,3 +19,13 @@ def chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every) 
         cut_bptt=check_flag("cut_bptt", cut_bptt),
         cut_bptt_every=check_count("cut_bptt_every", cut_bptt_every),
     )
+
+
+@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+class ChainConfiguration(BaseConfiguration):
+    """A configuration built on a chain of network steps (the fields of `chain_options`)."""
+
+    @property
+    def _cuts(self) -> Events:
+        """The chain's gradient cuts: after every `cut_bptt_every`-th step with `cut_bptt`."""
+        return Events(cut_every=self.cut_bptt_every if self.cut_bptt else None)

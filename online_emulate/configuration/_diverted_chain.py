@@ -8,17 +8,16 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
-from ._chain_fields import chain_options
-from ._rollout import weighted_rollout
-from ._utils import batched, stop_gradient, time_level
+from ._chain_fields import ChainConfiguration, chain_options
+from .._rollout import stop_gradient, weighted_rollout
+from ._utils import batched, time_level
 from ._validation import check_count, check_flag, check_weights
 
 __all__ = ["DivertedChain"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class DivertedChain(BaseConfiguration):
+class DivertedChain(ChainConfiguration):
     """Branches of B network steps leave the main chain and are compared with the reference.
 
     With u_0 = data[:, 0], R = num_rollout_steps, B = num_branch_steps, P = ref_stepper:
@@ -115,7 +114,7 @@ class DivertedChain(BaseConfiguration):
             loss, _ = weighted_rollout(
                 pair_step, (start, target_start), self.branch_level_weights,
                 term=lambda b, prev, nxt: self.time_level_loss(nxt[0], nxt[1]),
-                scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+                scan=scan, events=self._cuts,
                 # the branch clock continues the main-chain clock: cut when (t+b+1) % k == 0
                 cut_offset=t,
                 # only the network half of the branch is cut; the reference runs freely
@@ -127,7 +126,7 @@ class DivertedChain(BaseConfiguration):
         loss, _ = weighted_rollout(
             network, time_level(data, 0), self.time_level_weights[:num_branches],
             term=branch_loss, scan=scan,
-            cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+            events=self._cuts,
         )
         return loss
 

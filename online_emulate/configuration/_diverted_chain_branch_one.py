@@ -8,18 +8,17 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
+from .._rollout import stop_gradient
 from ._chain_fields import chain_options
-from ._online_spec import OnlineSpec
-from ._rollout import weighted_rollout
-from ._utils import batched, stop_gradient, time_level
+from ._per_step import PerStepConfiguration
+from ._utils import batched
 from ._validation import check_flag, check_weights
 
 __all__ = ["DivertedChainBranchOne"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class DivertedChainBranchOne(BaseConfiguration):
+class DivertedChainBranchOne(PerStepConfiguration):
     """Network chain whose every state is compared with one reference step from its predecessor.
 
     With u_0 = data[:, 0], R = num_rollout_steps and P = ref_stepper:
@@ -84,36 +83,11 @@ class DivertedChainBranchOne(BaseConfiguration):
             reference = stop_gradient(reference)
         return self.time_level_loss(nxt, reference)
 
-    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
-        loss, _ = weighted_rollout(
-            batched(stepper), time_level(data, 0), self.time_level_weights,
-            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data, ref_stepper=ref_stepper),
-            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
-        )
-        return loss
-
-    def _why_not_online(self) -> str:
+    def _online_blocker(self) -> Optional[str]:
+        if self.cut_div_chain:
+            return None
         return (
             "with cut_div_chain=False the target P(u_t) carries gradient back into the "
             "chain state, so the loss is not a sum of terms with fixed targets; use "
             "cut_div_chain=True for online estimators."
-        )
-
-    def online_spec(self) -> OnlineSpec:
-        """Per step `loss(u_{t+1}, stop_gradient(P(u_t)))`; requires cut_div_chain=True.
-
-        Raises:
-            ValueError: if cut_div_chain is False.
-        """
-        if not self.cut_div_chain:
-            return super().online_spec()
-        return OnlineSpec(
-            num_steps=self.num_rollout_steps,
-            weights=self.time_level_weights,
-            reset_every=None,
-            uses_data_targets=False,
-            uses_ref_stepper=True,
-            uses_residuum_fn=False,
-            step_loss=self._step_loss,
-            cut_every=self.cut_bptt_every if self.cut_bptt else None,
         )

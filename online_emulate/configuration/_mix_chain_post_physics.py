@@ -8,9 +8,8 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
-from ._chain_fields import chain_options
-from ._rollout import weighted_rollout
+from ._chain_fields import ChainConfiguration, chain_options
+from .._rollout import weighted_rollout
 from ._terms import data_target_loss
 from ._utils import batched, time_level
 from ._validation import check_count, check_weights
@@ -19,7 +18,7 @@ __all__ = ["MixChainPostPhysics"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class MixChainPostPhysics(BaseConfiguration):
+class MixChainPostPhysics(ChainConfiguration):
     """R network steps, then P reference steps continuing from the network state.
 
     With u_0 = data[:, 0], R = num_rollout_steps, P = num_post_physics_steps:
@@ -85,7 +84,7 @@ class MixChainPostPhysics(BaseConfiguration):
         term = lambda t, prev, nxt: data_target_loss(self.time_level_loss, t, nxt, data)
         network_loss, state = weighted_rollout(
             batched(stepper), time_level(data, 0), self.time_level_weights[:rollout],
-            term=term, scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+            term=term, scan=scan, events=self._cuts,
         )
         physics_loss, _ = weighted_rollout(
             batched(ref_stepper), state, self.time_level_weights[rollout:],

@@ -8,9 +8,8 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
-from ._chain_fields import chain_options
-from ._rollout import weighted_rollout
+from ._chain_fields import ChainConfiguration, chain_options
+from .._rollout import weighted_rollout
 from ._terms import data_target_loss
 from ._utils import batched, time_level
 from ._validation import check_count, check_weights
@@ -19,7 +18,7 @@ __all__ = ["MixChainPrePhysics"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class MixChainPrePhysics(BaseConfiguration):
+class MixChainPrePhysics(ChainConfiguration):
     """P reference steps from the initial condition, then R network steps.
 
     With u_0 = data[:, 0], P = num_pre_physics_steps, R = num_rollout_steps:
@@ -91,7 +90,7 @@ class MixChainPrePhysics(BaseConfiguration):
         network_loss, _ = weighted_rollout(
             batched(stepper), state, self.time_level_weights[physics:],
             term=term, scan=scan, time_offset=physics,
-            cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
+            events=self._cuts,
         )
         return physics_loss + network_loss
 

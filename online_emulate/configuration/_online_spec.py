@@ -8,6 +8,8 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .._rollout import Events
+
 __all__ = ["OnlineSpec"]
 
 
@@ -48,6 +50,11 @@ class OnlineSpec:
     uses_residuum_fn: bool
     step_loss: Callable[..., Float[Array, ""]]
     cut_every: Optional[int] = None
+
+    @property
+    def events(self) -> Events:
+        """The cuts and resets as the rollout kernel's `Events` (after step t-1 = before step t)."""
+        return Events(cut_every=self.cut_every, reset_every=self.reset_every)
 
     def reset_at(self, t: int | Int[Array, ""]) -> Bool[Array, ""]:
         """Whether the state is replaced by `data[:, t]` before step `t` (teacher forcing)."""

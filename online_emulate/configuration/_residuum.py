@@ -8,18 +8,16 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
+from .._rollout import stop_gradient
 from ._chain_fields import chain_options
-from ._online_spec import OnlineSpec
-from ._rollout import weighted_rollout
-from ._utils import batched, stop_gradient, time_level
+from ._per_step import PerStepConfiguration
 from ._validation import check_flag, check_weights
 
 __all__ = ["Residuum"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class Residuum(BaseConfiguration):
+class Residuum(PerStepConfiguration):
     """Network chain penalized by `residuum_fn(next, prev)` against zero.
 
     With u_0 = data[:, 0] and R = num_rollout_steps:
@@ -91,36 +89,11 @@ class Residuum(BaseConfiguration):
             nxt = stop_gradient(nxt)
         return self.time_level_loss(residuum_fn(nxt, prev))
 
-    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
-        loss, _ = weighted_rollout(
-            batched(stepper), time_level(data, 0), self.time_level_weights,
-            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data, residuum_fn=residuum_fn),
-            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
-        )
-        return loss
-
-    def _why_not_online(self) -> str:
+    def _online_blocker(self) -> Optional[str]:
+        if self.cut_prev and not self.cut_next:
+            return None
         return (
             "online estimators need each term to depend on the parameters only through the "
             "new state u_{t+1}, i.e. cut_prev=True and cut_next=False; got "
             f"cut_prev={self.cut_prev}, cut_next={self.cut_next}."
-        )
-
-    def online_spec(self) -> OnlineSpec:
-        """Per step `loss(residuum_fn(u_{t+1}, stop_gradient(u_t)))`.
-
-        Raises:
-            ValueError: unless cut_prev=True and cut_next=False.
-        """
-        if not (self.cut_prev and not self.cut_next):
-            return super().online_spec()
-        return OnlineSpec(
-            num_steps=self.num_rollout_steps,
-            weights=self.time_level_weights,
-            reset_every=None,
-            uses_data_targets=False,
-            uses_ref_stepper=False,
-            uses_residuum_fn=True,
-            step_loss=self._step_loss,
-            cut_every=self.cut_bptt_every if self.cut_bptt else None,
         )

@@ -8,19 +8,16 @@ from typing import Optional
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
 from ._chain_fields import chain_options
-from ._online_spec import OnlineSpec
-from ._rollout import weighted_rollout
+from ._per_step import PerStepConfiguration
 from ._terms import data_target_loss
-from ._utils import batched, time_level
 from ._validation import check_weights
 
 __all__ = ["Supervised"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class Supervised(BaseConfiguration):
+class Supervised(PerStepConfiguration):
     """Supervised rollout training against reference data.
 
     With u_0 = data[:, 0] and R = num_rollout_steps:
@@ -75,24 +72,3 @@ class Supervised(BaseConfiguration):
 
     def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
         return data_target_loss(self.time_level_loss, t, nxt, data)
-
-    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
-        term = lambda t, prev, nxt: self._step_loss(t, prev, nxt, data)
-        loss, _ = weighted_rollout(
-            batched(stepper), time_level(data, 0), self.time_level_weights,
-            term=term, scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every,
-        )
-        return loss
-
-    def online_spec(self) -> OnlineSpec:
-        """Per step: `loss(u_{t+1}, data[:, t+1])`; reads data targets only."""
-        return OnlineSpec(
-            num_steps=self.num_rollout_steps,
-            weights=self.time_level_weights,
-            reset_every=None,
-            uses_data_targets=True,
-            uses_ref_stepper=False,
-            uses_residuum_fn=False,
-            step_loss=self._step_loss,
-            cut_every=self.cut_bptt_every if self.cut_bptt else None,
-        )

@@ -5,23 +5,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..loss import BaseLoss, MSELoss
-from ._base import BaseConfiguration
 from ._chain_fields import chain_options
-from ._online_spec import OnlineSpec
-from ._rollout import weighted_rollout
+from ._per_step import PerStepConfiguration
 from ._terms import data_target_loss
-from ._utils import batched, cut_where, time_level
 from ._validation import check_count, check_weights
 
 __all__ = ["TeacherForcing"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class TeacherForcing(BaseConfiguration):
+class TeacherForcing(PerStepConfiguration):
     """Rollout against data with the chain reset to the data every `reset_every` steps.
 
     With u_0 = data[:, 0], R = num_rollout_steps, k = reset_every:
@@ -77,30 +73,9 @@ class TeacherForcing(BaseConfiguration):
     def num_time_levels(self) -> int:
         return self.num_rollout_steps + 1
 
+    @property
+    def _reset_every(self) -> int:
+        return self.reset_every
+
     def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
         return data_target_loss(self.time_level_loss, t, nxt, data)
-
-    def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
-        def reset(t, state):
-            forced = jnp.logical_and(t > 0, t % self.reset_every == 0)
-            return cut_where(forced, time_level(data, t), state)
-
-        loss, _ = weighted_rollout(
-            batched(stepper), time_level(data, 0), self.time_level_weights,
-            term=lambda t, prev, nxt: self._step_loss(t, prev, nxt, data),
-            scan=scan, cut_bptt=self.cut_bptt, cut_bptt_every=self.cut_bptt_every, reset=reset,
-        )
-        return loss
-
-    def online_spec(self) -> OnlineSpec:
-        """Per step `loss(u_{t+1}, data[:, t+1])`, with `reset_every` resets."""
-        return OnlineSpec(
-            num_steps=self.num_rollout_steps,
-            weights=self.time_level_weights,
-            reset_every=self.reset_every,
-            uses_data_targets=True,
-            uses_ref_stepper=False,
-            uses_residuum_fn=False,
-            step_loss=self._step_loss,
-            cut_every=self.cut_bptt_every if self.cut_bptt else None,
-        )

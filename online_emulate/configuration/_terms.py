@@ -5,7 +5,8 @@ from __future__ import annotations
 from jaxtyping import Array, Float, Int, PyTree
 
 from ..loss import BaseLoss
-from ._utils import time_level, stop_gradient
+from .._rollout import stop_gradient
+from ._utils import time_level
 
 __all__ = ["data_target_loss"]
 

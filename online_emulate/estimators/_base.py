@@ -10,8 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._rollout import rollout, tree_add
+from ..emulators import ModelAdapter
+
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
-           "run_window", "BPTT_NAMES"]
+           "run_window", "model_apply", "BPTT_NAMES", "Model"]
+
+#: what an estimator is given as the model: the library's adapter of a model
+#: (`online_emulate.emulators.adapt(...)`), or a pure `apply(params, u)` function
+Model = ModelAdapter | Callable
 
 BPTT_NAMES = ("BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt'), "
               "BPTT(checkpoint='binomial', num_checkpoints=n), BPTT(memory_budget_bytes=M)")
@@ -22,8 +29,11 @@ class Estimator:
     """Base class of gradient estimators (immutable; options are keyword-only).
 
     Subclasses implement
-    `value_and_grad(configuration, apply, params, data, *, ref_stepper, residuum_fn, emulator)`
-    returning `(loss, grads)` with `grads` shaped like `params`.
+    `value_and_grad(configuration, model, params, data, *, ref_stepper, residuum_fn)`
+    returning `(loss, grads)` with `grads` shaped like `params`. `model` is the one view
+    of the model an estimator gets: a `ModelAdapter` (`online_emulate.emulators.adapt`),
+    or a pure `apply(params, u)` for the estimators that need nothing else (all but
+    ETrace, which compiles the adapter's brainstate module).
 
     Attributes:
         online: whether the estimator runs forward in time from `configuration.online_spec()`.
@@ -50,9 +60,25 @@ class Estimator:
     def _key(self) -> tuple:
         return ()
 
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
+    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
+                       residuum_fn=None) -> tuple[Float[Array, ""], PyTree]:
         raise NotImplementedError
+
+
+def model_apply(model: Model) -> Callable:
+    """The pure `apply(params, u)` of an estimator's model view.
+
+    Raises:
+        TypeError: if `model` is neither a `ModelAdapter` nor callable.
+    """
+    if isinstance(model, ModelAdapter):
+        return model.apply
+    if callable(model):
+        return model
+    raise TypeError(
+        "model: expected a ModelAdapter (online_emulate.emulators.adapt(model)) or a pure "
+        f"apply(params, u), got {type(model).__name__}"
+    )
 
 
 def online_spec_for(configuration, estimator, *, ref_stepper, residuum_fn):
@@ -155,7 +181,7 @@ class CarryOps(Protocol):
 class OnlineEstimator(Estimator):
     """An estimator that runs forward in time through a `CarryOps` carry.
 
-    Subclasses implement `carry_ops(apply, emulator, state_shape, *, horizon)` (`horizon`:
+    Subclasses implement `carry_ops(model, state_shape, *, horizon)` (`horizon`:
     the most steps between two flushes, which bounds TruncatedBPTT's window; and optionally
     `check(params, state_shape, dtype)`, called before anything is traced);
     `value_and_grad` runs the carry over the configuration's steps and sums, so the
@@ -169,14 +195,14 @@ class OnlineEstimator(Estimator):
     online = True
     persist_carry = True
 
-    def carry_ops(self, apply, emulator, state_shape, *, horizon: int) -> CarryOps:
+    def carry_ops(self, model: Model, state_shape, *, horizon: int) -> CarryOps:
         raise NotImplementedError
 
     def check(self, params, state_shape, dtype) -> None:
         """Raise before any tracing if the estimator cannot run on this problem."""
 
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
+    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
+                       residuum_fn=None) -> tuple[Float[Array, ""], PyTree]:
         """`(loss, grads)`: the carry run over `configuration.online_spec()`'s steps, summed.
 
         Raises:
@@ -192,23 +218,20 @@ class OnlineEstimator(Estimator):
                 f"data: {self!r} expects one array (batch, time, C, *N), got a "
                 f"{type(data).__name__} PyTree"
             )
-        out = jax.eval_shape(apply, params, u0)
+        out = jax.eval_shape(model_apply(model), params, u0)
         self.check(params, out.shape, out.dtype)
-        ops = self.carry_ops(apply, emulator, tuple(out.shape), horizon=spec.num_steps)
+        ops = self.carry_ops(model, tuple(out.shape), horizon=spec.num_steps)
         return ops_value_and_grad(ops, configuration, spec, params, data,
                                   ref_stepper=ref_stepper, residuum_fn=residuum_fn)
-
-
-def tree_add(a, b):
-    return jax.tree_util.tree_map(jnp.add, a, b)
 
 
 def run_window(ops: CarryOps, spec, params, data, *, ref_stepper, residuum_fn, scan=jax.lax.scan):
     """Run the carry over the `spec.num_steps` steps of a window of `data` and sum.
 
-    Resets come from the spec: before step t, `spec.cut_at(t)` ends the gradient path
-    and `spec.reset_at(t)` also replaces the state by `data[:, t]`. A counter in the
-    carry stands in for `xs = arange(T)`, so nothing of length T is materialised.
+    The rollout kernel (`online_emulate._rollout.rollout`) drives the carry: after each
+    step the spec's cuts end the gradient path (`ops.reset(carry, where)`) and its
+    teacher-forcing resets also replace the state by the next data level; the window's
+    held-back gradient (`ops.flush`) is added at the end.
 
     Returns:
         `(loss, grads)`.
@@ -219,24 +242,22 @@ def run_window(ops: CarryOps, spec, params, data, *, ref_stepper, residuum_fn, s
         return wt(t) * spec.step_loss(t, prev, nxt, data, ref_stepper=ref_stepper,
                                       residuum_fn=residuum_fn)
 
-    u0 = first_level(data)
-    carry = ops.init(params, u0, jnp.zeros((), jnp.int32))
+    carry = ops.init(params, first_level(data), jnp.zeros((), jnp.int32))
     u_dtype = ops.state(carry).dtype
     loss_dtype = jnp.result_type(jnp.asarray(spec.weights).dtype, u_dtype)
-    teacher = spec.reset_every is not None
 
-    def body(state, _):
-        carry, g, total, t = state
-        carry = ops.reset(carry, spec.cut_at(t))
-        if teacher:
-            level = jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False)
-            carry = ops.reset(carry, spec.reset_at(t), level.astype(u_dtype))
-        carry, loss, dg = ops.step(params, carry, t, term)
-        return (carry, tree_add(g, dg), total + loss.astype(loss_dtype), t + 1), None
+    def step(carry, t):
+        carry, loss, grads = ops.step(params, carry, t, term)
+        return carry, (loss.astype(loss_dtype), grads)
 
-    g0 = jax.tree_util.tree_map(jnp.zeros_like, params)
-    init = (carry, g0, jnp.zeros((), loss_dtype), jnp.zeros((), jnp.int32))
-    (carry, g, total, _), _ = scan(body, init, None, length=spec.num_steps)
+    def level(t):
+        return jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False).astype(u_dtype)
+
+    zeros = (jnp.zeros((), loss_dtype), jax.tree_util.tree_map(jnp.zeros_like, params))
+    carry, (total, g) = rollout(
+        step, carry, spec.num_steps, accumulate=zeros, events=spec.events, level=level,
+        cut=ops.reset, reset=ops.reset, scan=scan,
+    )
     _, dg = ops.flush(params, carry, term)
     return total, tree_add(g, dg)
 

@@ -7,7 +7,7 @@ import functools
 import jax
 
 from .._checks import check_positive_int
-from ._base import Estimator
+from ._base import Estimator, Model, model_apply
 from ._budget import choose_exact_scheme
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
                                step_checkpoint_scan)
@@ -100,7 +100,7 @@ class BPTT(Estimator):
             return functools.partial(binomial_checkpoint_scan, checkpoints=self.num_checkpoints)
         return _SCANS[self.checkpoint]
 
-    def resolve(self, configuration, apply, params, data, *, ref_stepper=None,
+    def resolve(self, configuration, model: Model, params, data, *, ref_stepper=None,
                 residuum_fn=None) -> "BPTT":
         """The fixed-scheme `BPTT` this estimator runs for this problem.
 
@@ -114,6 +114,7 @@ class BPTT(Estimator):
         """
         if self.memory_budget_bytes is None:
             return self
+        apply = model_apply(model)
         key = _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn)
         if key not in self._choices:
             self._choices[key] = choose_exact_scheme(
@@ -122,13 +123,21 @@ class BPTT(Estimator):
             ).estimator
         return self._choices[key]
 
-    def value_and_grad(self, configuration, apply, params, data, *, ref_stepper=None,
-                       residuum_fn=None, emulator=None):
+    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
+                       residuum_fn=None):
         """`(loss, d loss / d params)` of `configuration` with stepper `apply(params, .)`.
+
+        Arguments:
+            configuration: any configuration (its scan is replaced by this scheme's).
+            model: a `ModelAdapter` or a pure `apply(params, u)`.
+            params: the parameters to differentiate.
+            data: the window `(batch, time, C, *N)` (or PyTree).
+            ref_stepper, residuum_fn: as the configuration needs them.
 
         Returns:
             `(loss, grads)`, grads with the structure of `params`.
         """
+        apply = model_apply(model)
         scan = self.resolve(configuration, apply, params, data, ref_stepper=ref_stepper,
                             residuum_fn=residuum_fn).scan
 

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from ..emulators._functional import _lookup, _nest
-from ._base import OnlineEstimator, first_level, online_spec_for, run_window
+from ..emulators import ModelAdapter
+from ._base import Model, OnlineEstimator, first_level, online_spec_for, run_window
 
 __all__ = ["ETrace"]
 
@@ -158,7 +159,8 @@ class ETrace(OnlineEstimator):
     Equal to BPTT at T = 1; for T > 1 an approximation whose quality has to be measured
     (see `gradient_fidelity`). Cuts and teacher-forcing resets restart the traces. The
     carry (field + traces) persists across parameter updates in a streaming trainer.
-    `value_and_grad` needs the brainstate `emulator` object; it is not traceable by an
+    Its model view must be a `ModelAdapter` of a brainstate module on braintrace ETP ops
+    (`online_emulate.emulators.adapt(module)`); `value_and_grad` is not traceable by an
     outer raw `jax.jit` (it jits itself with brainstate). The compiled learner is kept
     on this estimator object, one per emulator structure and state shape.
 
@@ -197,34 +199,45 @@ class ETrace(OnlineEstimator):
             extra += f", recurrence={self.recurrence!r}"
         return f"ETrace({self.algorithm!r}{extra})"
 
-    def runner(self, emulator, state_shape) -> _Runner:
-        """The compiled learner for emulators structured like `emulator` and batched
-        states `(B, C, *N)` (built on first use, then kept on this estimator)."""
-        if emulator is None:
-            raise TypeError("emulator: ETrace needs the brainstate emulator object, got None")
+    def runner(self, model: Model, state_shape) -> _Runner:
+        """The compiled learner for models structured like `model` and batched states
+        `(B, C, *N)` (built on first use, then kept on this estimator).
+
+        Raises:
+            TypeError: `model` is not the adapter of a model braintrace can trace (a pure
+                apply function, an equinox module, an `(apply, params)` pair).
+        """
+        if not isinstance(model, ModelAdapter):
+            raise TypeError(
+                "model: ETrace compiles a brainstate module on braintrace ETP ops and "
+                "needs its adapter (online_emulate.emulators.adapt(module)), got "
+                f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
+                "take a pure apply function"
+            )
+        emulator = model.recurrent_module()
         key = _signature(emulator, state_shape)
         if key not in self._runners:
             self._runners[key] = _Runner(emulator, tuple(state_shape), self.algorithm,
                                          self.decay, self.recurrence)
         return self._runners[key]
 
-    def prepare(self, emulator, state_shape) -> None:
-        """Compile the learner for `emulator` and batched states `(B, C, *N)` now.
+    def prepare(self, model: Model, state_shape) -> None:
+        """Compile the learner for `model` (its adapter) and batched states `(B, C, *N)` now.
 
         Callers that trace `value_and_grad` inside their own brainstate transformation
         (the trainers) call this first, so the learner's States are created eagerly
         rather than as tracers of that transformation.
         """
-        self.runner(emulator, state_shape)
+        self.runner(model, state_shape)
 
-    def carry_ops(self, apply, emulator, state_shape, *, horizon):
-        return self.runner(emulator, state_shape)
+    def carry_ops(self, model, state_shape, *, horizon):
+        return self.runner(model, state_shape)
 
-    def lowered(self, configuration, apply, params, data, *, ref_stepper=None,
-                residuum_fn=None, emulator=None):
+    def lowered(self, configuration, model: Model, params, data, *, ref_stepper=None,
+                residuum_fn=None):
         """The lowered (not yet compiled) XLA program of `value_and_grad` (for memory
         analysis: `.compile().memory_analysis()`)."""
         spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,
                                residuum_fn=residuum_fn)
-        runner = self.runner(emulator, first_level(data).shape)
+        runner = self.runner(model, first_level(data).shape)
         return runner.window_fn(configuration, spec, ref_stepper, residuum_fn).lower(params, data)

@@ -20,23 +20,21 @@ def flat_vector(tree) -> np.ndarray:
     return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
 
 
-def _lowered(estimator, configuration, apply, params, data, ref_stepper, residuum_fn, emulator):
+def _lowered(estimator, configuration, model, params, data, ref_stepper, residuum_fn):
     if estimator.jittable:
         fn = jax.jit(lambda p, d: estimator.value_and_grad(
-            configuration, apply, p, d, ref_stepper=ref_stepper, residuum_fn=residuum_fn,
-            emulator=emulator))
+            configuration, model, p, d, ref_stepper=ref_stepper, residuum_fn=residuum_fn))
         return fn.lower(params, data)
-    return estimator.lowered(configuration, apply, params, data, ref_stepper=ref_stepper,
-                             residuum_fn=residuum_fn, emulator=emulator)
+    return estimator.lowered(configuration, model, params, data, ref_stepper=ref_stepper,
+                             residuum_fn=residuum_fn)
 
 
 def compiled_temp_bytes(estimator, configuration, emulator, data, *, ref_stepper=None,
                         residuum_fn=None) -> int:
     """XLA's `memory_analysis().temp_size_in_bytes` of the compiled value-and-grad program."""
     adapter = _adapt(emulator, estimator, data)
-    apply, params, emulator = adapter.apply, adapter.params, adapter.model
-    lowered = _lowered(estimator, configuration, apply, params, data, ref_stepper, residuum_fn,
-                       emulator)
+    lowered = _lowered(estimator, configuration, adapter, adapter.params, data, ref_stepper,
+                       residuum_fn)
     return int(lowered.compile().memory_analysis().temp_size_in_bytes)
 
 
@@ -98,7 +96,7 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
         configs = [(T, configuration(T)) for T in rollout_lengths]
     for est in estimators:  # a model ETrace cannot trace fails before any compilation
         adapter = _adapt(emulator, est, data)
-    apply, params, emulator = adapter.apply, adapter.params, adapter.model
+    params = adapter.params
     rows = []
     for T, cfg in configs:
         levels = cfg.num_time_levels
@@ -112,11 +110,10 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
         def call(est):
             if est.jittable:
                 fn = jax.jit(lambda p, dd: est.value_and_grad(
-                    cfg, apply, p, dd, ref_stepper=ref_stepper, residuum_fn=residuum_fn,
-                    emulator=emulator))
+                    cfg, adapter, p, dd, ref_stepper=ref_stepper, residuum_fn=residuum_fn))
                 return lambda: fn(params, d)
-            return lambda: est.value_and_grad(cfg, apply, params, d, ref_stepper=ref_stepper,
-                                              residuum_fn=residuum_fn, emulator=emulator)
+            return lambda: est.value_and_grad(cfg, adapter, params, d, ref_stepper=ref_stepper,
+                                              residuum_fn=residuum_fn)
 
         (_, g_ref) = call(BPTT())()
         ref = flat_vector(g_ref)
@@ -129,7 +126,7 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
                 "T": steps,
                 "cosine": float(v @ ref / denom) if denom > 0 else float("nan"),
                 "rel_error": float(np.linalg.norm(v - ref) / max(np.linalg.norm(ref), 1e-300)),
-                "temp_bytes": compiled_temp_bytes(est, cfg, emulator, d, ref_stepper=ref_stepper,
+                "temp_bytes": compiled_temp_bytes(est, cfg, adapter, d, ref_stepper=ref_stepper,
                                                   residuum_fn=residuum_fn),
                 "time_per_step": dt / steps,
                 "loss": float(loss),

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ._base import OnlineEstimator
+from ._base import OnlineEstimator, model_apply
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
 
@@ -112,5 +112,5 @@ class ForwardRTRL(OnlineEstimator):
                 f"the budget, or use BPTT(checkpoint='binomial', num_checkpoints=n) (exact, fixed memory) or ETrace (approximate)."
             )
 
-    def carry_ops(self, apply, emulator, state_shape, *, horizon):
-        return _RTRLOps(apply)
+    def carry_ops(self, model, state_shape, *, horizon):
+        return _RTRLOps(model_apply(model))

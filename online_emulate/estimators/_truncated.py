@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._base import OnlineEstimator
+from ._base import OnlineEstimator, model_apply
 
 __all__ = ["TruncatedBPTT"]
 
@@ -118,5 +118,5 @@ class TruncatedBPTT(OnlineEstimator):
     def __repr__(self):
         return f"TruncatedBPTT({self.k})"
 
-    def carry_ops(self, apply, emulator, state_shape, *, horizon):
-        return _WindowOps(apply, min(self.k, horizon))
+    def carry_ops(self, model, state_shape, *, horizon):
+        return _WindowOps(model_apply(model), min(self.k, horizon))

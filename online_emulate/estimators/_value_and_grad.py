@@ -49,9 +49,8 @@ def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT
         allow_nonfinite=allow_nonfinite, configuration=configuration,
     )
     adapter = _adapt(emulator, estimator, data)
-    return estimator.value_and_grad(configuration, adapter.apply, adapter.params, data,
-                                    ref_stepper=ref_stepper, residuum_fn=residuum_fn,
-                                    emulator=adapter.model)
+    return estimator.value_and_grad(configuration, adapter, adapter.params, data,
+                                    ref_stepper=ref_stepper, residuum_fn=residuum_fn)
 
 
 def _adapt(emulator, estimator, data):

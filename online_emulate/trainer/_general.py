@@ -271,7 +271,7 @@ class GeneralTrainer:
         return adapter
 
     # --------------------------------------------------------------- program
-    def _loss_and_grad(self, apply, emulator):
+    def _loss_and_grad(self, model):
         estimator, config = self.estimator, self.configuration
         ref_stepper, residuum_fn = self.ref_stepper, self.residuum_fn
         sharding = None
@@ -285,21 +285,15 @@ class GeneralTrainer:
                     lambda x: jax.lax.with_sharding_constraint(x, sharding), batch
                 )
             return estimator.value_and_grad(
-                config,
-                apply,
-                params,
-                batch,
-                ref_stepper=ref_stepper,
-                residuum_fn=residuum_fn,
-                emulator=emulator,
+                config, model, params, batch, ref_stepper=ref_stepper, residuum_fn=residuum_fn
             )
 
         return loss_and_grad
 
-    def _build(self, apply, emulator):
+    def _build(self, model):
         sampler, transform = self.sampler, self._transform
         capacity = self.steps_per_call
-        loss_and_grad = self._loss_and_grad(apply, emulator)
+        loss_and_grad = self._loss_and_grad(model)
         # braintrace estimators advance brainstate States inside their gradient; those
         # writes must happen under brainstate's own transformations.
         if not getattr(self.estimator, "jittable", True):
@@ -466,14 +460,13 @@ class GeneralTrainer:
     def _program(self, adapter):
         """Build (or reuse, for a model of the same signature) the compiled program and
         return the `apply` it was built with."""
-        module = adapter.recurrent_module() if not getattr(self.estimator, "jittable", True) else adapter.model
         if hasattr(self.estimator, "prepare"):
             leaf = jax.tree_util.tree_leaves(self.data)[0]
-            self.estimator.prepare(module, (self.batch_size, *leaf.shape[2:]))
+            self.estimator.prepare(adapter, (self.batch_size, *leaf.shape[2:]))
         signature = adapter.signature()
         if self._compiled is not None and self._compiled[0] == signature:
             return self._compiled[1]
-        self._compiled = (signature, adapter.apply, self._build(adapter.apply, module))
+        self._compiled = (signature, adapter.apply, self._build(adapter))
         return adapter.apply
 
     def _init_optimizer(self, params, apply, emulator):
@@ -616,7 +609,7 @@ class GeneralTrainer:
         apply = adapters[0].apply
         params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a.params for a in adapters])
         opt_state = jax.vmap(self._transform.init)(params)
-        chunk = self._build(apply, adapters[0].model)
+        chunk = self._build(adapters[0])
         vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0)))
         key_batch = jnp.stack(keys)
         rows = self.sampler.max_epochs_per_chunk(self.steps_per_call)

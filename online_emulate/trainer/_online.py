@@ -17,7 +17,8 @@ from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from .. import estimators
 from ..estimators import OnlineEstimator
-from ..estimators._base import online_spec_for, tree_add
+from .._rollout import tree_add
+from ..estimators._base import online_spec_for
 from ..loss import MSELoss
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree, save_checkpoint
 from ._history import TrainingDiverged, TrainingHistory
@@ -432,11 +433,11 @@ class OnlineTrainer:
         apply = adapter.apply
         out = jax.eval_shape(apply, self.params, u0)
         self.estimator.check(self.params, out.shape, out.dtype)
-        module = (adapter.recurrent_module() if not getattr(self.estimator, "jittable", True)
-                  else adapter.model)
+        if not getattr(self.estimator, "jittable", True):
+            adapter.recurrent_module()  # a model braintrace cannot trace fails here
         if hasattr(self.estimator, "prepare"):
-            self.estimator.prepare(module, tuple(out.shape))
-        chunk, ops = self._program(adapter, module, tuple(out.shape))
+            self.estimator.prepare(adapter, tuple(out.shape))
+        chunk, ops = self._program(adapter, tuple(out.shape))
         x = None if self.target == "one_step" else u0.astype(out.dtype)
         if self.carry is None:
             self.carry = ops.init(self.params, u0, x)
@@ -446,11 +447,11 @@ class OnlineTrainer:
             self.carry = restore_tree(self.carry, ops.init(self.params, u0, x))
         return self._run(adapter, apply, chunk, target_step, out.dtype)
 
-    def _program(self, adapter, module, state_shape):
+    def _program(self, adapter, state_shape):
         """The compiled chunk, reused across calls for models of the same signature."""
         signature = (adapter.signature(), state_shape)
         if self._compiled is None or self._compiled[0] != signature:
-            ops = self.estimator.carry_ops(adapter.apply, module, state_shape,
+            ops = self.estimator.carry_ops(adapter, state_shape,
                                            horizon=self.update_every)
             self._compiled = (signature, self._build(ops), ops)
         return self._compiled[1], self._compiled[2]
