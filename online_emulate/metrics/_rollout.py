@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int
+from .._rollout import rollout as kernel_rollout
 from ..emulators import as_stepper, lax_ops
 from ._validation import shape_of
 
@@ -86,12 +87,12 @@ def rollout(
 
 
 def _scan_rollout(batched, initial_states, num_steps, include_init):
-    def body(u, _):
+    def step(u, t):
         u_next = batched(u).astype(u.dtype)
         return u_next, u_next
 
-    _, states = jax.lax.scan(body, initial_states, None, length=num_steps)
-    # scan stacks along a leading time axis: (T, B, ...) -> (B, T, ...)
+    _, states = kernel_rollout(step, initial_states, num_steps)
+    # the kernel stacks along a leading time axis: (T, B, ...) -> (B, T, ...)
     states = jnp.swapaxes(states, 0, 1)
     if include_init:
         states = jnp.concatenate([initial_states[:, None], states], axis=1)

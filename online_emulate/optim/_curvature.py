@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from .._rollout import rollout
 from ._compat import import_kfac
 
 __all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "RolloutCurvature"]
@@ -82,13 +83,13 @@ def make_curvature_loss(
 
 
 def _rollout_spec(configuration):
-    """`(num_steps, weights, reset_every, uses_data_targets)` or None without an online spec."""
+    """`(num_steps, weights, events, uses_data_targets)` or None without an online spec."""
     try:
         spec = configuration.online_spec()
     except (AttributeError, ValueError, TypeError, NotImplementedError):
         return None
     weights = jnp.broadcast_to(jnp.asarray(spec.weights, jnp.float32), (spec.num_steps,))
-    return int(spec.num_steps), weights, spec.reset_every, bool(spec.uses_data_targets)
+    return int(spec.num_steps), weights, spec.events, bool(spec.uses_data_targets)
 
 
 def _register_rows(kfac_jax, pred, target, row_weights, num_rows_per_problem):
@@ -109,9 +110,9 @@ def _register_rows(kfac_jax, pred, target, row_weights, num_rows_per_problem):
 class RolloutCurvature:
     """Curvature models of a configuration's rollout loss, for kfac.
 
-    For a configuration with an `online_spec()` (R steps, weights w, optional teacher
-    forcing resets), with the network's own chain `u_{t+1} = apply(p, u_t)` from
-    `u_0 = data[:, 0]`:
+    For a configuration with an `online_spec()` (R steps, weights w, its cuts and
+    teacher-forcing resets), with the network's own chain `u_{t+1} = apply(p, u_t)` from
+    `u_0 = data[:, 0]` rolled out by the library's rollout kernel with those events:
 
     * `estimator_loss(p, (data, states))` (kfac's ``value_func_for_estimator``, which
       builds the Kronecker factors): ONE network step applied to the network's rollout
@@ -143,7 +144,7 @@ class RolloutCurvature:
                 f"configuration: {type(configuration).__name__} has no online_spec(); "
                 "use make_curvature_loss for a one-step curvature over its data"
             )
-        self.num_steps, self.weights, self.reset_every, self.data_targets = spec
+        self.num_steps, self.weights, self.events, self.data_targets = spec
         self.curvature_scale = float(curvature_scale)
 
     def batch_size(self, batch) -> int:
@@ -154,15 +155,15 @@ class RolloutCurvature:
 
     def _chain(self, params, data):
         """`(inputs, outputs)`, each `(R, B, C, *N)`: states before/after every step."""
-        def body(u, t):
-            if self.reset_every is not None:
-                reset = (t > 0) & (t % self.reset_every == 0)
-                level = jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False)
-                u = jnp.where(reset, level, u)
+        def step(u, t):
             nxt = self.apply(params, u)
             return nxt, (u, nxt)
 
-        _, (inputs, outputs) = jax.lax.scan(body, data[:, 0], jnp.arange(self.num_steps))
+        def level(t):
+            return jax.lax.dynamic_index_in_dim(data, t, axis=1, keepdims=False)
+
+        _, (inputs, outputs) = rollout(step, data[:, 0], self.num_steps, events=self.events,
+                                       level=level)
         return inputs, outputs
 
     def states(self, params, data):
