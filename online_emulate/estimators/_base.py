@@ -159,6 +159,8 @@ class CarryOps(Protocol):
       contribution, shaped like `params`.
     * `flush(params, carry, term) -> (carry, grads)`: gradient still held back
       (TruncatedBPTT's open window; zero for the others); the window restarts.
+    * `holds(num_steps) -> bool` (static): whether a flush `num_steps` steps after the
+      last one (or `init`) can return anything; callers skip the flush otherwise.
     * `state(carry) -> u`.
 
     The gradient of a rollout is the sum of the `step` contributions plus the final
@@ -174,6 +176,8 @@ class CarryOps(Protocol):
     def step(self, params, carry, x, term: Term): ...
 
     def flush(self, params, carry, term: Term): ...
+
+    def holds(self, num_steps: int) -> bool: ...
 
     def state(self, carry): ...
 
@@ -258,6 +262,8 @@ def run_window(ops: CarryOps, spec, params, data, *, ref_stepper, residuum_fn, s
         step, carry, spec.num_steps, accumulate=zeros, events=spec.events, level=level,
         cut=ops.reset, reset=ops.reset, scan=scan,
     )
+    if not ops.holds(spec.num_steps):
+        return total, g
     _, dg = ops.flush(params, carry, term)
     return total, tree_add(g, dg)
 

@@ -109,6 +109,9 @@ class _Runner:
     def flush(self, params, carry, term):
         return carry, jax.tree_util.tree_map(jnp.zeros_like, params)
 
+    def holds(self, num_steps: int) -> bool:
+        return False
+
     def state(self, carry):
         return carry[0]
 

@@ -56,6 +56,9 @@ class _RTRLOps:
     def flush(self, params, carry, term):
         return carry, jax.tree_util.tree_map(jnp.zeros_like, params)
 
+    def holds(self, num_steps: int) -> bool:
+        return False
+
     def state(self, carry):
         return carry[0]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._rollout import UNROLL_MAX_STEPS
 from ._base import OnlineEstimator, model_apply
 
 __all__ = ["TruncatedBPTT"]
@@ -50,12 +51,26 @@ class _WindowOps:
         xs = jax.tree_util.tree_map(lambda b, a: b.at[n].set(a), xs, x)
         cuts = cuts.at[n].set(pending | (n == 0))
         carry = (v, jnp.asarray(False), prevs, xs, cuts, n + 1)
+        if self.k == 1:  # every step closes its one-step window
+            carry, g = self._close(params, carry, term, full=True)
+            return carry, loss, g
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        carry, g = jax.lax.cond(n + 1 == self.k, lambda c: self.flush(params, c, term),
+        carry, g = jax.lax.cond(n + 1 == self.k,
+                                lambda c: self._close(params, c, term, full=True),
                                 lambda c: (c, zeros), carry)
         return carry, loss, g
 
     def flush(self, params, carry, term):
+        return self._close(params, carry, term, full=False)
+
+    def holds(self, num_steps: int) -> bool:
+        """Whether a flush `num_steps` steps after the last one can hold a gradient: the
+        window closes by itself every k steps."""
+        return num_steps % self.k != 0
+
+    def _close(self, params, carry, term, *, full: bool):
+        """The open window's gradient, and the carry with an empty window. `full` (static):
+        the window holds all k steps, so no step is masked and it cannot be empty."""
         u, pending, prevs, xs, cuts, n = carry
         apply = self.apply
 
@@ -71,15 +86,21 @@ class _WindowOps:
                     nxt = apply(p, prev)
                     return nxt, term(prev, nxt, x).astype(u.dtype)
 
+                if full:
+                    return live(prev)
                 return jax.lax.cond(j < n, live, lambda prev: (prev, jnp.zeros((), u.dtype)),
                                     prev)
 
-            _, losses = jax.lax.scan(body, _sg(prevs[0]), jnp.arange(self.k))
+            _, losses = jax.lax.scan(body, _sg(prevs[0]), jnp.arange(self.k),
+                                     unroll=self.k <= UNROLL_MAX_STEPS)
             return jnp.sum(losses)
 
-        # an empty window (a flush right after the window closed by itself) costs nothing
-        g = jax.lax.cond(n > 0, jax.grad(window_loss),
-                         lambda p: jax.tree_util.tree_map(jnp.zeros_like, p), params)
+        if full:
+            g = jax.grad(window_loss)(params)
+        else:
+            # an empty window (a flush right after the window closed by itself) costs nothing
+            g = jax.lax.cond(n > 0, jax.grad(window_loss),
+                             lambda p: jax.tree_util.tree_map(jnp.zeros_like, p), params)
         return (u, jnp.asarray(True), prevs, xs, cuts, jnp.zeros((), jnp.int32)), g
 
     def state(self, carry):

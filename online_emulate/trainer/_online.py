@@ -17,7 +17,7 @@ from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from .. import estimators
 from ..estimators import OnlineEstimator
-from .._rollout import tree_add
+from .._rollout import rollout, tree_add
 from ..estimators._base import online_spec_for
 from ..loss import MSELoss
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree, save_checkpoint
@@ -290,26 +290,56 @@ class OnlineTrainer:
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
         capacity = self.updates_per_call
         if ops.jittable:
-            jit, while_loop = jax.jit, jax.lax.while_loop
+            jit, while_loop, cond, scan = jax.jit, jax.lax.while_loop, jax.lax.cond, jax.lax.scan
         else:
             # braintrace learners advance brainstate States: brainstate's transformations
-            jit, while_loop = brainstate.transform.jit, brainstate.transform.while_loop
+            t = brainstate.transform
+            jit, while_loop, cond, scan = t.jit, t.while_loop, t.cond, t.scan
 
         def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels):
             carry = ops.reset(carry, new_rollout, u0)
             r = jnp.where(new_rollout, u0.astype(r.dtype), r)
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+            zeros = (jnp.zeros((), loss_dtype), jax.tree_util.tree_map(jnp.zeros_like, params))
 
-            def cond(state):
-                n, bad = state[0], state[-1]
-                return (n < num_updates) & jnp.logical_not(bad)
+            def segment(length):
+                # the steps of one update, through the rollout kernel
+                def run(args):
+                    params, carry, r, first = args
 
-            def update(state):
-                n, params, opt_state, carry, g, total, losses, bad = state
-                carry, dg = ops.flush(params, carry, term)
-                g = tree_add(g, dg)
+                    def stream_step(state, i):
+                        # one rollout step: the reference (or the stored level i of the
+                        # chunk) and the estimator's step
+                        carry, r = state
+                        if streamed_trajectory:
+                            r = ref(r)
+                            x = r
+                        elif one_step:
+                            x = None
+                        else:
+                            x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
+                        carry, loss, dg = ops.step(params, carry, x, term)
+                        return (carry, r), (loss.astype(loss_dtype), dg)
+
+                    return rollout(stream_step, (carry, r), length, accumulate=zeros,
+                                   time_offset=first, scan=scan)
+                return run
+
+            def update_body(state):
+                n, params, opt_state, carry, r, pos, i, losses, bad = state
+                if T % U == 0:
+                    (carry, r), (total, g) = segment(U)((params, carry, r, i))
+                    length = jnp.int32(U)
+                else:
+                    # the last update of a rollout has the remaining T % U steps
+                    full = pos + U <= T
+                    (carry, r), (total, g) = cond(full, segment(U), segment(T % U),
+                                                 (params, carry, r, i))
+                    length = jnp.where(full, U, T % U).astype(jnp.int32)
+                if ops.holds(U) or (T % U != 0 and ops.holds(T % U)):
+                    carry, dg = ops.flush(params, carry, term)
+                    g = tree_add(g, dg)
                 finite = jnp.isfinite(total) & _all_finite(g)
                 updates, new_opt_state = transform.update(g, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
@@ -318,30 +348,17 @@ class OnlineTrainer:
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                return (n + 1, params, opt_state, carry, zeros, jnp.zeros_like(total), losses,
+                return (n + 1, params, opt_state, carry, r, pos + length, i + length, losses,
                         ~finite)
 
-            def body(state):
-                # one rollout step; the update runs when the step closes an update
-                n, params, opt_state, carry, r, g, total, pos, i, losses, bad = state
-                if streamed_trajectory:
-                    r = ref(r)
-                    x = r
-                elif one_step:
-                    x = None
-                else:
-                    x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
-                carry, loss, dg = ops.step(params, carry, x, term)
-                g, total = tree_add(g, dg), total + loss.astype(loss_dtype)
-                pos, i = pos + 1, i + 1
-                due = (pos % U == 0) | (pos == T)
-                n, params, opt_state, carry, g, total, losses, bad = jax.lax.cond(
-                    due, update, lambda s: s, (n, params, opt_state, carry, g, total, losses, bad))
-                return (n, params, opt_state, carry, r, g, total, pos, i, losses, bad)
+            def keep_going(state):
+                n, bad = state[0], state[-1]
+                return (n < num_updates) & jnp.logical_not(bad)
 
-            state = (jnp.int32(0), params, opt_state, carry, r, zeros, jnp.zeros((), loss_dtype),
-                     position, jnp.int32(0), losses, jnp.bool_(False))
-            n, params, opt_state, carry, r, _, _, pos, _, losses, bad = while_loop(cond, body, state)
+            state = (jnp.int32(0), params, opt_state, carry, r, position, jnp.int32(0), losses,
+                     jnp.bool_(False))
+            n, params, opt_state, carry, r, pos, _, losses, bad = while_loop(
+                keep_going, update_body, state)
             return params, opt_state, carry, r, pos, losses, n, bad
 
         return jit(chunk)
@@ -429,32 +446,34 @@ class OnlineTrainer:
             # models that do not know their dimension learn it from the stream's states
             adapter = adapt(adapter.model, state_ndim=u0.ndim - 1)
         self._adapter = adapter
-        self._check_emulator(adapter, u0)
-        apply = adapter.apply
-        out = jax.eval_shape(apply, self.params, u0)
-        self.estimator.check(self.params, out.shape, out.dtype)
-        if not getattr(self.estimator, "jittable", True):
-            adapter.recurrent_module()  # a model braintrace cannot trace fails here
-        if hasattr(self.estimator, "prepare"):
-            self.estimator.prepare(adapter, tuple(out.shape))
-        chunk, ops = self._program(adapter, tuple(out.shape))
+        chunk, ops, init, out = self._program(adapter, u0)
         x = None if self.target == "one_step" else u0.astype(out.dtype)
         if self.carry is None:
-            self.carry = ops.init(self.params, u0, x)
+            self.carry = init(self.params, u0, x)
             self.reference_state = u0.astype(out.dtype)
         elif isinstance(self.carry, StoredTree):
             # a checkpoint stores the carry's leaves; its structure comes from the estimator
-            self.carry = restore_tree(self.carry, ops.init(self.params, u0, x))
-        return self._run(adapter, apply, chunk, target_step, out.dtype)
+            self.carry = restore_tree(self.carry, init(self.params, u0, x))
+        return self._run(adapter, adapter.apply, chunk, target_step, out.dtype)
 
-    def _program(self, adapter, state_shape):
-        """The compiled chunk, reused across calls for models of the same signature."""
-        signature = (adapter.signature(), state_shape)
+    def _program(self, adapter, u0):
+        """`(chunk, ops, init, out)`: the compiled chunk, the estimator's carry operations,
+        their carry initialisation and the shape of one batched step's output; checked
+        and built once per model signature and state shape (a call of the trainer then
+        traces nothing)."""
+        signature = (adapter.signature(), tuple(u0.shape), str(u0.dtype))
         if self._compiled is None or self._compiled[0] != signature:
-            ops = self.estimator.carry_ops(adapter, state_shape,
-                                           horizon=self.update_every)
-            self._compiled = (signature, self._build(ops), ops)
-        return self._compiled[1], self._compiled[2]
+            self._check_emulator(adapter, u0)
+            out = jax.eval_shape(adapter.apply, self.params, u0)
+            self.estimator.check(self.params, out.shape, out.dtype)
+            if not getattr(self.estimator, "jittable", True):
+                adapter.recurrent_module()  # a model braintrace cannot trace fails here
+            if hasattr(self.estimator, "prepare"):
+                self.estimator.prepare(adapter, tuple(out.shape))
+            ops = self.estimator.carry_ops(adapter, tuple(out.shape), horizon=self.update_every)
+            init = jax.jit(ops.init) if ops.jittable else ops.init
+            self._compiled = (signature, (self._build(ops), ops, init, out))
+        return self._compiled[1]
 
     def _next_event(self, step, target):
         nxt = target
