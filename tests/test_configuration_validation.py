@@ -82,7 +82,7 @@ def test_branch_level_weights_length():
 
 
 def test_num_branch_steps():
-    with pytest.raises(ValueError, match=r"num_branch_steps.*<= num_rollout_steps = 2, got 3"):
+    with pytest.raises(ValueError, match=r"num_branch_steps: expected at most num_rollout_steps = 2, got 3"):
         DivertedChain(2, 3)
     with pytest.raises(ValueError, match=r"num_branch_steps.*>= 1, got 0"):
         DivertedChain(2, 0)

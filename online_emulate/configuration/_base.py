@@ -92,8 +92,8 @@ class BaseConfiguration(abc.ABC):
         name = type(self).__name__
         if not callable(stepper):
             raise TypeError(
-                f"`stepper` must be a callable mapping one state (C, *N) to the next, "
-                f"got {stepper!r} of type {type(stepper).__name__}."
+                f"stepper: expected a callable mapping one state (C, *N) to the next, "
+                f"got {stepper!r} of type {type(stepper).__name__}"
             )
         check_data(data, self.num_time_levels, name)
         if self.needs_ref_stepper:

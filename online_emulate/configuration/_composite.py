@@ -40,12 +40,12 @@ class Composite(BaseConfiguration):
     ):
         configurations = tuple(configurations)
         if not configurations:
-            raise ValueError("`configurations` must hold at least one configuration, got none.")
+            raise ValueError("configurations: expected at least one configuration, got none")
         for index, part in enumerate(configurations):
             if not isinstance(part, BaseConfiguration):
                 raise TypeError(
-                    f"`configurations[{index}]` must be a configuration (BaseConfiguration), "
-                    f"got {part!r} of type {type(part).__name__}."
+                    f"configurations[{index}]: expected a configuration (BaseConfiguration), "
+                    f"got {part!r} of type {type(part).__name__}"
                 )
         self._set(
             configurations=configurations,

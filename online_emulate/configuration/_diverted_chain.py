@@ -81,7 +81,7 @@ class DivertedChain(ChainConfiguration):
         branch = check_count("num_branch_steps", num_branch_steps)
         if branch > rollout:
             raise ValueError(
-                f"`num_branch_steps` must be <= num_rollout_steps = {rollout}, got {branch}."
+                f"num_branch_steps: expected at most num_rollout_steps = {rollout}, got {branch}"
             )
         self._set(
             **options,
