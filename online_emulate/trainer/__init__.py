@@ -9,12 +9,15 @@ from ._configuration_trainers import (
     ResiduumTrainer,
     SupervisedTrainer,
     TeacherForcingTrainer,
+    TrainerOptions,
 )
+from ._base import Trainer
 from ._general import GeneralTrainer
 from ._history import TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
 
 __all__ = [
+    "Trainer",
     "GeneralTrainer",
     "SupervisedTrainer",
     "DivertedChainTrainer",
@@ -23,6 +26,7 @@ __all__ = [
     "MixChainPrePhysicsTrainer",
     "ResiduumTrainer",
     "TeacherForcingTrainer",
+    "TrainerOptions",
     "OnlineTrainer",
     "TrainingHistory",
     "TrainingDiverged",

@@ -11,32 +11,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import estimators
 from .._checks import as_key, check_positive_int, key_data
+from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
-from .. import estimators
 from ..estimators import OnlineEstimator
-from .._rollout import rollout, tree_add
 from ..estimators._base import online_spec_for
 from ..loss import MSELoss
-from ._checkpoint import StoredTree, load_checkpoint, restore_tree, save_checkpoint
+from ._base import Trainer, check_callbacks, optax_transform
+from ._checkpoint import StoredTree, load_checkpoint, restore_tree
 from ._history import TrainingDiverged, TrainingHistory
+from ._program import all_finite, tree_where
 from ._progress import ProgressBar
 
 __all__ = ["OnlineTrainer"]
 
 
-def _all_finite(tree):
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
-def _tree_where(pred, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-class OnlineTrainer:
+class OnlineTrainer(Trainer):
     """Train an emulator online on a stream of long rollouts.
 
     Each rollout starts from a batch of initial conditions; the emulator then runs freely
@@ -127,11 +120,7 @@ class OnlineTrainer:
         checkpoint_path: str | None = None,
         checkpoint_every: int | None = None,
     ):
-        if not isinstance(optimizer, optax.GradientTransformation):
-            raise TypeError(
-                "optimizer: expected an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
-                f"got {type(optimizer).__name__}"
-            )
+        transform = optax_transform(optimizer, clip_grad_norm)
         self.rollout_length = check_positive_int("rollout_length", rollout_length)
         self.num_rollouts = check_positive_int("num_rollouts", num_rollouts)
         self.update_every = min(
@@ -191,18 +180,9 @@ class OnlineTrainer:
                 raise TypeError(
                     f"ref_stepper: target='one_step' needs a callable on one sample, got {ref_stepper!r}"
                 )
-        self.callbacks = tuple(callbacks)
-        for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(
-                    f"callbacks: expected online_emulate.callback.Callback objects, got "
-                    f"{type(cb).__name__}"
-                )
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
+        self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
-        self._transform = (optimizer if clip_grad_norm is None else
-                           optax.chain(optax.clip_by_global_norm(clip_grad_norm), optimizer))
+        self._transform = transform
         self.estimator, self.persist_carry, self.target = estimator, persist_carry, target
         self.ic_sampler, self.ref_stepper = ic_sampler, ref_stepper
         self.reference_data, self.batch_size = reference_data, batch_size
@@ -223,37 +203,20 @@ class OnlineTrainer:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget parameters, optimizer state, update counter, stream position and history."""
-        self.params = None
-        self.opt_state = None
-        self.step = 0
-        self.key = None
+        super().reset()
         self.rollout = 0
         self.position = 0
         self.carry = None
         self.reference_state = None
-        self.history = TrainingHistory()
-        self._adapter = None
-        for cb in self.callbacks:
-            if hasattr(cb, "reset"):
-                cb.reset()
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds: the trainer state plus stream position and carry."""
         return {
             "params": self.params, "opt_state": self.opt_state, "step": self.step,
             "key": self.key, "loss": self.history.loss, "records": self.history.records,
             "rollout": self.rollout, "position": self.position, "carry": self.carry,
             "reference_state": self.reference_state,
         }
-
-    def save_checkpoint(self, path: str | None = None) -> str:
-        """Write parameters, optimizer state, counters, key, stream position, carry and
-        history atomically."""
-        path = path or self.checkpoint_path
-        if path is None:
-            raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
-        if self.params is None:
-            raise RuntimeError("nothing to save: the trainer has not been called yet")
-        return save_checkpoint(path, self.state_dict())
 
     # -------------------------------------------------------------- the stream
     def _initial_state(self, rollout: int):
@@ -340,11 +303,11 @@ class OnlineTrainer:
                 if ops.holds(U) or (T % U != 0 and ops.holds(T % U)):
                     carry, dg = ops.flush(params, carry, term)
                     g = tree_add(g, dg)
-                finite = jnp.isfinite(total) & _all_finite(g)
+                finite = jnp.isfinite(total) & all_finite(g)
                 updates, new_opt_state = transform.update(g, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
-                params = _tree_where(finite, new_params, params)
-                opt_state = _tree_where(finite, new_opt_state, opt_state)
+                params = tree_where(finite, new_params, params)
+                opt_state = tree_where(finite, new_opt_state, opt_state)
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
@@ -431,13 +394,9 @@ class OnlineTrainer:
             RuntimeError: if the trainer has not been called yet.
             ValueError: for a non-positive `num_rollouts`.
         """
-        if self._adapter is None or self.params is None:
-            raise RuntimeError(
-                "resume: the trainer has not been called yet; call trainer(emulator, key) first"
-            )
+        self._continued_history()
         extra = check_positive_int(
             "num_rollouts", self.num_rollouts if num_rollouts is None else num_rollouts)
-        self.history = self.history.copy()
         return self._start(self._adapter, self.step + extra * self.updates_per_rollout)
 
     def _start(self, adapter, target_step):
@@ -475,36 +434,22 @@ class OnlineTrainer:
             self._compiled = (signature, (self._build(ops), ops, init, out))
         return self._compiled[1]
 
-    def _next_event(self, step, target):
-        nxt = target
-        for every in [cb.every for cb in self.callbacks] + [self.checkpoint_every]:
-            if every is not None:
-                nxt = min(nxt, (step // every + 1) * every)
-        return nxt
-
-    def _run_callbacks(self, apply, step) -> str | None:
-        due = [cb for cb in self.callbacks if step % cb.every == 0]
-        if not due:
-            return None
-        ctx = CallbackContext(
-            step=step, params=self.params, apply=apply, opt_state=self.opt_state,
+    def _callback_context(self, apply) -> CallbackContext:
+        return CallbackContext(
+            step=self.step, params=self.params, apply=apply, opt_state=self.opt_state,
             loss_history=self.history.loss, configuration=self.configuration,
             data=self.reference_data, ref_stepper=self.ref_stepper, residuum_fn=None,
             sampler=None, trainer=self,
         )
-        for cb in due:
-            value = cb(ctx)
-            if value is not None:
-                self.history.record(cb.name, step, value)
-        return ctx.stop_reason
 
     def _run(self, adapter, apply, chunk, target_step, dtype):
         T, U = self.rollout_length, self.update_every
         bar = ProgressBar(total=target_step, initial=self.step, enabled=self.progress_bar,
                           epochs_per_step=1.0 / self.updates_per_rollout, desc="online")
         stored = self.reference_data is not None
+        context = lambda: self._callback_context(apply)  # noqa: E731
         try:
-            stop = self._run_callbacks(apply, self.step) if self.step == 0 else None
+            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
             while self.step < target_step and stop is None:
                 if self.position >= T:
                     self.rollout, self.position = self.rollout + 1, 0
@@ -513,7 +458,7 @@ class OnlineTrainer:
                       else self.reference_state)
                 left_in_rollout = math.ceil((T - self.position) / U)
                 n = min(self.updates_per_call, left_in_rollout,
-                        self._next_event(self.step, target_step) - self.step)
+                        self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
                 levels = self._levels(self.rollout, self.position, dtype) if stored else None
                 params, opt_state, carry, r, pos, losses, done, bad = chunk(
                     self.params, self.opt_state, self.carry, self.reference_state, u0,
@@ -531,7 +476,9 @@ class OnlineTrainer:
                 self.carry, self.reference_state, self.position = carry, r, int(pos)
                 if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
-                stop = self._run_callbacks(apply, self.step)
+                stop = self._run_callbacks(self.step, context)
+                if stop is None:
+                    stop = self._take_stop_request()
             if stop is not None:
                 self.history.stopped_early = stop
         finally:
