@@ -8,7 +8,7 @@ from ._conv_net import ConvNet
 from ._hidden import declaring_hidden_states, hidden_state
 from ._functional import get_params, set_params
 from ._linear_stencil import LinearStencil
-from ._ops import lax_ops, using_lax_ops
+from ._ops import lax_conv_ops, lax_ops, using_lax_ops
 from ._periodic_conv import PeriodicConv
 from ._serialize import (
     build_emulator,
@@ -33,6 +33,7 @@ __all__ = [
     "hidden_state",
     "declaring_hidden_states",
     "lax_ops",
+    "lax_conv_ops",
     "using_lax_ops",
     "save_emulator",
     "load_emulator",

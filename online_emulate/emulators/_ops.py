@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
+import math
 from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["lax_ops", "using_lax_ops", "periodic_conv"]
+__all__ = ["lax_ops", "using_lax_ops", "lax_conv_ops", "periodic_conv"]
 
 _USE_LAX = contextvars.ContextVar("online_emulate_use_lax_ops", default=False)
+_USE_LAX_CONV = contextvars.ContextVar("online_emulate_use_lax_conv", default=False)
 
 # Channel-last layouts: braintrace's ES_D_RTRL handles a conv bias only channel-last
 # (NOTES.md section 2), and K-FAC matches NHWC/HWIO convolutions.
@@ -38,6 +41,24 @@ def lax_ops() -> Iterator[None]:
         yield
     finally:
         _USE_LAX.reset(token)
+
+
+@contextlib.contextmanager
+def lax_conv_ops() -> Iterator[None]:
+    """Evaluate emulators with ``lax.conv_general_dilated`` convolutions in this block.
+
+    Implies `lax_ops()`. By default the plain-lax path computes a periodic convolution
+    as one matrix product of shifted copies of the input (see `periodic_conv`), which is
+    faster inside loops on CPU; K-FAC's graph matcher only recognises convolution
+    primitives, so the K-FAC optimizer traces its model inside this block. The outputs
+    are the same up to float rounding.
+    """
+    tokens = _USE_LAX.set(True), _USE_LAX_CONV.set(True)
+    try:
+        yield
+    finally:
+        _USE_LAX_CONV.reset(tokens[1])
+        _USE_LAX.reset(tokens[0])
 
 
 def using_lax_ops() -> bool:
@@ -68,80 +89,84 @@ def periodic_conv(
 
     y[b, s, o] = sum_{u, i} x[b, (s + u - left) mod N, i] * kernel[u, i, o] + bias[o]
 
-    Inside `lax_ops()` a 1-D convolution also accepts its kernel in the height-1 2-D
-    layout `(1, k, C_in, C_out)` (K-FAC's layout, see `online_emulate.optim`).
+    with left = (k - 1) // 2 per axis (an even kernel reaches one cell further right).
+
+    Three evaluations with equal outputs (up to float rounding):
+    - default: braintrace's ETP convolution primitive, so ``braintrace.compile`` can
+      build eligibility traces through it;
+    - inside `lax_ops()`: one matrix product of the k shifted copies of the input
+      (im2col with periodic shifts, no padding). XLA:CPU runs convolution primitives
+      inside a ``while``/``scan`` body (every rollout, every trainer loop) 5-10x slower
+      than at top level, while matrix products keep their speed (benchmarks/RESULTS.md,
+      "Training speed on a realistic network");
+    - inside `lax_conv_ops()`, or for a 1-D kernel in the height-1 2-D layout
+      ``(1, k, C_in, C_out)`` (K-FAC's layout, see `online_emulate.optim`):
+      ``lax.conv_general_dilated`` on the wrap-padded input, which K-FAC's graph matcher
+      recognises. The bias is added in the broadcast form of its conv-with-bias pattern.
     """
     num_spatial_dims = x.ndim - 2
-    if kernel.ndim == num_spatial_dims + 3 and num_spatial_dims == 1 and _USE_LAX.get():
-        kernel_size = kernel.shape[1:2]  # (1, k, C_in, C_out): a height-1 2-D kernel
-    else:
-        kernel_size = kernel.shape[: kernel.ndim - 2]
+    lifted = kernel.ndim == num_spatial_dims + 3 and num_spatial_dims == 1
+    if _USE_LAX.get() and not lifted and not _USE_LAX_CONV.get():
+        y = _shifted_matmul_conv(x, kernel)
+        if bias is not None:
+            y = y + bias
+        return y
+    kernel_size = kernel.shape[1:2] if lifted else kernel.shape[: kernel.ndim - 2]
     padded = periodic_pad(x, kernel_size)
     if _USE_LAX.get():
-        return _lax_conv(padded, kernel, bias)
+        y = _lax_conv(padded[:, None] if lifted else padded, kernel)
+        if bias is not None:
+            y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+        return y[:, 0] if lifted else y
     # braintrace (and the scipy.stats it pulls in) loads on the first ETP evaluation, not
     # at import: BPTT training and metrics run under lax_ops() and never need it.
     import braintrace
 
-    dimension_numbers = _DIMENSION_NUMBERS[num_spatial_dims]
     return braintrace.conv(
         padded,
         kernel,
         bias,
         strides=(1,) * num_spatial_dims,
         padding="VALID",
-        dimension_numbers=dimension_numbers,
+        dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
     )
 
 
-def _lax_conv(padded, kernel, bias):
-    """'VALID' channel-last convolution with plain ``jax.lax`` ops.
+def _lax_conv(padded, kernel):
+    num_spatial_dims = padded.ndim - 2
+    return jax.lax.conv_general_dilated(
+        padded,
+        kernel,
+        (1,) * num_spatial_dims,
+        "VALID",
+        dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
+    )
 
-    A 1-D convolution with its native `(k, C_in, C_out)` kernel is evaluated as one
-    matrix product of the `k` shifted views of the input (im2col) with the kernel
-    reshaped to `(k * C_in, C_out)`. XLA:CPU runs convolutions inside a `while`/`scan`
-    body (every training rollout, every trainer loop) without its fast convolution
-    kernels, 5-10x slower than the same convolution at top level, while matrix
-    products keep their speed there (benchmarks/RESULTS.md, "conv path"). The outputs
-    equal the convolution's up to float rounding.
 
-    A 1-D kernel in the height-1 2-D layout `(1, k, C_in, C_out)` (K-FAC's layout)
-    and every 2-D/3-D kernel stay `lax.conv_general_dilated` in NHWC/HWIO: K-FAC's
-    graph matcher only recognises 2-D NHWC/HWIO convolutions. The bias is added in
-    the broadcast form of K-FAC's conv-with-bias pattern.
+def _shifted_matmul_conv(
+    x: Float[Array, "batch *space in_channels"],
+    kernel: Float[Array, "*kernel in_channels out_channels"],
+) -> Float[Array, "batch *space out_channels"]:
+    """Periodic convolution as one 2-D matrix product (see `periodic_conv`).
+
+    cols[b, s, (u, i)] = x[b, (s + u - left) mod N, i] for every kernel offset u (in the
+    kernel's row-major order), so y[b, s, o] = sum_{(u, i)} cols[b, s, (u, i)] *
+    kernel[u, i, o]: a `(batch * prod(N), prod(k) * C_in) @ (prod(k) * C_in, C_out)`
+    product. Shifting with `jnp.roll` instead of slicing a padded copy, and flattening
+    to a 2-D product, measured 15-50% faster in a training loop than the padded slices
+    with a batched product (benchmarks/RESULTS.md).
     """
-    if padded.ndim == 3:
-        if kernel.ndim == 3:
-            y = _im2col_conv_1d(padded, kernel)
-        else:
-            return _lax_conv(padded[:, None], kernel, bias)[:, 0]
-    else:
-        num_spatial_dims = padded.ndim - 2
-        y = jax.lax.conv_general_dilated(
-            padded,
-            kernel,
-            (1,) * num_spatial_dims,
-            "VALID",
-            dimension_numbers=_DIMENSION_NUMBERS[num_spatial_dims],
-        )
-    if bias is not None:
-        y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
-    return y
-
-
-def _im2col_conv_1d(
-    padded: Float[Array, "batch padded_width in_channels"],
-    kernel: Float[Array, "k in_channels out_channels"],
-) -> Float[Array, "batch width out_channels"]:
-    """'VALID' 1-D channel-last convolution as one matrix product (see `_lax_conv`).
-
-    cols[b, s, u * C_in + i] = padded[b, s + u, i], so
-    y[b, s, o] = sum_{u, i} cols[b, s, u * C_in + i] * kernel[u, i, o].
-    """
-    k, c_in, c_out = kernel.shape
-    width = padded.shape[1] - k + 1
-    if k == 1:
-        cols = padded
-    else:
-        cols = jnp.concatenate([padded[:, u : u + width] for u in range(k)], axis=-1)
-    return jnp.dot(cols, kernel.reshape(k * c_in, c_out))
+    spatial = x.shape[1:-1]
+    kernel_size = kernel.shape[:-2]
+    c_in, c_out = kernel.shape[-2:]
+    axes = tuple(range(1, 1 + len(spatial)))
+    lefts = [(k - 1) // 2 for k in kernel_size]
+    copies = []
+    for offset in itertools.product(*(range(k) for k in kernel_size)):
+        shift = tuple(left - u for left, u in zip(lefts, offset))
+        copies.append(jnp.roll(x, shift, axis=axes) if any(shift) else x)
+    cols = copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=-1)
+    rows = x.shape[0] * math.prod(spatial)
+    taps = len(copies) * c_in
+    y = cols.reshape(rows, taps) @ kernel.reshape(taps, c_out)
+    return y.reshape(x.shape[:-1] + (c_out,))

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from ..emulators import lax_conv_ops
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
@@ -168,7 +169,7 @@ class KFAC:
                 "configuration: expected an object with loss(stepper, data, *, "
                 f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
             )
-        self._built = (apply, configuration, ref_stepper, residuum_fn)
+        self._built = (_with_conv_primitives(apply), configuration, ref_stepper, residuum_fn)
         self._optimizer = None
         return self
 
@@ -267,6 +268,18 @@ class KFAC:
     def optimizer(self):
         """The underlying ``kfac_jax.Optimizer`` (after `init`)."""
         return self._optimizer
+
+
+def _with_conv_primitives(apply: Callable) -> Callable:
+    """`apply` traced inside `lax_conv_ops()`: kfac's graph matcher finds the emulators'
+    convolutions only as convolution primitives, not as the matrix products the
+    plain-lax path computes them with by default."""
+
+    def conv_apply(params, u):
+        with lax_conv_ops():
+            return apply(params, u)
+
+    return conv_apply
 
 
 def _choose_mask(apply, params, batch):
