@@ -64,6 +64,7 @@ def test_invalid_combination_is_reported_without_traceback(tmp_path, capsys):
     _one_line_error(capsys, "--decay: only --estimator es_d_rtrl")
 
 
+@pytest.mark.slow  # a binomial-checkpointed training run through the CLI
 def test_bptt_binomial_trains_with_its_checkpoint_count(tmp_path, capsys):
     assert main(["train", *SMALL, "--num-checkpoints", "4", "--output", str(tmp_path / "x")]) == 2
     _one_line_error(capsys, "--num-checkpoints: only --estimator bptt-binomial")
