@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from .._checks import key_data
+from .._checks import check_int, key_data
 
 __all__ = ["WindowSampler"]
 
@@ -57,16 +57,11 @@ class WindowSampler:
                 f"levels but the trajectories have only {self.num_time_levels}; use longer "
                 "trajectories or fewer rollout steps"
             )
-        if (
-            isinstance(self.batch_size, bool)
-            or not isinstance(self.batch_size, int)
-            or not 1 <= self.batch_size <= self.num_windows
-        ):
-            raise ValueError(
-                f"batch_size: expected an int in [1, {self.num_windows}] (the number of "
-                f"training windows: {self.num_trajectories} trajectories x "
-                f"{self.windows_per_trajectory} offsets), got {self.batch_size!r}"
-            )
+        check_int(
+            "batch_size", self.batch_size, maximum=self.num_windows,
+            meaning=f"the number of training windows: {self.num_trajectories} trajectories "
+                    f"x {self.windows_per_trajectory} offsets",
+        )
 
     @property
     def windows_per_trajectory(self) -> int:

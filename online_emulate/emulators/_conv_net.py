@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_positive_int
+from .._checks import check_callable, check_positive_int
 from ._base import Emulator, as_key
 from ._hidden import hidden_state
 from ._periodic_conv import PeriodicConv
@@ -56,8 +56,7 @@ class ConvNet(Emulator):
         super().__init__(num_spatial_dims, in_channels, out_channels)
         check_positive_int("hidden_channels", hidden_channels)
         check_positive_int("depth", depth)
-        if not callable(activation):
-            raise TypeError(f"activation: expected a callable, got {activation!r}")
+        check_callable("activation", activation)
         if residual and in_channels != out_channels:
             raise ValueError(
                 "residual: adding the input to the output needs in_channels == "

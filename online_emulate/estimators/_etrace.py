@@ -9,6 +9,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_real, check_required
 from ..emulators._functional import _lookup, _nest
 from ..emulators import ModelAdapter
 from ._base import Model, OnlineEstimator, first_level, online_spec_for, run_window
@@ -184,11 +185,10 @@ class ETrace(OnlineEstimator):
         if algorithm not in ("d_rtrl", "es_d_rtrl"):
             raise ValueError(f"algorithm: expected 'd_rtrl' or 'es_d_rtrl', got {algorithm!r}")
         if algorithm == "es_d_rtrl":
-            if decay is None or isinstance(decay, bool) or not (0.0 < float(decay) < 1.0):
-                raise ValueError(f"decay: ETrace('es_d_rtrl') needs a decay in (0, 1), got {decay!r}")
-            decay = float(decay)
+            check_required("decay", decay, "a number in (0, 1) (ETrace('es_d_rtrl') needs it)")
+            decay = check_real("decay", decay, positive=True, maximum=1.0, maximum_inclusive=False)
         elif decay is not None:
-            raise ValueError(f"decay: only ETrace('es_d_rtrl') takes a decay, got {decay!r}")
+            raise ValueError(f"decay: expected None (only ETrace('es_d_rtrl') takes a decay), got {decay!r}")
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence: expected 'diagonal' or 'coupled', got {recurrence!r}")
         self._set(algorithm=algorithm, decay=decay, recurrence=recurrence, _runners={})

@@ -8,6 +8,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from .._checks import check_positive_int
 from ._base import Estimator
 from ._bptt import BPTT
 from ._value_and_grad import _adapt
@@ -90,9 +91,10 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
                 "configuration: with rollout_lengths, expected a factory T -> configuration "
                 f"(e.g. lambda T: Supervised(T)), got {type(configuration).__name__}"
             )
-        bad = [T for T in rollout_lengths if isinstance(T, bool) or not isinstance(T, int) or T < 1]
-        if bad or not rollout_lengths:
+        if not rollout_lengths:
             raise ValueError(f"rollout_lengths: expected positive ints, got {rollout_lengths!r}")
+        for i, T in enumerate(rollout_lengths):
+            check_positive_int(f"rollout_lengths[{i}]", T)
         configs = [(T, configuration(T)) for T in rollout_lengths]
     for est in estimators:  # a model ETrace cannot trace fails before any compilation
         adapter = _adapt(emulator, est, data)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from .._checks import check_positive_int
 from ._base import OnlineEstimator, model_apply
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
@@ -85,11 +86,7 @@ class ForwardRTRL(OnlineEstimator):
     """
 
     def __init__(self, *, memory_budget_bytes: int = 2**30):
-        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) \
-                or memory_budget_bytes < 1:
-            raise ValueError(
-                f"memory_budget_bytes: expected a positive int, got {memory_budget_bytes!r}"
-            )
+        memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
         self._set(memory_budget_bytes=memory_budget_bytes)
 
     def _key(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_int
 from .._rollout import UNROLL_MAX_STEPS
 from ._base import OnlineEstimator, model_apply
 
@@ -129,8 +130,7 @@ class TruncatedBPTT(OnlineEstimator):
     persist_carry = False
 
     def __init__(self, k: int):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: expected a positive int window length, got {k!r}")
+        k = check_int("k", k, meaning="the window length")
         self._set(k=k)
 
     def _key(self):

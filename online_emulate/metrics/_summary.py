@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from ._validation import check_per_step
 
 
@@ -84,9 +83,6 @@ def steps_until_decorrelation(
             is not a number in (0, 1].
     """
     check_per_step(corr_per_step, "corr_per_step")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise ValueError(f"`threshold` must be a number in (0, 1]; got {threshold!r}.")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"`threshold` must be in (0, 1]; got {threshold}.")
+    check_real("threshold", threshold, positive=True, maximum=1.0)
     corr = jnp.asarray(corr_per_step)
     return _leading_true(corr >= threshold)

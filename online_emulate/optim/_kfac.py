@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_callable, check_real
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
@@ -120,14 +121,8 @@ class KFAC:
     def __init__(self, *, curvature_scale="auto", check_blocks: bool = True, **kfac_options):
         self._kfac_jax = import_kfac()
         check_kfac_options(self._kfac_jax.Optimizer.__init__, kfac_options)
-        if not (curvature_scale == "auto" or (
-            isinstance(curvature_scale, (int, float))
-            and not isinstance(curvature_scale, bool)
-            and curvature_scale > 0
-        )):
-            raise ValueError(
-                f"curvature_scale: expected 'auto' or a positive number, got {curvature_scale!r}"
-            )
+        if not (isinstance(curvature_scale, str) and curvature_scale == "auto"):
+            check_real("curvature_scale", curvature_scale, positive=True)
         self.curvature_scale = curvature_scale
         self.check_blocks = bool(check_blocks)
         self.options = {**DEFAULT_KFAC_OPTIONS, **kfac_options}
@@ -161,8 +156,7 @@ class KFAC:
         Raises:
             TypeError: `apply` is not callable or `configuration` has no `loss`.
         """
-        if not callable(apply):
-            raise TypeError(f"apply: expected a callable apply(params, u), got {apply!r}")
+        check_callable("apply", apply, expected="a callable apply(params, u)")
         if not callable(getattr(configuration, "loss", None)):
             raise TypeError(
                 "configuration: expected an object with loss(stepper, data, *, "

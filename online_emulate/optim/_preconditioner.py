@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import optax
 
+from .._checks import as_key, check_callable
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import folded_batch_size, make_curvature_loss
@@ -73,12 +74,10 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
         **kfac_options,
     ):
         kfac_jax = import_kfac()
-        if not callable(apply):
-            raise TypeError(f"apply: expected a callable apply(params, u), got {apply!r}")
+        check_callable("apply", apply, expected="a callable apply(params, u)")
         folded_batch_size(example_batch)  # validates the window
         check_kfac_options(kfac_jax.OptaxPreconditioner.__init__, kfac_options, reserved=_RESERVED)
-        if isinstance(key, int) and not isinstance(key, bool):
-            key = jax.random.PRNGKey(key)
+        key = as_key(key)
         num_spatial_dims = example_batch.ndim - 3
         loss = make_curvature_loss(apply, curvature_scale=curvature_scale)
         # kfac syncs its statistics with collectives over `pmap_axis_name` whenever it

@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 import optax
 
+from .._checks import check_real
 from ..callback import Callback, CallbackContext
 from ._checkpoint import save_checkpoint
 from ._history import TrainingHistory
@@ -49,8 +50,7 @@ def optax_transform(optimizer, clip_grad_norm: float | None) -> optax.GradientTr
 
 def check_clip(clip_grad_norm: float | None) -> None:
     """Raises ValueError unless `clip_grad_norm` is None or a positive number."""
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
+    check_real("clip_grad_norm", clip_grad_norm, positive=True, allow_none=True)
 
 
 class Trainer:

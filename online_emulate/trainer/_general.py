@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_positive_int, key_data
+from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._input_checks import check_emulator_data
 from ..callback import Callback, CallbackContext
 from ..data import WindowSampler, check_trajectories, trajectory_shape
@@ -126,19 +126,15 @@ class GeneralTrainer(Trainer):
             samples, levels, configuration.num_time_levels, batch_size, sub_stacking
         )
         self.batch_size = batch_size
-        if configuration.needs_ref_stepper and ref_stepper is None:
-            raise ValueError(
-                f"ref_stepper: {type(configuration).__name__} needs a reference stepper "
-                "(a callable on one state (C, *N)); got None"
-            )
-        if configuration.needs_residuum_fn and residuum_fn is None:
-            raise ValueError(
-                f"residuum_fn: {type(configuration).__name__} needs residuum_fn(next, prev) "
-                "on batches; got None"
-            )
-        for name, fn in (("ref_stepper", ref_stepper), ("residuum_fn", residuum_fn)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+        owner = type(configuration).__name__
+        if configuration.needs_ref_stepper:
+            check_required("ref_stepper", ref_stepper,
+                           f"a reference stepper on one state (C, *N) ({owner} needs it)")
+        if configuration.needs_residuum_fn:
+            check_required("residuum_fn", residuum_fn,
+                           f"residuum_fn(next, prev) on batches ({owner} needs it)")
+        check_callable("ref_stepper", ref_stepper, allow_none=True)
+        check_callable("residuum_fn", residuum_fn, allow_none=True)
         self.ref_stepper = ref_stepper
         self.residuum_fn = residuum_fn
         self.callbacks = check_callbacks(callbacks)

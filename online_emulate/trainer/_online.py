@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from .. import estimators
-from .._checks import as_key, check_positive_int, key_data
+from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
@@ -143,17 +143,11 @@ class OnlineTrainer(Trainer):
             )
         if persist_carry is None:
             persist_carry = estimator.persist_carry
-        if not isinstance(persist_carry, bool):
-            raise TypeError(f"persist_carry: expected a bool or None, got {persist_carry!r}")
+        persist_carry = check_flag("persist_carry", persist_carry)
         if reference_data is None:
-            if not callable(ic_sampler):
-                raise TypeError(
-                    f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}"
-                )
-            if not callable(ref_stepper):
-                raise TypeError(
-                    f"ref_stepper: expected a callable on one sample (C, *N), got {ref_stepper!r}"
-                )
+            check_callable("ic_sampler", ic_sampler, expected="a callable key -> (B, C, *N)")
+            check_callable("ref_stepper", ref_stepper,
+                           expected="a callable on one sample (C, *N)")
         else:
             if ic_sampler is not None:
                 raise ValueError(
@@ -170,16 +164,11 @@ class OnlineTrainer(Trainer):
                     f"reference_data: rollout_length={rollout_length} needs "
                     f"{rollout_length + 1} time levels, got {shape[1]}"
                 )
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
-                    or not 1 <= batch_size <= shape[0]:
-                raise ValueError(
-                    f"batch_size: with reference_data expected an int in [1, {shape[0]}] "
-                    f"(trajectories per rollout), got {batch_size!r}"
-                )
-            if target == "one_step" and not callable(ref_stepper):
-                raise TypeError(
-                    f"ref_stepper: target='one_step' needs a callable on one sample, got {ref_stepper!r}"
-                )
+            check_int("batch_size", batch_size, maximum=shape[0],
+                      meaning="trajectories of reference_data per rollout")
+            if target == "one_step":
+                check_callable("ref_stepper", ref_stepper,
+                               expected="a callable on one sample (target='one_step' needs it)")
         self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
         self._transform = transform
