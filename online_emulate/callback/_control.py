@@ -67,7 +67,8 @@ class EarlyStopping(Callback):
         records = ctx.trainer.history.records.get(self.monitor)
         if not records:
             raise ValueError(
-                f"monitor: no callback named {self.monitor!r} has recorded a value; list it "
+                f"monitor: expected the name of a callback that has recorded a value, got "
+                f"{self.monitor!r}; list it "
                 "before EarlyStopping with the same `every`"
             )
         return float(records[-1][1])

@@ -157,7 +157,11 @@ class BaseConfiguration(abc.ABC):
             ValueError: this configuration's loss is not a sum of per-step terms of
                 the current state; it supports only BPTT estimators.
         """
-        raise ValueError(f"{type(self).__name__} {BPTT_ONLY}: {self._why_not_online()}")
+        raise ValueError(
+            "configuration: expected a loss that is a sum of per-step terms of the current "
+            f"state (what online estimators need), got {type(self).__name__}, which "
+            f"{BPTT_ONLY}: {self._why_not_online()}"
+        )
 
     def _why_not_online(self) -> str:
         return "its loss is not a sum of per-step terms of the current state."

@@ -38,8 +38,8 @@ def trajectory_shape(data, *, name: str = "data") -> tuple[int, int]:
     for shape in shapes[1:]:
         if shape[:2] != first:
             raise ValueError(
-                f"{name}: every leaf must share (samples, time) = {first}, got a leaf of "
-                f"shape {shape}"
+                f"{name}: expected leaves that share (samples, time) = {first}, got a leaf "
+                f"of shape {shape}"
             )
     return first
 
@@ -63,7 +63,7 @@ def check_trajectories(data, *, name: str = "data", check_finite: bool = True):
                 s, t = np.argwhere(~finite)[0]
                 where = jax.tree_util.keystr(path) or ""
                 raise ValueError(
-                    f"{name}{where}: expected finite values, found NaN/inf at sample {s}, "
+                    f"{name}{where}: expected finite values, got NaN/inf at sample {s}, "
                     f"time level {t}"
                 )
     return data

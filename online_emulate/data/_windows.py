@@ -53,8 +53,8 @@ class WindowSampler:
     def __post_init__(self):
         if self.window_length > self.num_time_levels:
             raise ValueError(
-                f"data: the configuration needs windows of {self.window_length} time "
-                f"levels but the trajectories have only {self.num_time_levels}; use longer "
+                f"data: expected trajectories of at least {self.window_length} time levels "
+                f"(the configuration's window), got {self.num_time_levels}; use longer "
                 "trajectories or fewer rollout steps"
             )
         check_int(

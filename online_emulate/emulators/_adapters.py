@@ -106,8 +106,8 @@ class ModelAdapter:
             out = jax.eval_shape(self.apply, self.params, one)
         except (ValueError, TypeError) as err:
             raise ValueError(
-                f"emulator: the {model_name(self.model)} cannot take one state of shape "
-                f"{tuple(shape)} from {name} ({err})"
+                f"emulator: expected a model that takes one state of shape {tuple(shape)} "
+                f"from {name}, got the {model_name(self.model)}, which fails with: {err}"
             ) from None
         if tuple(getattr(out, "shape", ())) != tuple(shape):
             raise ValueError(
@@ -123,9 +123,9 @@ class ModelAdapter:
             TypeError: for models whose operations braintrace cannot trace.
         """
         raise TypeError(
-            f"emulator: ETrace needs a brainstate Module whose weights are used through "
-            f"braintrace ETP ops (braintrace.nn layers, braintrace.conv / matmul / "
-            f"element_wise); got a {model_name(self.model)}, whose parameter "
+            f"emulator: expected a brainstate Module whose weights are used through "
+            f"braintrace ETP ops (what ETrace needs: braintrace.nn layers, braintrace.conv / "
+            f"matmul / element_wise), got a {model_name(self.model)}, whose parameter "
             f"{_first_param_path(self.params)} braintrace cannot trace. Estimators that "
             f"work with this model: {WORKING_ESTIMATORS}."
         )

@@ -59,8 +59,8 @@ class ConvNet(Emulator):
         check_callable("activation", activation)
         if residual and in_channels != out_channels:
             raise ValueError(
-                "residual: adding the input to the output needs in_channels == "
-                f"out_channels, got {in_channels} and {out_channels}"
+                "residual: expected in_channels == out_channels (the input is added to "
+                f"the output), got {in_channels} and {out_channels}"
             )
         self.hidden_channels = hidden_channels
         self.depth = depth

@@ -39,8 +39,8 @@ def _lookup(params: Params, path: tuple):
             node = node[k]
         except (KeyError, IndexError, TypeError):
             raise ValueError(
-                f"params: missing entry {'/'.join(map(str, path))} of the emulator's "
-                "parameters (expected the structure of get_params(emulator))"
+                "params: expected the structure of get_params(emulator), got no entry "
+                f"{'/'.join(map(str, path))}"
             ) from None
     return node
 

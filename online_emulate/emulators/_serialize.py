@@ -59,8 +59,9 @@ def describe_emulator(emulator) -> dict:
         names = [n for n, f in _ACTIVATIONS.items() if f is emulator.activation]
         if not names:
             raise ValueError(
-                f"emulator: its activation {emulator.activation!r} has no stored name "
-                f"(one of {', '.join(_ACTIVATIONS)}); store the weights with save_weights"
+                f"emulator: expected an activation with a stored name (one of "
+                f"{', '.join(_ACTIVATIONS)}), got {emulator.activation!r}; store the weights "
+                "with save_weights"
             )
         spec = _conv_spec(emulator.layers[0])
         return {
@@ -68,8 +69,8 @@ def describe_emulator(emulator) -> dict:
             "depth": int(emulator.depth), "activation": names[0], "residual": bool(emulator.residual),
         }
     raise TypeError(
-        f"emulator: save_emulator stores the built-in LinearStencil and ConvNet, got "
-        f"{type(emulator).__name__}; for your own module store the weights with "
+        f"emulator: expected a built-in LinearStencil or ConvNet (what save_emulator "
+        f"stores), got {type(emulator).__name__}; for your own module store the weights with "
         "save_weights and restore them with set_params(model, load_weights(path))"
     )
 
@@ -91,13 +92,17 @@ def build_emulator(spec: dict):
             return LinearStencil(*args, **common)
         if kind == "ConvNet":
             if spec["activation"] not in _ACTIVATIONS:
-                raise ValueError(f"unknown activation {spec['activation']!r}")
+                raise ValueError(
+                    f"spec['activation']: expected one of {sorted(_ACTIVATIONS)}, got "
+                    f"{spec['activation']!r}"
+                )
             return ConvNet(
                 *args, hidden_channels=spec["hidden_channels"], depth=spec["depth"],
                 activation=_ACTIVATIONS[spec["activation"]], residual=spec["residual"], **common,
             )
     except (KeyError, TypeError) as err:
-        raise ValueError(f"spec: incomplete emulator description ({type(err).__name__}: {err})") from None
+        raise ValueError(f"spec: expected a complete emulator description, got one failing "
+                         f"with {type(err).__name__}: {err}") from None
     raise ValueError(f"spec: expected kind LinearStencil or ConvNet, got {kind!r}")
 
 
@@ -123,13 +128,15 @@ def load_emulator(path: str | os.PathLike):
     blob = load_checkpoint(path)
     if blob.get("model") is None:
         raise ValueError(
-            f"path: {os.fspath(path)!r} holds weights without an architecture; build the "
-            "model yourself and call set_params(model, load_weights(path))"
+            f"path: expected a stored emulator (architecture and weights), got weights "
+            f"only in {os.fspath(path)!r}; build the model yourself and call "
+            "set_params(model, load_weights(path))"
         )
     try:
         emulator = build_emulator(blob["model"])
     except ValueError as err:
-        raise ValueError(f"path: {os.fspath(path)!r}: {err}") from None
+        raise ValueError(f"path: expected a valid emulator description, got one in "
+                         f"{os.fspath(path)!r} failing with: {err}") from None
     _set_checked(emulator, blob.get("params"), path)
     return emulator
 
@@ -138,7 +145,8 @@ def _set_checked(emulator, params, path):
     expected = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), get_params(emulator))
     got = jax.tree_util.tree_map(lambda x: (np.shape(x), np.asarray(x).dtype), params)
     if got != expected:
-        raise ValueError(f"path: {os.fspath(path)!r}: stored weights {got} do not match the model's {expected}")
+        raise ValueError(f"path: expected weights matching the model's {expected}, got {got} "
+                         f"in {os.fspath(path)!r}")
     set_params(emulator, jax.tree_util.tree_map(jnp.asarray, params))
 
 
@@ -155,5 +163,5 @@ def load_weights(path: str | os.PathLike) -> dict:
     """The parameter dict stored by `save_weights` or `save_emulator` (numpy arrays)."""
     blob = load_checkpoint(path)
     if "params" not in blob:
-        raise ValueError(f"path: {os.fspath(path)!r} holds no weights")
+        raise ValueError(f"path: expected stored weights, got none in {os.fspath(path)!r}")
     return blob["params"]

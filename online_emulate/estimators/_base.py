@@ -99,17 +99,20 @@ def online_spec_for(configuration, estimator, *, ref_stepper, residuum_fn):
         spec = configuration.online_spec()
     except ValueError as err:
         raise ValueError(
-            f"estimator: {estimator!r} runs forward in time and needs a loss that is a sum "
-            f"of per-step terms of the current state, but {configuration!r} is not one. "
+            f"estimator: expected an estimator that suits {configuration!r}, got "
+            f"{estimator!r}, which runs forward in time and needs a loss that is a sum "
+            f"of per-step terms of the current state. "
             f"This configuration supports only the exact reverse-mode estimators: "
             f"{BPTT_NAMES}. The online estimators ({ONLINE_NAMES}) support Supervised, "
             f"DivertedChainBranchOne(cut_div_chain=True), Residuum(cut_prev=True) and "
             f"TeacherForcing. (configuration said: {err})"
         ) from None
     if spec.uses_ref_stepper and ref_stepper is None:
-        raise ValueError(f"ref_stepper: {configuration!r} needs a reference stepper, got None")
+        raise ValueError(f"ref_stepper: expected a reference stepper ({configuration!r} "
+                         "needs it), got None")
     if spec.uses_residuum_fn and residuum_fn is None:
-        raise ValueError(f"residuum_fn: {configuration!r} needs a residuum function, got None")
+        raise ValueError(f"residuum_fn: expected a residuum function ({configuration!r} "
+                         "needs it), got None")
     return spec
 
 
@@ -219,7 +222,7 @@ class OnlineEstimator(Estimator):
         u0 = first_level(data)
         if not hasattr(u0, "shape"):
             raise TypeError(
-                f"data: {self!r} expects one array (batch, time, C, *N), got a "
+                f"data: expected one array (batch, time, C, *N) for {self!r}, got a "
                 f"{type(data).__name__} PyTree"
             )
         out = jax.eval_shape(model_apply(model), params, u0)

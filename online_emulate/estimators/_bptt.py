@@ -93,8 +93,8 @@ class BPTT(Estimator):
         """
         if self.memory_budget_bytes is not None:
             raise ValueError(
-                f"scan: {self!r} picks its scan per problem; call "
-                "resolve(configuration, apply, params, data, ...) first"
+                f"scan: expected a BPTT with a fixed scheme, got {self!r}, which picks its "
+                "scan per problem; call resolve(configuration, apply, params, data, ...) first"
             )
         if self.checkpoint == "binomial":
             return functools.partial(binomial_checkpoint_scan, checkpoints=self.num_checkpoints)

@@ -212,8 +212,8 @@ class ETrace(OnlineEstimator):
         """
         if not isinstance(model, ModelAdapter):
             raise TypeError(
-                "model: ETrace compiles a brainstate module on braintrace ETP ops and "
-                "needs its adapter (online_emulate.emulators.adapt(module)), got "
+                "model: expected the adapter of a brainstate module on braintrace ETP ops "
+                "(online_emulate.emulators.adapt(module)), which ETrace compiles, got "
                 f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
                 "take a pure apply function"
             )

@@ -104,7 +104,8 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
         levels = cfg.num_time_levels
         if data.shape[1] < levels:
             raise ValueError(
-                f"data: {cfg!r} reads {levels} time levels, data has {data.shape[1]}"
+                f"data: expected at least {levels} time levels ({cfg!r} reads them), got "
+                f"{data.shape[1]}"
             )
         d = data[:, :levels]
         steps = T if T is not None else max(1, levels - 1)

@@ -105,10 +105,10 @@ class ForwardRTRL(OnlineEstimator):
         if size > self.memory_budget_bytes:
             P = sum(int(math.prod(jnp.shape(x))) for x in jax.tree_util.tree_leaves(params))
             raise ValueError(
-                f"ForwardRTRL: the sensitivity dU/dtheta and the identity need "
-                f"(2*B*H*P + P*P)*itemsize = {size} bytes (state {tuple(state_shape)}, "
-                f"P = {P} parameters, {jnp.dtype(dtype)}), over memory_budget_bytes = "
-                f"{self.memory_budget_bytes}. Use fewer parameters or a smaller batch, raise "
+                f"memory_budget_bytes: expected >= {size} bytes, what ForwardRTRL's "
+                f"sensitivity dU/dtheta and the identity need: (2*B*H*P + P*P)*itemsize = "
+                f"{size} bytes (state {tuple(state_shape)}, P = {P} parameters, "
+                f"{jnp.dtype(dtype)}), got memory_budget_bytes = {self.memory_budget_bytes}. Use fewer parameters or a smaller batch, raise "
                 f"the budget, or use BPTT(checkpoint='binomial', num_checkpoints=n) (exact, fixed memory) or ETrace (approximate)."
             )
 

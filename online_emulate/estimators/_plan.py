@@ -150,7 +150,8 @@ def plan(configuration, emulator, data, memory_budget_bytes: int, *,
     levels = configuration.num_time_levels
     have = jax.tree_util.tree_leaves(data)[0].shape[1]
     if have < levels:
-        raise ValueError(f"data: {configuration!r} reads {levels} time levels, data has {have}")
+        raise ValueError(f"data: expected at least {levels} time levels ({configuration!r} "
+                         f"reads them), got {have}")
     data = jax.tree_util.tree_map(lambda x: x[:, :levels], data)
     apply, params = functional(emulator)
     M = memory_budget_bytes

@@ -50,8 +50,8 @@ def mean_nrmse_geometric(
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > length:
         raise ValueError(
-            f"`num_steps` must be at most the length of `nrmse_per_step`; expected "
-            f"<= {length}, got {num_steps}. Pass num_steps={length} or roll out longer."
+            f"num_steps: expected <= {length}, got {num_steps} (the length of "
+            f"nrmse_per_step is {length}; pass num_steps={length} or roll out longer)"
         )
     return _geometric_mean(jnp.asarray(nrmse_per_step), num_steps)
 

@@ -83,7 +83,8 @@ def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | 
     options = {}
     if algorithm == "es_d_rtrl":
         if decay is None:
-            raise ValueError("decay: ETrace('es_d_rtrl') needs a decay in (0, 1), got None")
+            raise ValueError("decay: expected a number in (0, 1) (ETrace('es_d_rtrl') needs "
+                             "it), got None")
         options["decay_or_rank"] = decay
     B = model.state_shape[0]
     dummy = jnp.zeros((B, 1), model.dtype)

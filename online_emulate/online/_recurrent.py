@@ -97,8 +97,8 @@ class RecurrentEmulator(brainstate.nn.Module):
             i = next(position, None)
             if i is None:
                 raise ValueError(
-                    "emulator: its step declared more hidden states than when the learner "
-                    "was compiled; hidden_state(...) calls must not depend on the input"
+                    "emulator: expected the hidden states declared when the learner was "
+                    "compiled, got more (hidden_state(...) calls must not depend on the input)"
                 )
             self.inner[i].value = value
             return self.inner[i].value

@@ -141,8 +141,9 @@ class RolloutCurvature:
         spec = _rollout_spec(configuration)
         if spec is None:
             raise ValueError(
-                f"configuration: {type(configuration).__name__} has no online_spec(); "
-                "use make_curvature_loss for a one-step curvature over its data"
+                "configuration: expected one with online_spec() (a per-step loss), got "
+                f"{type(configuration).__name__}; use make_curvature_loss for a one-step "
+                "curvature over its data"
             )
         self.num_steps, self.weights, self.events, self.data_targets = spec
         self.curvature_scale = float(curvature_scale)

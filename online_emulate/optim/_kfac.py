@@ -43,13 +43,14 @@ def check_kfac_options(target: Callable, options: dict, *, reserved=_RESERVED) -
     for name in options:
         if name in reserved:
             raise ValueError(
-                f"{name}: set by online_emulate from the configuration and emulator; "
-                "it cannot be passed as a K-FAC option"
+                f"{name}: expected no value (online_emulate sets it from the configuration "
+                f"and emulator), got {options[name]!r}"
             )
         if name not in accepted:
             raise TypeError(
-                f"{name}: not an option of {getattr(target, '__qualname__', target)}; "
-                f"accepted: {', '.join(p for p in accepted if p not in ('self',) + reserved)}"
+                f"{name}: expected an option of {getattr(target, '__qualname__', target)} "
+                f"({', '.join(p for p in accepted if p not in ('self',) + reserved)}), got an "
+                "unknown keyword"
             )
 
 

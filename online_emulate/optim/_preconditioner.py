@@ -107,7 +107,8 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
         def update_fn(updates, state, params=None, *, batch, key=None, **extra_args):
             del extra_args
             if params is None:
-                raise ValueError("params: KFACPreconditioner.update needs the current params")
+                raise ValueError("params: expected the current params (KFACPreconditioner.update "
+                                 "needs them), got None")
             mask = lifted_leaf_mask(params, num_spatial_dims)
             carry_key, step_key = jax.random.split(state.key if key is None else key)
             precond = precon.maybe_update(

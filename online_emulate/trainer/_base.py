@@ -113,7 +113,8 @@ class Trainer:
         """
         path = path or self.checkpoint_path
         if path is None:
-            raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
+            raise ValueError("path: expected a checkpoint path (the trainer has no "
+                             "checkpoint_path), got None")
         if self.params is None:
             raise RuntimeError("save_checkpoint: the trainer has not been called yet")
         return save_checkpoint(path, self.state_dict(), model=self._model_spec)

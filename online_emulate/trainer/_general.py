@@ -106,9 +106,9 @@ class GeneralTrainer(Trainer):
     ):
         if callback_fn is not None:
             raise TypeError(
-                "callback_fn: trainax callbacks are not supported; pass "
-                "callbacks=[...] with online_emulate.callback objects (e.g. "
-                "GradNormCallback(every=...), LossCallback(...)) instead"
+                "callback_fn: expected None (trainax callbacks are not supported; pass "
+                "callbacks=[...] with online_emulate.callback objects, e.g. "
+                f"GradNormCallback(every=...), LossCallback(...)), got {callback_fn!r}"
             )
         if do_sub_stacking is not None:  # trainax's name for sub_stacking
             sub_stacking = bool(do_sub_stacking)
@@ -158,8 +158,8 @@ class GeneralTrainer(Trainer):
                                  f"got {clip_grad_norm!r}")
             if not isinstance(estimator, BPTT):
                 raise ValueError(
-                    f"estimator: K-FAC takes its gradient from the full rollout (BPTT), got "
-                    f"{estimator!r}; for online estimators precondition with "
+                    f"estimator: expected BPTT (K-FAC takes its gradient from the full "
+                    f"rollout), got {estimator!r}; for online estimators precondition with "
                     "online_emulate.optim.KFACPreconditioner instead"
                 )
             self.rule = KFACRule(optimizer)
@@ -171,8 +171,8 @@ class GeneralTrainer(Trainer):
         self.data_parallel = bool(data_parallel)
         if self.data_parallel and batch_size % jax.device_count() != 0:
             raise ValueError(
-                f"batch_size: data_parallel needs a multiple of the {jax.device_count()} "
-                f"devices, got {batch_size}"
+                f"batch_size: expected a multiple of the {jax.device_count()} devices "
+                f"(data_parallel), got {batch_size}"
             )
         self.reset()
 
@@ -296,8 +296,8 @@ class GeneralTrainer(Trainer):
             self._resume(resume_from, adapter.params, apply)
             if self.step > self.num_training_steps:
                 raise ValueError(
-                    f"resume_from: the checkpoint is at step {self.step}, beyond "
-                    f"num_training_steps={self.num_training_steps}"
+                    f"resume_from: expected a checkpoint at step <= num_training_steps="
+                    f"{self.num_training_steps}, got step {self.step}"
                 )
         else:
             self.key = new_key
@@ -311,10 +311,12 @@ class GeneralTrainer(Trainer):
         blob = load_checkpoint(path, like={"params": params})
         for name in ("opt_state", "step", "key", "loss", "records"):
             if name not in blob:
-                raise ValueError(f"resume_from: {os.fspath(path)!r} is not a trainer checkpoint (no {name})")
+                raise ValueError(f"resume_from: expected a trainer checkpoint, got "
+                                 f"{os.fspath(path)!r} (no {name})")
         self.key = jnp.asarray(blob["key"], jnp.uint32)
         if self.key.shape != (2,):
-            raise ValueError(f"resume_from: {os.fspath(path)!r} holds a key of shape {self.key.shape}, expected (2,)")
+            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
+                             f"{self.key.shape} in {os.fspath(path)!r}")
         template = self._init_optimizer(params, apply)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))

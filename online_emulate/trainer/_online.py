@@ -131,7 +131,8 @@ class OnlineTrainer(Trainer):
         self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every,
                                                    allow_none=True)
         if self.checkpoint_every is not None and checkpoint_path is None:
-            raise ValueError("checkpoint_every: needs a checkpoint_path, got None")
+            raise ValueError("checkpoint_every: expected a checkpoint_path with it, got "
+                             "checkpoint_path=None")
         if target not in ("trajectory", "one_step"):
             raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
         if estimator is None:
@@ -151,7 +152,8 @@ class OnlineTrainer(Trainer):
         else:
             if ic_sampler is not None:
                 raise ValueError(
-                    "ic_sampler: the initial conditions come from reference_data; pass one of the two"
+                    "ic_sampler: expected None (the initial conditions come from "
+                    f"reference_data; pass one of the two), got {ic_sampler!r}"
                 )
             shape = getattr(reference_data, "shape", None)
             if shape is None or len(shape) < 3:
@@ -161,8 +163,8 @@ class OnlineTrainer(Trainer):
                 )
             if shape[1] < self.rollout_length + 1:
                 raise ValueError(
-                    f"reference_data: rollout_length={rollout_length} needs "
-                    f"{rollout_length + 1} time levels, got {shape[1]}"
+                    f"reference_data: expected at least {rollout_length + 1} time levels "
+                    f"(rollout_length={rollout_length}), got {shape[1]}"
                 )
             check_int("batch_size", batch_size, maximum=shape[0],
                       meaning="trajectories of reference_data per rollout")
@@ -361,8 +363,8 @@ class OnlineTrainer(Trainer):
             self.reference_state = as_tree(blob["reference_state"])
             if self.step > target_step:
                 raise ValueError(
-                    f"resume_from: the checkpoint is at update {self.step}, beyond the "
-                    f"{target_step} updates of num_rollouts={self.num_rollouts}"
+                    f"resume_from: expected a checkpoint at update <= {target_step} "
+                    f"(num_rollouts={self.num_rollouts}), got update {self.step}"
                 )
         else:
             self.key = key_data(key)
