@@ -5,11 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 __all__ = ["check_trajectories", "trajectory_shape"]
 
 
-def trajectory_shape(data, *, name: str = "data") -> tuple[int, int]:
+def trajectory_shape(data: PyTree, *, name: str = "data") -> tuple[int, int]:
     """Return `(num_samples, num_time_levels)` of array or PyTree trajectory data.
 
     Raises:
@@ -44,7 +45,7 @@ def trajectory_shape(data, *, name: str = "data") -> tuple[int, int]:
     return first
 
 
-def check_trajectories(data, *, name: str = "data", check_finite: bool = True):
+def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool = True) -> PyTree:
     """Validate trajectories and convert leaves to jax arrays.
 
     Returns:

@@ -30,8 +30,10 @@ from typing import Any, Callable
 import brainstate
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
+from jaxtyping import PyTree
 
-from ._functional import _lookup, _nest, set_params
+from ._functional import Params, _lookup, _nest, set_params
 from ._ops import lax_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
@@ -69,7 +71,7 @@ class ModelAdapter:
     kind = ""
     one_sample = True
 
-    def __init__(self, model, state_ndim: int | None):
+    def __init__(self, model: Any, state_ndim: int | None):
         self.model = model
         self.state_ndim = state_ndim if state_ndim is not None else self._own_state_ndim()
         self.apply = self._make_apply()
@@ -82,7 +84,7 @@ class ModelAdapter:
         """The user's model on its own convention (one state, or a batch)."""
         raise NotImplementedError
 
-    def merge(self, params):
+    def merge(self, params: PyTree) -> Any:
         """A model of the input's kind holding `params` (the input is not modified)."""
         raise NotImplementedError
 
@@ -94,7 +96,7 @@ class ModelAdapter:
             tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(self.params)),
         )
 
-    def check_state(self, shape: tuple, dtype, *, name: str = "data") -> None:
+    def check_state(self, shape: tuple, dtype: DTypeLike, *, name: str = "data") -> None:
         """Check that the model maps one state of `shape` `(C, *N)` to the same shape
         (by `jax.eval_shape`: nothing is computed or compiled).
 
@@ -116,7 +118,7 @@ class ModelAdapter:
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
 
-    def recurrent_module(self):
+    def recurrent_module(self) -> brainstate.nn.Module:
         """The brainstate module an eligibility-trace learner (ETrace) compiles.
 
         Raises:
@@ -319,7 +321,9 @@ def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
     return stepper
 
 
-def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
+def functional(
+    emulator: brainstate.nn.Module,
+) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
     """Split a model into a pure function and its parameters.
 
     Arguments:

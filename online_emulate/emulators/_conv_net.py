@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from .._checks import check_callable, check_positive_int
 from ._base import Emulator, as_key
@@ -46,12 +47,12 @@ class ConvNet(Emulator):
         *,
         hidden_channels: int = 16,
         depth: int = 2,
-        kernel_size=3,
+        kernel_size: int | tuple[int, ...] = 3,
         activation: Callable = jax.nn.relu,
         residual: bool = False,
         use_bias: bool = True,
-        key=0,
-        dtype=jnp.float32,
+        key: int | jax.Array = 0,
+        dtype: DTypeLike = jnp.float32,
     ):
         super().__init__(num_spatial_dims, in_channels, out_channels)
         check_positive_int("hidden_channels", hidden_channels)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._storage import load_checkpoint, save_checkpoint
 from ._conv_net import ConvNet
-from ._functional import get_params, set_params
+from ._functional import Params, get_params, set_params
 from ._linear_stencil import LinearStencil
 
 __all__ = ["describe_emulator", "build_emulator", "save_emulator", "load_emulator", "save_weights", "load_weights"]
@@ -41,7 +42,7 @@ def _conv_spec(conv) -> dict:
     }
 
 
-def describe_emulator(emulator) -> dict:
+def describe_emulator(emulator: brainstate.nn.Module) -> dict:
     """A JSON description from which `build_emulator` makes the same architecture.
 
     Raises:
@@ -75,7 +76,7 @@ def describe_emulator(emulator) -> dict:
     )
 
 
-def build_emulator(spec: dict):
+def build_emulator(spec: dict) -> LinearStencil | ConvNet:
     """The (freshly initialised) emulator a `describe_emulator` dict describes.
 
     Raises:
@@ -106,7 +107,7 @@ def build_emulator(spec: dict):
     raise ValueError(f"spec: expected kind LinearStencil or ConvNet, got {kind!r}")
 
 
-def save_emulator(path: str | os.PathLike, emulator) -> str:
+def save_emulator(path: str | os.PathLike, emulator: LinearStencil | ConvNet) -> str:
     """Store a built-in emulator (architecture + weights) in one `.npz` (atomically,
     process 0 only). Returns the path.
 
@@ -117,7 +118,7 @@ def save_emulator(path: str | os.PathLike, emulator) -> str:
     return save_checkpoint(path, {"params": get_params(emulator)}, model=spec)
 
 
-def load_emulator(path: str | os.PathLike):
+def load_emulator(path: str | os.PathLike) -> LinearStencil | ConvNet:
     """Rebuild the emulator `save_emulator` stored at `path` (no code is executed).
 
     Raises:
@@ -150,7 +151,7 @@ def _set_checked(emulator, params, path):
     set_params(emulator, jax.tree_util.tree_map(jnp.asarray, params))
 
 
-def save_weights(path: str | os.PathLike, emulator_or_params) -> str:
+def save_weights(path: str | os.PathLike, emulator_or_params: brainstate.nn.Module | Params) -> str:
     """Store only the weights (a module's `get_params`, or a parameter dict). Returns
     the path. Restore with `set_params(model, load_weights(path))`."""
     params = emulator_or_params

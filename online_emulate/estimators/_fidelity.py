@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from .._checks import check_positive_int
+from ..configuration import BaseConfiguration
 from ._base import Estimator
 from ._bptt import BPTT
 from ._value_and_grad import _adapt
@@ -30,8 +31,15 @@ def _lowered(estimator, configuration, model, params, data, ref_stepper, residuu
                              residuum_fn=residuum_fn)
 
 
-def compiled_temp_bytes(estimator, configuration, emulator, data, *, ref_stepper=None,
-                        residuum_fn=None) -> int:
+def compiled_temp_bytes(
+    estimator: Estimator,
+    configuration: BaseConfiguration,
+    emulator: Any,
+    data: jax.Array,
+    *,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+) -> int:
     """XLA's `memory_analysis().temp_size_in_bytes` of the compiled value-and-grad program."""
     adapter = _adapt(emulator, estimator, data)
     lowered = _lowered(estimator, configuration, adapter, adapter.params, data, ref_stepper,
@@ -49,9 +57,17 @@ def _timed(fn, repeats: int) -> tuple[object, float]:
     return out, (time.perf_counter() - t0) / repeats
 
 
-def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estimator] = (),
-                      rollout_lengths: Sequence[int] | None = None, *, ref_stepper=None,
-                      residuum_fn=None, repeats: int = 1) -> list[dict]:
+def gradient_fidelity(
+    emulator: Any,
+    configuration: BaseConfiguration | Callable[[int], BaseConfiguration],
+    data: jax.Array,
+    estimators: Sequence[Estimator] = (),
+    rollout_lengths: Sequence[int] | None = None,
+    *,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+    repeats: int = 1,
+) -> list[dict]:
     """Compare estimators with exact BPTT, per rollout length.
 
     Arguments:

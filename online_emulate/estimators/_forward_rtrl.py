@@ -7,14 +7,16 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.typing import DTypeLike
+from jaxtyping import PyTree
 
 from .._checks import check_positive_int
-from ._base import OnlineEstimator, model_apply
+from ._base import Model, OnlineEstimator, model_apply
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
 
 
-def rtrl_memory_bytes(params, state_shape, dtype) -> int:
+def rtrl_memory_bytes(params: PyTree, state_shape: tuple[int, ...], dtype: DTypeLike) -> int:
     """Bytes ForwardRTRL holds: the sensitivity dU/dtheta (B * H * P numbers, H = C *
     prod(N)), its update, and the P x P identity that seeds the parameter directions."""
     P = sum(int(math.prod(jnp.shape(x))) for x in jax.tree_util.tree_leaves(params))
@@ -95,7 +97,7 @@ class ForwardRTRL(OnlineEstimator):
     def __repr__(self):
         return f"ForwardRTRL(memory_budget_bytes={self.memory_budget_bytes})"
 
-    def check(self, params, state_shape, dtype) -> None:
+    def check(self, params: PyTree, state_shape: tuple[int, ...], dtype: DTypeLike) -> None:
         """Raise if the sensitivity would exceed the memory budget.
 
         Raises:
@@ -112,5 +114,5 @@ class ForwardRTRL(OnlineEstimator):
                 f"the budget, or use BPTT(checkpoint='binomial', num_checkpoints=n) (exact, fixed memory) or ETrace (approximate)."
             )
 
-    def carry_ops(self, model, state_shape, *, horizon):
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> _RTRLOps:
         return _RTRLOps(model_apply(model))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from .._checks import check_int
 from .._rollout import UNROLL_MAX_STEPS
-from ._base import OnlineEstimator, model_apply
+from ._base import Model, OnlineEstimator, model_apply
 
 __all__ = ["TruncatedBPTT"]
 
@@ -139,5 +139,5 @@ class TruncatedBPTT(OnlineEstimator):
     def __repr__(self):
         return f"TruncatedBPTT({self.k})"
 
-    def carry_ops(self, model, state_shape, *, horizon):
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> _WindowOps:
         return _WindowOps(model_apply(model), min(self.k, horizon))

@@ -129,7 +129,11 @@ class BaseNormalizedLoss(BaseLoss):
         denominator = _mean_per_sample(self.pointwise(target))
         return self.finalize(numerator / denominator)
 
-    def per_sample(self, prediction, target=None):
+    def per_sample(
+        self,
+        prediction: PyTree[Float[Array, "batch channel *space"]],
+        target: Optional[PyTree[Float[Array, "batch channel *space"]]] = None,
+    ) -> Float[Array, "batch"]:
         """Per-sample normalized loss.
 
         Arguments:

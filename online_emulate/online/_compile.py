@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import braintrace
 import jax.numpy as jnp
 
@@ -21,7 +23,7 @@ def _path(p) -> str:
     return "/".join(str(k) for k in p)
 
 
-def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
+def check_no_excluded_parameters(learner: Any, model: RecurrentEmulator) -> None:
     """Raise if any trainable ParamState of `model.emulator` has no hidden-param relation.
 
     braintrace silently gives such a parameter a zero gradient: a weight whose output
@@ -58,7 +60,7 @@ def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
 
 
 def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None,
-                    recurrence: str = "diagonal"):
+                    recurrence: str = "diagonal") -> Any:
     """`braintrace.compile` the recurrent emulator and check that no parameter is excluded.
 
     Arguments:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
 from .._checks import check_callable, check_real
+from ..configuration import BaseConfiguration
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
@@ -119,7 +121,13 @@ class KFAC:
     # Trainers recognise K-FAC by this flag (it is not an optax transformation).
     is_kfac = True
 
-    def __init__(self, *, curvature_scale="auto", check_blocks: bool = True, **kfac_options):
+    def __init__(
+        self,
+        *,
+        curvature_scale: float | Literal["auto"] = "auto",
+        check_blocks: bool = True,
+        **kfac_options,
+    ):
         self._kfac_jax = import_kfac()
         check_kfac_options(self._kfac_jax.Optimizer.__init__, kfac_options)
         if not (isinstance(curvature_scale, str) and curvature_scale == "auto"):
@@ -142,7 +150,14 @@ class KFAC:
 
     # -- protocol -------------------------------------------------------------------
 
-    def build(self, apply: Callable, configuration, *, ref_stepper=None, residuum_fn=None):
+    def build(
+        self,
+        apply: Callable,
+        configuration: BaseConfiguration,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> KFAC:
         """Bind the model function and the configuration whose loss is minimised.
 
         Arguments:
@@ -167,7 +182,7 @@ class KFAC:
         self._optimizer = None
         return self
 
-    def init(self, params, key, batch):
+    def init(self, params: PyTree, key: jax.Array, batch: jax.Array) -> Any:
         """Create kfac's optimizer for this window shape and its state.
 
         Arguments:
@@ -237,7 +252,13 @@ class KFAC:
             self.fallback_params = warn_non_kronecker(estimator, lifted, self._kfac_jax)
         return state
 
-    def step(self, params, state, batch, key):
+    def step(
+        self,
+        params: PyTree,
+        state: Any,
+        batch: jax.Array,
+        key: jax.Array,
+    ) -> tuple[PyTree, Any, jax.Array]:
         """One K-FAC update on one window.
 
         Returns:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from os import PathLike
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -12,10 +13,10 @@ from ._figure import check_target, finish, new_figure
 
 def plot_memory_vs_rollout(
     table: Mapping[str, Mapping[int, float]],
-    path=None,
+    path: PathLike | None = None,
     *,
-    ax=None,
-):
+    ax: Any = None,
+) -> Any:
     """Log-log plot of memory against rollout length, one line per estimator (in MiB).
 
     Arguments:

@@ -19,12 +19,16 @@ Visual language:
 
 from __future__ import annotations
 
+from os import PathLike
+from typing import Any
+
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyBboxPatch
 
 from .._checks import check_int
 from ..configuration import (
+    BaseConfiguration,
     Composite,
     DivertedChain,
     DivertedChainBranchOne,
@@ -386,7 +390,13 @@ def _draw_any(d, cfg, y, depth=0):
     _drawer(cfg)(d, cfg, y)
 
 
-def plot_configuration_schematic(configuration, path=None, ax=None, *, title=None):
+def plot_configuration_schematic(
+    configuration: BaseConfiguration,
+    path: PathLike | None = None,
+    ax: Any = None,
+    *,
+    title: str | None = None,
+) -> Any:
     """Draw a schematic of a training configuration.
 
     The top row is the main chain ``u_0 -> û_1 -> ... -> û_R`` of network steps; data

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from os import PathLike
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._checks import check_int
 from ._figure import check_target, finish, new_figure
@@ -34,7 +38,14 @@ def _as_spacetime(x, name: str, channel: int) -> np.ndarray:
     )
 
 
-def plot_spacetime(reference, prediction, path=None, *, channel: int = 0, ax=None):
+def plot_spacetime(
+    reference: ArrayLike,
+    prediction: ArrayLike,
+    path: PathLike | None = None,
+    *,
+    channel: int = 0,
+    ax: Any = None,
+) -> Any:
     """Draw reference | prediction | difference as space-time images (1-D space).
 
     Time runs upwards (row t = time level t), space to the right. Reference and

@@ -9,10 +9,12 @@ import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._input_checks import check_emulator_data
 from ..callback import Callback, CallbackContext
+from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt, describe_emulator
 from ..estimators import BPTT, Estimator
@@ -84,10 +86,10 @@ class GeneralTrainer(Trainer):
 
     def __init__(
         self,
-        configuration,
-        data,
+        configuration: BaseConfiguration,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         ref_stepper: Callable | None = None,
@@ -260,7 +262,13 @@ class GeneralTrainer(Trainer):
                               key=self.key, first_batch=first)
 
     # ------------------------------------------------------------------ call
-    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+    def __call__(
+        self,
+        emulator: Any,
+        key: int | jax.Array | None = None,
+        *,
+        resume_from: str | None = None,
+    ) -> tuple[Any, TrainingHistory]:
         """Train from `emulator`; return `(trained_emulator, history)`.
 
         Every call starts fresh (new optimizer state, step 0, new history) from the
@@ -326,7 +334,7 @@ class GeneralTrainer(Trainer):
         self.history = TrainingHistory(np.asarray(blob["loss"]), records)
         self._prev = None
 
-    def resume(self, num_training_steps: int | None = None):
+    def resume(self, num_training_steps: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the last call for `num_training_steps` more steps (default: the
         trainer's `num_training_steps`), with its optimizer state, data order and key.
 
@@ -395,7 +403,11 @@ class GeneralTrainer(Trainer):
         return adapter.merge(self.params), self.history
 
     # ------------------------------------------------------- seed parallel
-    def train_seeds(self, emulators, keys):
+    def train_seeds(
+        self,
+        emulators: Sequence[Any],
+        keys: Sequence[int | jax.Array],
+    ) -> tuple[list, np.ndarray]:
         """Train several seeds in ONE program (see `online_emulate.trainer._seeds`).
 
         Arguments:

@@ -19,7 +19,7 @@ from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from ..estimators import OnlineEstimator
 from ..estimators._base import online_spec_for
-from ..loss import MSELoss
+from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
 from ._history import TrainingDiverged, TrainingHistory
@@ -101,17 +101,17 @@ class OnlineTrainer(Trainer):
     def __init__(
         self,
         *,
-        optimizer,
+        optimizer: optax.GradientTransformation,
         rollout_length: int,
         num_rollouts: int = 1,
         estimator: OnlineEstimator | None = None,
         update_every: int | None = None,
         ic_sampler: Callable | None = None,
         ref_stepper: Callable | None = None,
-        reference_data=None,
+        reference_data: jax.Array | None = None,
         batch_size: int | None = None,
         target: str = "trajectory",
-        time_level_loss=None,
+        time_level_loss: BaseLoss | None = None,
         persist_carry: bool | None = None,
         steps_per_call: int = 1000,
         callbacks: Sequence[Callback] = (),
@@ -322,7 +322,13 @@ class OnlineTrainer(Trainer):
         source = "ic_sampler" if self.reference_data is None else "reference_data"
         adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
 
-    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+    def __call__(
+        self,
+        emulator: Any,
+        key: int | jax.Array | None = None,
+        *,
+        resume_from: str | None = None,
+    ) -> tuple[Any, TrainingHistory]:
         """Train from `emulator` on `num_rollouts` rollouts of the stream.
 
         Every call starts fresh (new optimizer state, update 0, the stream's first
@@ -372,7 +378,7 @@ class OnlineTrainer(Trainer):
             self.opt_state = self._transform.init(params)
         return self._start(adapter, target_step)
 
-    def resume(self, num_rollouts: int | None = None):
+    def resume(self, num_rollouts: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the stream of the last call for `num_rollouts` more rollouts (default:
         the trainer's `num_rollouts`), with its parameters, optimizer state, position,
         carry and key.
