@@ -2,10 +2,10 @@
 
 For each public subpackage (DESIGN.md's layout table; `online_emulate` itself loads
 them lazily), every name in its `__all__` that the package defines is checked with
-`inspect.signature`: a function's parameters and return, a class's `__init__`
-parameters and the parameters and returns of its public methods (`__call__` included)
+`inspect.signature`: a function's parameters and return, a class's `__init__` (or
+`__new__`) parameters and the parameters and returns of its public methods (`__call__` included)
 defined in the package, inherited ones too. `self`/`cls`, `*args` and `**kwargs` need no
-annotation; `__init__` needs no return annotation. Properties are attributes, not
+annotation; `__init__`/`__new__` need no return annotation. Properties are attributes, not
 signatures, and are not checked.
 """
 
@@ -70,9 +70,11 @@ def missing_annotations(module) -> list[str]:
         if inspect.isclass(obj):
             if not _ours(obj):
                 continue
-            init = obj.__init__
-            if inspect.isfunction(init) and _ours(init):
-                out += _missing(f"{qual}.__init__", init, is_init=True)
+            for ctor in ("__init__", "__new__"):  # a few classes construct in __new__
+                fn = inspect.getattr_static(obj, ctor, None)
+                fn = fn.__func__ if isinstance(fn, staticmethod) else fn
+                if inspect.isfunction(fn) and _ours(fn):
+                    out += _missing(f"{qual}.{ctor}", fn, is_init=True)
             for name, method in _public_methods(obj):
                 out += _missing(f"{qual}.{name}", method)
         elif inspect.isfunction(obj) and _ours(obj):

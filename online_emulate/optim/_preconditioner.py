@@ -65,9 +65,9 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
     def __new__(
         cls,
         apply: Callable,
-        example_batch,
+        example_batch: jax.Array,
         *,
-        key=0,
+        key: int | jax.Array = 0,
         damping: float = 1e-3,
         curvature_scale: float = 1.0,
         check_blocks: bool = True,
