@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,9 @@ __all__ = [
     "check_int",
     "check_positive_int",
     "check_real",
+    "check_flag",
+    "check_callable",
+    "check_required",
     "check_key",
     "as_key",
     "key_data",
@@ -42,6 +45,7 @@ def check_int(
     minimum: int = 1,
     maximum: int | None = None,
     allow_none: bool = False,
+    meaning: str | None = None,
 ) -> int | None:
     """Return `value` as an ``int`` if it is an integer in ``[minimum, maximum]``.
 
@@ -51,6 +55,8 @@ def check_int(
         minimum: smallest accepted value.
         maximum: largest accepted value (``None``: no upper bound).
         allow_none: return ``None`` for ``None`` instead of raising.
+        meaning: what the bound stands for, quoted after it in the error
+            (e.g. ``"trajectories per rollout"``).
 
     Returns:
         ``int(value)`` (or ``None``).
@@ -63,6 +69,8 @@ def check_int(
     if value is None and allow_none:
         return None
     bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    if meaning:
+        bound = f"{bound} ({meaning})"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name}: expected an int {bound}, got {_describe(value)}")
     if value < minimum or (maximum is not None and value > maximum):
@@ -75,28 +83,117 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> in
     return check_int(name, value, minimum=1, allow_none=allow_none)
 
 
+def _interval(positive: bool, nonnegative: bool, maximum: float | None,
+              maximum_inclusive: bool) -> str:
+    """'a number > 0', 'a number in (0, 1]', ... for the error message."""
+    if maximum is None:
+        if positive:
+            return "a number > 0"
+        return "a number >= 0" if nonnegative else "a finite number"
+    close = "]" if maximum_inclusive else ")"
+    if positive or nonnegative:
+        return f"a number in {'(' if positive else '['}0, {maximum:g}{close}"
+    return f"a number {'<=' if maximum_inclusive else '<'} {maximum:g}"
+
+
 def check_real(
-    name: str, value: Any, *, positive: bool = False, nonnegative: bool = False
-) -> float:
-    """Return `value` as a finite ``float``, optionally requiring a sign.
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
+    maximum: float | None = None,
+    maximum_inclusive: bool = True,
+    allow_none: bool = False,
+) -> float | None:
+    """Return `value` as a finite ``float``, optionally requiring a sign and an upper bound.
+
+    Arguments:
+        name: the argument's name, quoted in the error.
+        value: the value to check; ``bool`` is rejected.
+        positive: require ``value > 0``.
+        nonnegative: require ``value >= 0``.
+        maximum: require ``value <= maximum`` (``< maximum`` unless `maximum_inclusive`).
+        maximum_inclusive: whether `maximum` itself is accepted.
+        allow_none: return ``None`` for ``None`` instead of raising.
+
+    Returns:
+        ``float(value)`` (or ``None``).
 
     Raises:
-        TypeError: if `value` is not a real number (``bool`` is rejected).
-        ValueError: if it is not finite or violates the sign requirement.
+        ArgumentTypeError: (a ``TypeError`` and a ``ValueError``) if `value` is not a
+            real number.
+        ValueError: if it is not finite or out of range.
     """
+    if value is None and allow_none:
+        return None
+    expected = _interval(positive, nonnegative, maximum, maximum_inclusive)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
+        raise ArgumentTypeError(f"{name}: expected a real number, got {_describe(value)}")
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if positive and value <= 0.0:
-        raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-    if nonnegative and value < 0.0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    if (
+        (positive and value <= 0.0)
+        or (nonnegative and value < 0.0)
+        or (maximum is not None and (value > maximum or (value == maximum and not maximum_inclusive)))
+    ):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return value
 
 
-def _is_typed_key(key) -> bool:
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """Return `value` as a ``bool`` (or ``None`` when `allow_none`).
+
+    Raises:
+        TypeError: for anything but a Python or NumPy boolean (``0``/``1`` included).
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {_describe(value)}")
+    return bool(value)
+
+
+def check_callable(
+    name: str, value: Any, *, expected: str = "a callable", allow_none: bool = False
+) -> Callable | None:
+    """Return `value` if it is callable (or ``None`` when `allow_none`).
+
+    Arguments:
+        name: the argument's name, quoted in the error.
+        value: the value to check.
+        expected: what the error says was expected, e.g. ``"a callable on one state"``.
+        allow_none: accept ``None``.
+
+    Raises:
+        TypeError: if `value` is not callable (``None`` included unless `allow_none`).
+    """
+    if value is None and allow_none:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
+    return value
+
+
+def check_required(name: str, value: Any, expected: str) -> Any:
+    """Return `value` unless it is ``None``: a missing argument that the caller needs.
+
+    Arguments:
+        name: the argument's name, quoted in the error.
+        value: the value to check.
+        expected: what should have been passed and why, e.g.
+            ``"a reference stepper (Residuum needs it for ...)"``.
+
+    Raises:
+        ValueError: if `value` is ``None``.
+    """
+    if value is None:
+        raise ValueError(f"{name}: expected {expected}, got None")
+    return value
+
+
+def _is_typed_key(key: Any) -> bool:
     return isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
@@ -125,7 +222,7 @@ def check_key(name: str, key: Any) -> None:
         )
 
 
-def as_key(key) -> jax.Array:
+def as_key(key: Any) -> jax.Array:
     """Turn an int seed or a PRNG key (typed, or raw uint32 of shape (2,)) into a PRNG key.
 
     Raises:
@@ -143,7 +240,7 @@ def as_key(key) -> jax.Array:
     )
 
 
-def key_data(key) -> jax.Array:
+def key_data(key: Any) -> jax.Array:
     """The raw uint32 words of an int seed or a PRNG key (what checkpoints store)."""
     key = as_key(key)
     return jax.random.key_data(key) if _is_typed_key(key) else key

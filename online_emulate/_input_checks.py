@@ -46,14 +46,14 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
                 for path, leaf in jax.tree_util.tree_leaves_with_path(data):
                     if not bool(jnp.all(jnp.isfinite(leaf))):
                         raise ValueError(
-                            f"{name}{jax.tree_util.keystr(path)}: expected finite values, found "
+                            f"{name}{jax.tree_util.keystr(path)}: expected finite values, got "
                             "NaN/inf (pass allow_nonfinite=True to compute on it anyway)"
                         )
             return data
         if leaves and all(hasattr(x, "shape") for x in leaves):
             raise TypeError(
-                f"{name}: an emulator steps one array (batch, time, C, *N); got a "
-                f"{type(data).__name__} of {len(leaves)} arrays (PyTree data needs a "
+                f"{name}: expected one array (batch, time, C, *N), which an emulator steps, "
+                f"got a {type(data).__name__} of {len(leaves)} arrays (PyTree data needs a "
                 "stepper written for it, not an online_emulate emulator)"
             )
         raise TypeError(f"{name}: expected an array (batch, time, C, *N), got {type(data).__name__}")
@@ -93,7 +93,7 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
         if not finite.all():
             s, t = np.argwhere(~finite)[0]
             raise ValueError(
-                f"{name}: expected finite values, found NaN/inf at sample {s}, time level {t} "
+                f"{name}: expected finite values, got NaN/inf at sample {s}, time level {t} "
                 "(pass allow_nonfinite=True to compute on it anyway)"
             )
     return data

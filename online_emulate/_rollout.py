@@ -168,7 +168,8 @@ def rollout(
         ValueError: if `events` resets but no `level` is given.
     """
     if events.reset_every is not None and level is None:
-        raise ValueError("level: a rollout with teacher-forcing resets needs the data levels, got None")
+        raise ValueError("level: expected the data levels (a rollout with teacher-forcing "
+                         "resets needs them), got None")
     cuts = events.cut_every is not None
     resets = events.reset_every is not None
 

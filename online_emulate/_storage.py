@@ -122,9 +122,9 @@ def _rebuild(desc, leaves, where: str):
             cls = getattr(cls, part, None)
         children = [_rebuild(v, leaves, where) for v in subs]
         if not (isinstance(cls, type) and issubclass(cls, tuple) and list(getattr(cls, "_fields", ())) == fields):
-            raise ValueError(f"{where}: names the type {module}.{qualname}, which is not a loaded namedtuple")
+            raise ValueError(f"{where}: expected a loaded namedtuple type, got {module}.{qualname}")
         return tuple.__new__(cls, children)
-    raise ValueError(f"{where}: unknown tree node {kind!r}")
+    raise ValueError(f"{where}: expected a known tree node kind, got {kind!r}")
 
 
 class StoredTree:
@@ -159,23 +159,24 @@ def restore_tree(stored, like, *, path: str = "checkpoint", name: str = "tree"):
         leaves, path, name = stored.leaves, stored.path, stored.name
         if stored.treedef != str(like_def):
             raise ValueError(
-                f"path: {path!r} holds a {name} of another structure than this run's "
-                f"(saved {stored.treedef[:200]}, expected {str(like_def)[:200]})"
+                f"path: expected a {name} of this run's structure {str(like_def)[:200]}, "
+                f"got {stored.treedef[:200]} in {path!r}"
             )
     else:
         leaves, got_def = jax.tree_util.tree_flatten(stored)
         if got_def != like_def:
             raise ValueError(
-                f"path: {path!r} holds a {name} of another structure than this run's "
-                f"(saved {str(got_def)[:200]}, expected {str(like_def)[:200]})"
+                f"path: expected a {name} of this run's structure {str(like_def)[:200]}, "
+                f"got {str(got_def)[:200]} in {path!r}"
             )
     if len(leaves) != len(like_leaves):
-        raise ValueError(f"path: {path!r} holds {len(leaves)} {name} arrays, expected {len(like_leaves)}")
+        raise ValueError(f"path: expected {len(like_leaves)} {name} arrays, got "
+                         f"{len(leaves)} in {path!r}")
     for i, (a, b) in enumerate(zip(leaves, like_leaves)):
         if _leaf_signature(a) != _leaf_signature(b):
             raise ValueError(
-                f"path: {path!r}: {name} array {i} is {_leaf_signature(a)}, this run "
-                f"expects {_leaf_signature(b)}"
+                f"path: expected {name} array {i} as {_leaf_signature(b)} (this run), got "
+                f"{_leaf_signature(a)} in {path!r}"
             )
     return jax.tree_util.tree_unflatten(like_def, [np.asarray(x) for x in leaves])
 
@@ -233,24 +234,26 @@ def read_npz(path: str | os.PathLike, *, kind: str) -> tuple[dict, dict[str, np.
             arrays = {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
         raise ValueError(
-            f"path: {path!r} is not a readable online_emulate {kind} file (truncated or "
-            f"foreign: {type(err).__name__}: {err})"
+            f"path: expected a readable online_emulate {kind} file, got {path!r} "
+            f"(truncated or foreign: {type(err).__name__}: {err})"
         ) from None
     if _META not in arrays:
-        raise ValueError(f"path: {path!r} is an .npz without online_emulate metadata (a foreign file)")
+        raise ValueError(f"path: expected an online_emulate file, got {path!r}, an .npz "
+                         "without online_emulate metadata (a foreign file)")
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"path: {path!r} has unreadable metadata ({err})") from None
+        raise ValueError(f"path: expected readable metadata, got {path!r} ({err})") from None
     if not isinstance(meta, dict) or meta.get("magic") != _MAGIC:
-        raise ValueError(f"path: {path!r} is not an online_emulate file")
+        raise ValueError(f"path: expected an online_emulate file, got {path!r} (no magic)")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"path: {path!r} has format version {meta.get('format')!r}; this version of "
-            f"online_emulate reads version {CHECKPOINT_FORMAT}"
+            f"path: expected format version {CHECKPOINT_FORMAT} (what this version of "
+            f"online_emulate reads), got {meta.get('format')!r} in {path!r}"
         )
     if meta.get("kind") != kind:
-        raise ValueError(f"path: {path!r} is an online_emulate {meta.get('kind')} file, expected a {kind} file")
+        raise ValueError(f"path: expected an online_emulate {kind} file, got a "
+                         f"{meta.get('kind')} file {path!r}")
     return meta, arrays
 
 
@@ -272,7 +275,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, model: 
     values, trees, arrays = {}, {}, {}
     for name, value in payload.items():
         if not isinstance(name, str) or "/" in name:
-            raise ValueError(f"payload: names must be strings without '/', got {name!r}")
+            raise ValueError(f"payload: expected names that are strings without '/', got {name!r}")
         if _is_plain(value):
             values[name] = _to_json(value)
             continue
@@ -316,7 +319,8 @@ def load_checkpoint(path: str | os.PathLike, *, like: dict[str, Any] | None = No
             for i in range(int(info["num_leaves"])):
                 key = f"{name}/{i}"
                 if key not in arrays:
-                    raise ValueError(f"path: {path!r} misses the array {key!r} (truncated or edited)")
+                    raise ValueError(f"path: expected the array {key!r}, got a file without it "
+                                     f"{path!r} (truncated or edited)")
                 leaves.append(arrays[key])
             if info["structure"] is not None:
                 tree = _rebuild(info["structure"], leaves, f"path: {path!r}")
@@ -329,6 +333,7 @@ def load_checkpoint(path: str | os.PathLike, *, like: dict[str, Any] | None = No
                     restore_tree(tree, like[name], path=path, name=name)
             out[name] = tree
     except (KeyError, TypeError, IndexError, AttributeError, StopIteration) as err:
-        raise ValueError(f"path: {path!r} has malformed metadata ({type(err).__name__}: {err})") from None
+        raise ValueError(f"path: expected well-formed metadata, got {path!r} "
+                         f"({type(err).__name__}: {err})") from None
     out["model"] = meta.get("model")
     return out

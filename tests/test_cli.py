@@ -61,13 +61,13 @@ def test_invalid_combination_is_reported_without_traceback(tmp_path, capsys):
     assert code == 2
     _one_line_error(capsys, "error")
     assert main(["train", *SMALL, "--decay", "0.5", "--output", str(tmp_path)]) == 2
-    _one_line_error(capsys, "--decay: only --estimator es_d_rtrl")
+    _one_line_error(capsys, "--decay: expected no decay unless --estimator es_d_rtrl")
 
 
 @pytest.mark.slow  # a binomial-checkpointed training run through the CLI
 def test_bptt_binomial_trains_with_its_checkpoint_count(tmp_path, capsys):
     assert main(["train", *SMALL, "--num-checkpoints", "4", "--output", str(tmp_path / "x")]) == 2
-    _one_line_error(capsys, "--num-checkpoints: only --estimator bptt-binomial")
+    _one_line_error(capsys, "--num-checkpoints: expected no checkpoint count unless --estimator bptt-binomial")
     argv = _with(_with(SMALL, "--steps", "3"), "--test-horizon", "3")
     for given, expected in ((["--num-checkpoints", "3"], 3), ([], 16)):
         out = tmp_path / f"binomial{expected}"
@@ -147,9 +147,9 @@ def test_path_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert main(["train", *SMALL, "--output", str(afile)]) == 2
-    _one_line_error(capsys, "is a file, expected a folder")
+    _one_line_error(capsys, "expected a folder, got the file")
     assert main(["train", *SMALL, "--output", str(afile / "sub")]) == 2
-    _one_line_error(capsys, "cannot be created under it")
+    _one_line_error(capsys, "expected a folder that can be created")
     assert main(["bench", "--output", str(afile)]) == 2
     _one_line_error(capsys, "--output")
     readonly = tmp_path / "readonly"
@@ -164,7 +164,7 @@ def test_path_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
     else:
         readonly.chmod(0o500)
     assert main(["train", *SMALL, "--output", str(readonly)]) == 2
-    _one_line_error(capsys, "is not writable")
+    _one_line_error(capsys, "expected a writable folder")
 
 
 @pytest.mark.slow

@@ -151,7 +151,7 @@ def test_too_few_time_levels(cfg, needed):
     ],
 )
 def test_missing_helper(cfg, name):
-    with pytest.raises(ValueError, match=rf"{name}: .* needs it.*got {name}=None") as info:
+    with pytest.raises(ValueError, match=rf"{name}: expected .* needs it.*got None") as info:
         cfg(stepper, DATA)
     # the message names the configuration that needs it
     expected_owner = "Residuum" if isinstance(cfg, Composite) else type(cfg).__name__

@@ -123,7 +123,7 @@ def test_trainer_kfac_five_step_rollout_stable_and_beats_adam(burgers, net, adam
 def test_trainer_kfac_rejects_non_bptt_estimator(burgers, net):
     train, _ = burgers
     # refused at construction, before anything is compiled
-    with pytest.raises(ValueError, match="estimator: K-FAC takes its gradient from the full rollout"):
+    with pytest.raises(ValueError, match=r"estimator: expected BPTT \(K-FAC takes its gradient from the full rollout\)"):
         SupervisedTrainer(
             train, optimizer=KFAC(), num_training_steps=2, batch_size=BATCH,
             num_rollout_steps=2, estimator=TruncatedBPTT(2), progress_bar=False,

@@ -217,7 +217,7 @@ def test_evaluate_rollout_options_and_json(trajectories):
 
 
 def test_to_json_dict_rejects_non_string_keys():
-    with pytest.raises(ValueError, match="keys must be strings"):
+    with pytest.raises(ValueError, match=r"results: expected string keys \(JSON\), got key 1"):
         metrics.to_json_dict({1: 2.0})
     out = metrics.to_json_dict({"a": np.float32(1.5), "b": jnp.arange(3), "c": {"d": (1, 2)}})
     assert out == {"a": 1.5, "b": [0, 1, 2], "c": {"d": [1, 2]}}

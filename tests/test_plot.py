@@ -89,7 +89,7 @@ def test_memory_vs_rollout(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError, match="table"):
         plot.plot_memory_vs_rollout({}, tmp_path / "x.png")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"table\['BPTT'\]\[1\]: expected a number > 0"):
         plot.plot_memory_vs_rollout({"BPTT": {1: 0.0}}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="rollout lengths"):
         plot.plot_memory_vs_rollout({"BPTT": {0: 1.0}}, tmp_path / "x.png")

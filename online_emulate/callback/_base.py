@@ -69,7 +69,7 @@ class Callback:
             self._cache = (ctx.apply, build())
         return self._cache[1]
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> Any:
         raise NotImplementedError
 
     def __repr__(self):

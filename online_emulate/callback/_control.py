@@ -22,11 +22,11 @@ class CheckpointCallback(Callback):
 
     default_name = "checkpoint"
 
-    def __init__(self, path: str | os.PathLike, *, every: int, name=None):
+    def __init__(self, path: str | os.PathLike, *, every: int, name: str | None = None):
         super().__init__(every=every, name=name)
         self.path = os.fspath(path)
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> str | None:
         if ctx.step == 0:
             return None
         return ctx.trainer.save_checkpoint(self.path.format(step=ctx.step))
@@ -46,7 +46,15 @@ class EarlyStopping(Callback):
 
     default_name = "early_stopping"
 
-    def __init__(self, *, every: int, monitor: str = "loss", patience: int = 5, min_delta: float = 0.0, name=None):
+    def __init__(
+        self,
+        *,
+        every: int,
+        monitor: str = "loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        name: str | None = None,
+    ):
         super().__init__(every=every, name=name)
         if min_delta < 0:
             raise ValueError(f"min_delta: expected a non-negative float, got {min_delta!r}")
@@ -56,7 +64,7 @@ class EarlyStopping(Callback):
         self.best = math.inf
         self.bad_checks = 0
 
-    def reset(self):
+    def reset(self) -> None:
         self.best = math.inf
         self.bad_checks = 0
 
@@ -67,12 +75,13 @@ class EarlyStopping(Callback):
         records = ctx.trainer.history.records.get(self.monitor)
         if not records:
             raise ValueError(
-                f"monitor: no callback named {self.monitor!r} has recorded a value; list it "
+                f"monitor: expected the name of a callback that has recorded a value, got "
+                f"{self.monitor!r}; list it "
                 "before EarlyStopping with the same `every`"
             )
         return float(records[-1][1])
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> float | None:
         if ctx.step == 0:
             return None
         value = self._current(ctx)

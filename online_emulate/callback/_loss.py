@@ -6,6 +6,7 @@ import functools
 
 import jax
 
+from ..configuration import BaseConfiguration
 from ..data import WindowSampler, trajectory_shape
 from ._base import Callback, CallbackContext
 from ._evaluation_batch import evaluation_windows
@@ -27,13 +28,21 @@ class LossCallback(Callback):
         name: history key. Default "loss_<ConfigurationName>".
     """
 
-    def __init__(self, configuration, *, every: int, data=None, max_windows: int = 256, name=None):
+    def __init__(
+        self,
+        configuration: BaseConfiguration,
+        *,
+        every: int,
+        data: jax.Array | None = None,
+        max_windows: int = 256,
+        name: str | None = None,
+    ):
         super().__init__(every=every, name=name or f"loss_{type(configuration).__name__}")
         self.configuration = configuration
         self.data = data
         self.max_windows = max_windows
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> float:
         def build():
             data = ctx.data if self.data is None else self.data
             samples, levels = trajectory_shape(data, name="LossCallback.data")

@@ -23,11 +23,11 @@ class GradNormCallback(Callback):
 
     default_name = "grad_norm"
 
-    def __init__(self, *, every: int, max_windows: int = 256, name=None):
+    def __init__(self, *, every: int, max_windows: int = 256, name: str | None = None):
         super().__init__(every=every, name=name)
         self.max_windows = max_windows
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> float:
         def build():
             windows = evaluation_windows(ctx.sampler, ctx.data, self.max_windows)
             config, apply = ctx.configuration, ctx.apply
@@ -50,5 +50,5 @@ class WeightNormCallback(Callback):
 
     default_name = "weight_norm"
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> float:
         return float(jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(ctx.params))))

@@ -27,7 +27,14 @@ class ValidationRolloutCallback(Callback):
 
     default_name = "val_nrmse"
 
-    def __init__(self, trajectories, *, every: int, num_steps: int | None = None, name=None):
+    def __init__(
+        self,
+        trajectories: jax.Array,
+        *,
+        every: int,
+        num_steps: int | None = None,
+        name: str | None = None,
+    ):
         super().__init__(every=every, name=name)
         trajectories = check_trajectories(trajectories, name="trajectories")
         if not isinstance(trajectories, jax.Array):
@@ -43,7 +50,7 @@ class ValidationRolloutCallback(Callback):
         self.trajectories = trajectories[:, : num_steps + 1]
         self.num_steps = num_steps
 
-    def __call__(self, ctx: CallbackContext):
+    def __call__(self, ctx: CallbackContext) -> float:
         def build():
             apply = ctx.apply
 

@@ -72,10 +72,11 @@ def make_configuration(name: str, args):
 def make_estimator(name: str, *, truncation: int = 1, decay: float | None = None,
                    num_checkpoints: int | None = None):
     if decay is not None and name != "es_d_rtrl":
-        raise ValueError(f"--decay: only --estimator es_d_rtrl takes a decay, got --estimator {name}")
+        raise ValueError(f"--decay: expected no decay unless --estimator es_d_rtrl, got "
+                         f"--estimator {name}")
     if num_checkpoints is not None and name != "bptt-binomial":
-        raise ValueError("--num-checkpoints: only --estimator bptt-binomial takes a checkpoint "
-                         f"count, got --estimator {name}")
+        raise ValueError("--num-checkpoints: expected no checkpoint count unless --estimator "
+                         f"bptt-binomial, got --estimator {name}")
     if name == "bptt":
         return est.BPTT()
     if name == "bptt-step":

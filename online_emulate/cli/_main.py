@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Sequence
 
 from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
 from ._bench import run_bench
@@ -143,7 +144,7 @@ def _resume_command(argv) -> str:
     return shlex.join(words)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 done, 2 bad input, 3 training
     diverged, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)

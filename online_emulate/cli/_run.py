@@ -91,19 +91,21 @@ def check_output_folder(path: str, option: str = "--output") -> str:
     """
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{option}: {path!r} is a file, expected a folder")
+        raise ValueError(f"{option}: expected a folder, got the file {path!r}")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise ValueError(f"{option}: {existing!r} is a file, so {path!r} cannot be created under it")
+        raise ValueError(f"{option}: expected a folder that can be created, got {path!r} "
+                         f"under the file {existing!r}")
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ValueError(f"{option}: {path!r} is not writable ({err.strerror or err})") from None
+        raise ValueError(f"{option}: expected a writable folder, got {path!r} "
+                         f"({err.strerror or err})") from None
     return path
 
 
@@ -288,19 +290,22 @@ def evaluate_checkpoint(run_dir: str, *, output: str | None, problem_name: str |
         checkpoint path and its step.
     """
     if not os.path.isdir(run_dir):
-        raise ValueError(f"--run: {run_dir!r} is not a folder (expected the folder of a `train` run)")
+        raise ValueError(f"--run: expected the folder of a `train` run, got {run_dir!r}, "
+                         "which is not a folder")
     config_path = os.path.join(run_dir, "config.json")
     checkpoint = os.path.join(run_dir, CHECKPOINT)
     for path in (config_path, checkpoint):
         if not os.path.exists(path):
-            raise ValueError(f"--run: {run_dir!r} has no {os.path.basename(path)} (expected the folder of a `train` run)")
+            raise ValueError(f"--run: expected the folder of a `train` run, got {run_dir!r} "
+                             f"without {os.path.basename(path)}")
     try:
         with open(config_path) as f:
             run = json.load(f)
         problem_name = problem_name or run["problem"]
         num_points = run.get("num_points")
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"--run: {config_path!r} is not a train run's config ({err})") from None
+        raise ValueError(f"--run: expected a train run's config, got {config_path!r} "
+                         f"({err})") from None
     output = check_output_folder(output or os.path.join(run_dir, "evaluation"))
     problem = make_problem(problem_name, num_points)
     emulator = load_emulator(checkpoint)

@@ -9,8 +9,9 @@ from typing import Callable, Optional
 import jax
 from jaxtyping import Array, Float, PyTree
 
+from .._checks import check_callable, check_required
 from ._online_spec import OnlineSpec
-from ._validation import check_callable, check_data
+from ._validation import check_data
 
 __all__ = ["BaseConfiguration"]
 
@@ -90,16 +91,19 @@ class BaseConfiguration(abc.ABC):
             TypeError: `stepper` (or a needed helper) is not callable.
         """
         name = type(self).__name__
-        if not callable(stepper):
-            raise TypeError(
-                f"stepper: expected a callable mapping one state (C, *N) to the next, "
-                f"got {stepper!r} of type {type(stepper).__name__}"
-            )
+        check_callable("stepper", stepper,
+                       expected="a callable mapping one state (C, *N) to the next")
         check_data(data, self.num_time_levels, name)
+        helpers = []
         if self.needs_ref_stepper:
-            check_callable("ref_stepper", ref_stepper, name, self._ref_stepper_use)
+            helpers.append(("ref_stepper", ref_stepper, "a reference stepper on one state (C, *N)",
+                            self._ref_stepper_use))
         if self.needs_residuum_fn:
-            check_callable("residuum_fn", residuum_fn, name, self._residuum_fn_use)
+            helpers.append(("residuum_fn", residuum_fn, "a residuum function on batches",
+                            self._residuum_fn_use))
+        for arg, fn, what, why in helpers:
+            check_required(arg, fn, f"{what} ({name} needs it: {why})")
+            check_callable(arg, fn, expected=f"a callable ({name} needs it: {why})")
 
     def __call__(
         self,
@@ -153,7 +157,11 @@ class BaseConfiguration(abc.ABC):
             ValueError: this configuration's loss is not a sum of per-step terms of
                 the current state; it supports only BPTT estimators.
         """
-        raise ValueError(f"{type(self).__name__} {BPTT_ONLY}: {self._why_not_online()}")
+        raise ValueError(
+            "configuration: expected a loss that is a sum of per-step terms of the current "
+            f"state (what online estimators need), got {type(self).__name__}, which "
+            f"{BPTT_ONLY}: {self._why_not_online()}"
+        )
 
     def _why_not_online(self) -> str:
         return "its loss is not a sum of per-step terms of the current state."

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._checks import check_flag, check_int
 from .._rollout import Events
 from ._base import BaseConfiguration
-from ._validation import check_count, check_flag, check_loss
+from ._validation import check_loss
 
 __all__ = ["ChainConfiguration", "chain_options"]
 
@@ -14,10 +15,10 @@ __all__ = ["ChainConfiguration", "chain_options"]
 def chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every) -> dict:
     """Validated `num_rollout_steps`, `time_level_loss`, `cut_bptt`, `cut_bptt_every`."""
     return dict(
-        num_rollout_steps=check_count("num_rollout_steps", num_rollout_steps),
+        num_rollout_steps=check_int("num_rollout_steps", num_rollout_steps),
         time_level_loss=check_loss("time_level_loss", time_level_loss),
         cut_bptt=check_flag("cut_bptt", cut_bptt),
-        cut_bptt_every=check_count("cut_bptt_every", cut_bptt_every),
+        cut_bptt_every=check_int("cut_bptt_every", cut_bptt_every),
     )
 
 

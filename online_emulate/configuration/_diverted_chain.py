@@ -7,11 +7,12 @@ from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._checks import check_flag, check_int
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import ChainConfiguration, chain_options
 from .._rollout import stop_gradient, weighted_rollout
 from ._utils import batched, time_level
-from ._validation import check_count, check_flag, check_weights
+from ._validation import check_weights
 
 __all__ = ["DivertedChain"]
 
@@ -78,7 +79,7 @@ class DivertedChain(ChainConfiguration):
     ):
         options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
         rollout = options["num_rollout_steps"]
-        branch = check_count("num_branch_steps", num_branch_steps)
+        branch = check_int("num_branch_steps", num_branch_steps)
         if branch > rollout:
             raise ValueError(
                 f"num_branch_steps: expected at most num_rollout_steps = {rollout}, got {branch}"

@@ -7,12 +7,13 @@ from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._checks import check_int
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import ChainConfiguration, chain_options
 from .._rollout import weighted_rollout
 from ._terms import data_target_loss
 from ._utils import batched, time_level
-from ._validation import check_count, check_weights
+from ._validation import check_weights
 
 __all__ = ["MixChainPrePhysics"]
 
@@ -66,7 +67,7 @@ class MixChainPrePhysics(ChainConfiguration):
         time_level_weights: Optional[Float[Array, "num_pre_physics_steps+num_rollout_steps"]] = None,
     ):
         options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        physics = check_count("num_pre_physics_steps", num_pre_physics_steps)
+        physics = check_int("num_pre_physics_steps", num_pre_physics_steps)
         self._set(
             **options,
             num_pre_physics_steps=physics,

@@ -75,7 +75,11 @@ class PerStepConfiguration(ChainConfiguration):
         """
         reason = self._online_blocker()
         if reason is not None:
-            raise ValueError(f"{type(self).__name__} {BPTT_ONLY}: {reason}")
+            raise ValueError(
+                "configuration: expected a loss that is a sum of per-step terms of the "
+                f"current state (what online estimators need), got {type(self).__name__}, "
+                f"which {BPTT_ONLY}: {reason}"
+            )
         events = self.events
         return OnlineSpec(
             num_steps=self.num_rollout_steps,

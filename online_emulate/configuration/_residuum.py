@@ -7,11 +7,12 @@ from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._checks import check_flag
 from ..loss import BaseLoss, MSELoss
 from .._rollout import stop_gradient
 from ._chain_fields import chain_options
 from ._per_step import PerStepConfiguration
-from ._validation import check_flag, check_weights
+from ._validation import check_weights
 
 __all__ = ["Residuum"]
 

@@ -7,11 +7,12 @@ from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._checks import check_int
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import chain_options
 from ._per_step import PerStepConfiguration
 from ._terms import data_target_loss
-from ._validation import check_count, check_weights
+from ._validation import check_weights
 
 __all__ = ["TeacherForcing"]
 
@@ -62,7 +63,7 @@ class TeacherForcing(PerStepConfiguration):
         options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
         self._set(
             **options,
-            reset_every=check_count("reset_every", reset_every),
+            reset_every=check_int("reset_every", reset_every),
             time_level_weights=check_weights(
                 "time_level_weights", time_level_weights, options["num_rollout_steps"],
                 "one weight per rollout step, num_rollout_steps",

@@ -1,4 +1,6 @@
-"""Argument checks, run at construction and at call time before anything is traced."""
+"""Configuration-specific argument checks (losses, weights, data levels), run at
+construction and at call time before anything is traced. The generic checks (ints,
+flags, callables) are `online_emulate._checks`."""
 
 from __future__ import annotations
 
@@ -6,26 +8,14 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .._checks import check_int as check_count  # the package's one integer checker
 from ..loss import BaseLoss, as_loss
 
 __all__ = [
-    "check_count",  # = online_emulate._checks.check_int
-    "check_flag",
     "check_loss",
     "check_weights",
     "check_data",
-    "check_callable",
 ]
-
-
-def check_flag(name: str, value: Any) -> bool:
-    """Return `value` as a bool, raising TypeError for anything but a boolean."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
-    return bool(value)
 
 
 def check_loss(name: str, value: Any) -> BaseLoss:
@@ -56,17 +46,6 @@ def check_weights(name: str, value: Optional[Any], length: int, meaning: str):
     if not jnp.issubdtype(array.dtype, jnp.floating):
         array = array.astype(jnp.result_type(float))
     return array
-
-
-def check_callable(name: str, value: Any, configuration: str, why: str) -> None:
-    """Require a callable that the configuration needs."""
-    if value is None:
-        raise ValueError(f"{name}: {configuration} needs it ({why}), got {name}=None")
-    if not callable(value):
-        raise TypeError(
-            f"{name}: expected a callable ({configuration} needs it: {why}), got {value!r} "
-            f"({type(value).__name__})"
-        )
 
 
 def check_data(data: Any, num_time_levels: int, configuration: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 __all__ = ["check_trajectories", "trajectory_shape"]
 
 
-def trajectory_shape(data, *, name: str = "data") -> tuple[int, int]:
+def trajectory_shape(data: PyTree, *, name: str = "data") -> tuple[int, int]:
     """Return `(num_samples, num_time_levels)` of array or PyTree trajectory data.
 
     Raises:
@@ -38,13 +39,13 @@ def trajectory_shape(data, *, name: str = "data") -> tuple[int, int]:
     for shape in shapes[1:]:
         if shape[:2] != first:
             raise ValueError(
-                f"{name}: every leaf must share (samples, time) = {first}, got a leaf of "
-                f"shape {shape}"
+                f"{name}: expected leaves that share (samples, time) = {first}, got a leaf "
+                f"of shape {shape}"
             )
     return first
 
 
-def check_trajectories(data, *, name: str = "data", check_finite: bool = True):
+def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool = True) -> PyTree:
     """Validate trajectories and convert leaves to jax arrays.
 
     Returns:
@@ -63,7 +64,7 @@ def check_trajectories(data, *, name: str = "data", check_finite: bool = True):
                 s, t = np.argwhere(~finite)[0]
                 where = jax.tree_util.keystr(path) or ""
                 raise ValueError(
-                    f"{name}{where}: expected finite values, found NaN/inf at sample {s}, "
+                    f"{name}{where}: expected finite values, got NaN/inf at sample {s}, "
                     f"time level {t}"
                 )
     return data

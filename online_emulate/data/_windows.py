@@ -7,9 +7,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Int
+from jax.typing import ArrayLike
+from jaxtyping import Array, Int, PyTree
 
-from .._checks import key_data
+from .._checks import check_int, key_data
 
 __all__ = ["WindowSampler"]
 
@@ -53,20 +54,15 @@ class WindowSampler:
     def __post_init__(self):
         if self.window_length > self.num_time_levels:
             raise ValueError(
-                f"data: the configuration needs windows of {self.window_length} time "
-                f"levels but the trajectories have only {self.num_time_levels}; use longer "
+                f"data: expected trajectories of at least {self.window_length} time levels "
+                f"(the configuration's window), got {self.num_time_levels}; use longer "
                 "trajectories or fewer rollout steps"
             )
-        if (
-            isinstance(self.batch_size, bool)
-            or not isinstance(self.batch_size, int)
-            or not 1 <= self.batch_size <= self.num_windows
-        ):
-            raise ValueError(
-                f"batch_size: expected an int in [1, {self.num_windows}] (the number of "
-                f"training windows: {self.num_trajectories} trajectories x "
-                f"{self.windows_per_trajectory} offsets), got {self.batch_size!r}"
-            )
+        check_int(
+            "batch_size", self.batch_size, maximum=self.num_windows,
+            meaning=f"the number of training windows: {self.num_trajectories} trajectories "
+                    f"x {self.windows_per_trajectory} offsets",
+        )
 
     @property
     def windows_per_trajectory(self) -> int:
@@ -82,7 +78,7 @@ class WindowSampler:
         """Fractional number of epochs completed after `step` steps."""
         return step * self.batch_size / self.num_windows
 
-    def permutation(self, key, epoch: int) -> np.ndarray:
+    def permutation(self, key: ArrayLike, epoch: int) -> np.ndarray:
         """The visiting order of all windows in `epoch` (host-side numpy, deterministic).
 
         Drawn on the host: a sort inside the jitted step costs about a second of XLA
@@ -103,7 +99,13 @@ class WindowSampler:
         """Upper bound of `epochs_spanned(...)[1]` for any chunk of `num_steps` steps."""
         return -(-num_steps * self.batch_size // self.num_windows) + 1
 
-    def permutation_table(self, key, first_step: int, num_steps: int, rows: int | None = None):
+    def permutation_table(
+        self,
+        key: ArrayLike,
+        first_step: int,
+        num_steps: int,
+        rows: int | None = None,
+    ) -> tuple[int, np.ndarray]:
         """Stacked permutations of the epochs of a chunk, padded to `rows` rows."""
         first, count = self.epochs_spanned(first_step, num_steps)
         rows = count if rows is None else rows
@@ -112,18 +114,23 @@ class WindowSampler:
             table[i] = self.permutation(key, first + i)
         return first, table
 
-    def window_ids_from_table(self, step, first_epoch, table) -> Int[Array, " batch"]:
+    def window_ids_from_table(
+        self,
+        step: ArrayLike,
+        first_epoch: ArrayLike,
+        table: ArrayLike,
+    ) -> Int[Array, " batch"]:
         """Window numbers of the batch at `step` (jittable), given `permutation_table`."""
         positions = step * self.batch_size + jnp.arange(self.batch_size)
         epoch = positions // self.num_windows
         return table[epoch - first_epoch, positions % self.num_windows]
 
-    def window_ids(self, key, step: int) -> np.ndarray:
+    def window_ids(self, key: ArrayLike, step: int) -> np.ndarray:
         """Window numbers of the batch at `step` (host-side reference of the schedule)."""
         first, table = self.permutation_table(key, step, 1)
         return np.asarray(self.window_ids_from_table(step, first, table))
 
-    def gather(self, data, window_ids: Int[Array, " batch"]):
+    def gather(self, data: PyTree, window_ids: Int[Array, " batch"]) -> PyTree:
         """Slice windows `(batch, window_length, ...)` out of `(S, T+1, ...)` trajectories."""
         per = self.windows_per_trajectory
         samples = window_ids // per

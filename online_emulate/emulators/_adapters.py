@@ -30,8 +30,10 @@ from typing import Any, Callable
 import brainstate
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
+from jaxtyping import PyTree
 
-from ._functional import _lookup, _nest, set_params
+from ._functional import Params, _lookup, _nest, set_params
 from ._ops import lax_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
@@ -69,7 +71,7 @@ class ModelAdapter:
     kind = ""
     one_sample = True
 
-    def __init__(self, model, state_ndim: int | None):
+    def __init__(self, model: Any, state_ndim: int | None):
         self.model = model
         self.state_ndim = state_ndim if state_ndim is not None else self._own_state_ndim()
         self.apply = self._make_apply()
@@ -82,7 +84,7 @@ class ModelAdapter:
         """The user's model on its own convention (one state, or a batch)."""
         raise NotImplementedError
 
-    def merge(self, params):
+    def merge(self, params: PyTree) -> Any:
         """A model of the input's kind holding `params` (the input is not modified)."""
         raise NotImplementedError
 
@@ -94,7 +96,7 @@ class ModelAdapter:
             tuple((x.shape, x.dtype) for x in jax.tree_util.tree_leaves(self.params)),
         )
 
-    def check_state(self, shape: tuple, dtype, *, name: str = "data") -> None:
+    def check_state(self, shape: tuple, dtype: DTypeLike, *, name: str = "data") -> None:
         """Check that the model maps one state of `shape` `(C, *N)` to the same shape
         (by `jax.eval_shape`: nothing is computed or compiled).
 
@@ -106,8 +108,8 @@ class ModelAdapter:
             out = jax.eval_shape(self.apply, self.params, one)
         except (ValueError, TypeError) as err:
             raise ValueError(
-                f"emulator: the {model_name(self.model)} cannot take one state of shape "
-                f"{tuple(shape)} from {name} ({err})"
+                f"emulator: expected a model that takes one state of shape {tuple(shape)} "
+                f"from {name}, got the {model_name(self.model)}, which fails with: {err}"
             ) from None
         if tuple(getattr(out, "shape", ())) != tuple(shape):
             raise ValueError(
@@ -116,16 +118,16 @@ class ModelAdapter:
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
 
-    def recurrent_module(self):
+    def recurrent_module(self) -> brainstate.nn.Module:
         """The brainstate module an eligibility-trace learner (ETrace) compiles.
 
         Raises:
             TypeError: for models whose operations braintrace cannot trace.
         """
         raise TypeError(
-            f"emulator: ETrace needs a brainstate Module whose weights are used through "
-            f"braintrace ETP ops (braintrace.nn layers, braintrace.conv / matmul / "
-            f"element_wise); got a {model_name(self.model)}, whose parameter "
+            f"emulator: expected a brainstate Module whose weights are used through "
+            f"braintrace ETP ops (what ETrace needs: braintrace.nn layers, braintrace.conv / "
+            f"matmul / element_wise), got a {model_name(self.model)}, whose parameter "
             f"{_first_param_path(self.params)} braintrace cannot trace. Estimators that "
             f"work with this model: {WORKING_ESTIMATORS}."
         )
@@ -319,7 +321,9 @@ def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
     return stepper
 
 
-def functional(emulator) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
+def functional(
+    emulator: brainstate.nn.Module,
+) -> tuple[Callable[[Params, jax.Array], jax.Array], Any]:
     """Split a model into a pure function and its parameters.
 
     Arguments:

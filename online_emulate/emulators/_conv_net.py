@@ -6,8 +6,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
-from .._checks import check_positive_int
+from .._checks import check_callable, check_positive_int
 from ._base import Emulator, as_key
 from ._hidden import hidden_state
 from ._periodic_conv import PeriodicConv
@@ -46,22 +47,21 @@ class ConvNet(Emulator):
         *,
         hidden_channels: int = 16,
         depth: int = 2,
-        kernel_size=3,
+        kernel_size: int | tuple[int, ...] = 3,
         activation: Callable = jax.nn.relu,
         residual: bool = False,
         use_bias: bool = True,
-        key=0,
-        dtype=jnp.float32,
+        key: int | jax.Array = 0,
+        dtype: DTypeLike = jnp.float32,
     ):
         super().__init__(num_spatial_dims, in_channels, out_channels)
         check_positive_int("hidden_channels", hidden_channels)
         check_positive_int("depth", depth)
-        if not callable(activation):
-            raise TypeError(f"activation: expected a callable, got {activation!r}")
+        check_callable("activation", activation)
         if residual and in_channels != out_channels:
             raise ValueError(
-                "residual: adding the input to the output needs in_channels == "
-                f"out_channels, got {in_channels} and {out_channels}"
+                "residual: expected in_channels == out_channels (the input is added to "
+                f"the output), got {in_channels} and {out_channels}"
             )
         self.hidden_channels = hidden_channels
         self.depth = depth

@@ -39,8 +39,8 @@ def _lookup(params: Params, path: tuple):
             node = node[k]
         except (KeyError, IndexError, TypeError):
             raise ValueError(
-                f"params: missing entry {'/'.join(map(str, path))} of the emulator's "
-                "parameters (expected the structure of get_params(emulator))"
+                "params: expected the structure of get_params(emulator), got no entry "
+                f"{'/'.join(map(str, path))}"
             ) from None
     return node
 
@@ -53,7 +53,7 @@ def _check_module(emulator) -> None:
         )
 
 
-def get_params(emulator) -> Params:
+def get_params(emulator: brainstate.nn.Module) -> Params:
     """The trainable parameters of `emulator` as a plain nested dict of arrays.
 
     Raises:
@@ -63,7 +63,7 @@ def get_params(emulator) -> Params:
     return _nest({path: state.value for path, state in _param_states(emulator).items()})
 
 
-def set_params(emulator, params: Params):
+def set_params(emulator: brainstate.nn.Module, params: Params) -> brainstate.nn.Module:
     """Write a nested dict of arrays (as from `get_params`) into `emulator`, in place.
 
     Returns:

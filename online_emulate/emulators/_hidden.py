@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["hidden_state", "declaring_hidden_states"]
 
 _HANDLERS: list[Callable] = []
 
 
-def hidden_state(value, name: str | None = None):
+def hidden_state(value: Any, name: str | None = None) -> Any:
     """Mark `value`, an inner activation of a model's step, as a hidden state.
 
     braintrace's eligibility traces (`ETrace`) give a weight a trace only when the output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ._base import Emulator, as_key
@@ -39,10 +41,10 @@ class LinearStencil(Emulator):
         in_channels: int,
         out_channels: int,
         *,
-        kernel_size=3,
+        kernel_size: int | tuple[int, ...] = 3,
         use_bias: bool = False,
-        key=0,
-        dtype=jnp.float32,
+        key: int | jax.Array = 0,
+        dtype: DTypeLike = jnp.float32,
     ):
         super().__init__(num_spatial_dims, in_channels, out_channels)
         self.conv = PeriodicConv(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import brainstate
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ._init import conv_bias_init, conv_kernel_init
@@ -53,11 +54,11 @@ class PeriodicConv(brainstate.nn.Module):
         num_spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size,
+        kernel_size: int | tuple[int, ...],
         *,
         use_bias: bool,
         key: jax.Array,
-        dtype=jnp.float32,
+        dtype: DTypeLike = jnp.float32,
     ):
         super().__init__()
         self.kernel_size = normalize_kernel_size(kernel_size, num_spatial_dims)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._storage import load_checkpoint, save_checkpoint
 from ._conv_net import ConvNet
-from ._functional import get_params, set_params
+from ._functional import Params, get_params, set_params
 from ._linear_stencil import LinearStencil
 
 __all__ = ["describe_emulator", "build_emulator", "save_emulator", "load_emulator", "save_weights", "load_weights"]
@@ -41,7 +42,7 @@ def _conv_spec(conv) -> dict:
     }
 
 
-def describe_emulator(emulator) -> dict:
+def describe_emulator(emulator: brainstate.nn.Module) -> dict:
     """A JSON description from which `build_emulator` makes the same architecture.
 
     Raises:
@@ -59,8 +60,9 @@ def describe_emulator(emulator) -> dict:
         names = [n for n, f in _ACTIVATIONS.items() if f is emulator.activation]
         if not names:
             raise ValueError(
-                f"emulator: its activation {emulator.activation!r} has no stored name "
-                f"(one of {', '.join(_ACTIVATIONS)}); store the weights with save_weights"
+                f"emulator: expected an activation with a stored name (one of "
+                f"{', '.join(_ACTIVATIONS)}), got {emulator.activation!r}; store the weights "
+                "with save_weights"
             )
         spec = _conv_spec(emulator.layers[0])
         return {
@@ -68,13 +70,13 @@ def describe_emulator(emulator) -> dict:
             "depth": int(emulator.depth), "activation": names[0], "residual": bool(emulator.residual),
         }
     raise TypeError(
-        f"emulator: save_emulator stores the built-in LinearStencil and ConvNet, got "
-        f"{type(emulator).__name__}; for your own module store the weights with "
+        f"emulator: expected a built-in LinearStencil or ConvNet (what save_emulator "
+        f"stores), got {type(emulator).__name__}; for your own module store the weights with "
         "save_weights and restore them with set_params(model, load_weights(path))"
     )
 
 
-def build_emulator(spec: dict):
+def build_emulator(spec: dict) -> LinearStencil | ConvNet:
     """The (freshly initialised) emulator a `describe_emulator` dict describes.
 
     Raises:
@@ -91,17 +93,21 @@ def build_emulator(spec: dict):
             return LinearStencil(*args, **common)
         if kind == "ConvNet":
             if spec["activation"] not in _ACTIVATIONS:
-                raise ValueError(f"unknown activation {spec['activation']!r}")
+                raise ValueError(
+                    f"spec['activation']: expected one of {sorted(_ACTIVATIONS)}, got "
+                    f"{spec['activation']!r}"
+                )
             return ConvNet(
                 *args, hidden_channels=spec["hidden_channels"], depth=spec["depth"],
                 activation=_ACTIVATIONS[spec["activation"]], residual=spec["residual"], **common,
             )
     except (KeyError, TypeError) as err:
-        raise ValueError(f"spec: incomplete emulator description ({type(err).__name__}: {err})") from None
+        raise ValueError(f"spec: expected a complete emulator description, got one failing "
+                         f"with {type(err).__name__}: {err}") from None
     raise ValueError(f"spec: expected kind LinearStencil or ConvNet, got {kind!r}")
 
 
-def save_emulator(path: str | os.PathLike, emulator) -> str:
+def save_emulator(path: str | os.PathLike, emulator: LinearStencil | ConvNet) -> str:
     """Store a built-in emulator (architecture + weights) in one `.npz` (atomically,
     process 0 only). Returns the path.
 
@@ -112,7 +118,7 @@ def save_emulator(path: str | os.PathLike, emulator) -> str:
     return save_checkpoint(path, {"params": get_params(emulator)}, model=spec)
 
 
-def load_emulator(path: str | os.PathLike):
+def load_emulator(path: str | os.PathLike) -> LinearStencil | ConvNet:
     """Rebuild the emulator `save_emulator` stored at `path` (no code is executed).
 
     Raises:
@@ -123,13 +129,15 @@ def load_emulator(path: str | os.PathLike):
     blob = load_checkpoint(path)
     if blob.get("model") is None:
         raise ValueError(
-            f"path: {os.fspath(path)!r} holds weights without an architecture; build the "
-            "model yourself and call set_params(model, load_weights(path))"
+            f"path: expected a stored emulator (architecture and weights), got weights "
+            f"only in {os.fspath(path)!r}; build the model yourself and call "
+            "set_params(model, load_weights(path))"
         )
     try:
         emulator = build_emulator(blob["model"])
     except ValueError as err:
-        raise ValueError(f"path: {os.fspath(path)!r}: {err}") from None
+        raise ValueError(f"path: expected a valid emulator description, got one in "
+                         f"{os.fspath(path)!r} failing with: {err}") from None
     _set_checked(emulator, blob.get("params"), path)
     return emulator
 
@@ -138,11 +146,12 @@ def _set_checked(emulator, params, path):
     expected = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), get_params(emulator))
     got = jax.tree_util.tree_map(lambda x: (np.shape(x), np.asarray(x).dtype), params)
     if got != expected:
-        raise ValueError(f"path: {os.fspath(path)!r}: stored weights {got} do not match the model's {expected}")
+        raise ValueError(f"path: expected weights matching the model's {expected}, got {got} "
+                         f"in {os.fspath(path)!r}")
     set_params(emulator, jax.tree_util.tree_map(jnp.asarray, params))
 
 
-def save_weights(path: str | os.PathLike, emulator_or_params) -> str:
+def save_weights(path: str | os.PathLike, emulator_or_params: brainstate.nn.Module | Params) -> str:
     """Store only the weights (a module's `get_params`, or a parameter dict). Returns
     the path. Restore with `set_params(model, load_weights(path))`."""
     params = emulator_or_params
@@ -155,5 +164,5 @@ def load_weights(path: str | os.PathLike) -> dict:
     """The parameter dict stored by `save_weights` or `save_emulator` (numpy arrays)."""
     blob = load_checkpoint(path)
     if "params" not in blob:
-        raise ValueError(f"path: {os.fspath(path)!r} holds no weights")
+        raise ValueError(f"path: expected stored weights, got none in {os.fspath(path)!r}")
     return blob["params"]

@@ -8,9 +8,11 @@ from typing import Callable, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Float, PyTree
 
 from .._rollout import rollout, tree_add
+from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter
 
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
@@ -60,8 +62,16 @@ class Estimator:
     def _key(self) -> tuple:
         return ()
 
-    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
-                       residuum_fn=None) -> tuple[Float[Array, ""], PyTree]:
+    def value_and_grad(
+        self,
+        configuration: BaseConfiguration,
+        model: Model,
+        params: PyTree,
+        data: PyTree,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> tuple[Float[Array, ""], PyTree]:
         raise NotImplementedError
 
 
@@ -99,17 +109,20 @@ def online_spec_for(configuration, estimator, *, ref_stepper, residuum_fn):
         spec = configuration.online_spec()
     except ValueError as err:
         raise ValueError(
-            f"estimator: {estimator!r} runs forward in time and needs a loss that is a sum "
-            f"of per-step terms of the current state, but {configuration!r} is not one. "
+            f"estimator: expected an estimator that suits {configuration!r}, got "
+            f"{estimator!r}, which runs forward in time and needs a loss that is a sum "
+            f"of per-step terms of the current state. "
             f"This configuration supports only the exact reverse-mode estimators: "
             f"{BPTT_NAMES}. The online estimators ({ONLINE_NAMES}) support Supervised, "
             f"DivertedChainBranchOne(cut_div_chain=True), Residuum(cut_prev=True) and "
             f"TeacherForcing. (configuration said: {err})"
         ) from None
     if spec.uses_ref_stepper and ref_stepper is None:
-        raise ValueError(f"ref_stepper: {configuration!r} needs a reference stepper, got None")
+        raise ValueError(f"ref_stepper: expected a reference stepper ({configuration!r} "
+                         "needs it), got None")
     if spec.uses_residuum_fn and residuum_fn is None:
-        raise ValueError(f"residuum_fn: {configuration!r} needs a residuum function, got None")
+        raise ValueError(f"residuum_fn: expected a residuum function ({configuration!r} "
+                         "needs it), got None")
     return spec
 
 
@@ -169,17 +182,23 @@ class CarryOps(Protocol):
 
     jittable: bool
 
-    def init(self, params, u0, x): ...
+    def init(self, params: PyTree, u0: jax.Array, x: PyTree) -> PyTree: ...
 
-    def reset(self, carry, where, u=None): ...
+    def reset(self, carry: PyTree, where: ArrayLike, u: jax.Array | None = None) -> PyTree: ...
 
-    def step(self, params, carry, x, term: Term): ...
+    def step(
+        self,
+        params: PyTree,
+        carry: PyTree,
+        x: PyTree,
+        term: Term,
+    ) -> tuple[PyTree, Float[Array, ""], PyTree]: ...
 
-    def flush(self, params, carry, term: Term): ...
+    def flush(self, params: PyTree, carry: PyTree, term: Term) -> tuple[PyTree, PyTree]: ...
 
     def holds(self, num_steps: int) -> bool: ...
 
-    def state(self, carry): ...
+    def state(self, carry: PyTree) -> jax.Array: ...
 
 
 class OnlineEstimator(Estimator):
@@ -199,14 +218,22 @@ class OnlineEstimator(Estimator):
     online = True
     persist_carry = True
 
-    def carry_ops(self, model: Model, state_shape, *, horizon: int) -> CarryOps:
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> CarryOps:
         raise NotImplementedError
 
-    def check(self, params, state_shape, dtype) -> None:
+    def check(self, params: PyTree, state_shape: tuple[int, ...], dtype: DTypeLike) -> None:
         """Raise before any tracing if the estimator cannot run on this problem."""
 
-    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
-                       residuum_fn=None) -> tuple[Float[Array, ""], PyTree]:
+    def value_and_grad(
+        self,
+        configuration: BaseConfiguration,
+        model: Model,
+        params: PyTree,
+        data: jax.Array,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> tuple[Float[Array, ""], PyTree]:
         """`(loss, grads)`: the carry run over `configuration.online_spec()`'s steps, summed.
 
         Raises:
@@ -219,7 +246,7 @@ class OnlineEstimator(Estimator):
         u0 = first_level(data)
         if not hasattr(u0, "shape"):
             raise TypeError(
-                f"data: {self!r} expects one array (batch, time, C, *N), got a "
+                f"data: expected one array (batch, time, C, *N) for {self!r}, got a "
                 f"{type(data).__name__} PyTree"
             )
         out = jax.eval_shape(model_apply(model), params, u0)

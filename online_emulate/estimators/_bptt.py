@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
+from jaxtyping import Array, Float, PyTree
 
 from .._checks import check_positive_int
+from ..configuration import BaseConfiguration
 from ._base import Estimator, Model, model_apply
 from ._budget import choose_exact_scheme
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
@@ -93,15 +96,23 @@ class BPTT(Estimator):
         """
         if self.memory_budget_bytes is not None:
             raise ValueError(
-                f"scan: {self!r} picks its scan per problem; call "
-                "resolve(configuration, apply, params, data, ...) first"
+                f"scan: expected a BPTT with a fixed scheme, got {self!r}, which picks its "
+                "scan per problem; call resolve(configuration, apply, params, data, ...) first"
             )
         if self.checkpoint == "binomial":
             return functools.partial(binomial_checkpoint_scan, checkpoints=self.num_checkpoints)
         return _SCANS[self.checkpoint]
 
-    def resolve(self, configuration, model: Model, params, data, *, ref_stepper=None,
-                residuum_fn=None) -> "BPTT":
+    def resolve(
+        self,
+        configuration: BaseConfiguration,
+        model: Model,
+        params: PyTree,
+        data: PyTree,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> "BPTT":
         """The fixed-scheme `BPTT` this estimator runs for this problem.
 
         For a fixed `checkpoint` it is `self`; with `memory_budget_bytes` it is the
@@ -123,8 +134,16 @@ class BPTT(Estimator):
             ).estimator
         return self._choices[key]
 
-    def value_and_grad(self, configuration, model: Model, params, data, *, ref_stepper=None,
-                       residuum_fn=None):
+    def value_and_grad(
+        self,
+        configuration: BaseConfiguration,
+        model: Model,
+        params: PyTree,
+        data: PyTree,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> tuple[Float[Array, ""], PyTree]:
         """`(loss, d loss / d params)` of `configuration` with stepper `apply(params, .)`.
 
         Arguments:

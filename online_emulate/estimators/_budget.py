@@ -140,9 +140,10 @@ def choose_exact_scheme(scheme, configuration, apply, params, data, memory_budge
     if est is None:
         smallest = min(temp.bytes.values())
         raise ValueError(
-            f"memory_budget_bytes: no exact gradient scheme fits {M} bytes for "
-            f"{configuration!r}; the smallest is {min(temp.bytes, key=temp.bytes.get)} "
-            f"with {smallest} bytes of compiled temp memory (others: {temp.bytes}). "
+            f"memory_budget_bytes: expected a budget that an exact gradient scheme for "
+            f"{configuration!r} fits, got {M} bytes; the smallest is "
+            f"{min(temp.bytes, key=temp.bytes.get)} with {smallest} bytes of compiled temp "
+            f"memory (others: {temp.bytes}). "
             f"Pass memory_budget_bytes >= {smallest}, or use an approximate online "
             f"estimator (see estimators.plan)."
         )

@@ -10,6 +10,7 @@ from typing import Callable
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
 from .._checks import check_positive_int
 
@@ -32,7 +33,14 @@ def _flip(tree):
     return tmap(lambda x: jnp.flip(x, axis=0), tree)
 
 
-def step_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=False, unroll=1):
+def step_checkpoint_scan(
+    f: Callable,
+    init: PyTree,
+    xs: PyTree | None = None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> tuple[PyTree, PyTree]:
     """`jax.lax.scan` with `jax.checkpoint` on the body: the backward pass recomputes
     each step's internals from the stored carry, so memory is T carries instead of
     T sets of step intermediates."""
@@ -40,7 +48,14 @@ def step_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=False,
                         unroll=unroll)
 
 
-def sqrt_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=False, unroll=1):
+def sqrt_checkpoint_scan(
+    f: Callable,
+    init: PyTree,
+    xs: PyTree | None = None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> tuple[PyTree, PyTree]:
     """`jax.lax.scan` with nested sqrt(T) checkpointing.
 
     The T steps are cut into floor(T / s) segments of s = ceil(sqrt(T)) steps (plus a
@@ -86,8 +101,16 @@ def sqrt_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=False,
     return carry, (_flip(ys) if reverse else ys)
 
 
-def binomial_checkpoint_scan(f: Callable, init, xs=None, length=None, reverse=False, unroll=1,
-                             *, checkpoints: int):
+def binomial_checkpoint_scan(
+    f: Callable,
+    init: PyTree,
+    xs: PyTree | None = None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    *,
+    checkpoints: int,
+) -> tuple[PyTree, PyTree]:
     """`jax.lax.scan` whose reverse-mode derivative stores at most `checkpoints` carries.
 
     Built on `equinox.internal.while_loop(..., kind="checkpointed")`, equinox's online

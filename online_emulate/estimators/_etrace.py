@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import importlib
+from typing import Callable
 
 import brainstate
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
+from .._checks import check_real, check_required
+from ..configuration import BaseConfiguration
 from ..emulators._functional import _lookup, _nest
 from ..emulators import ModelAdapter
 from ._base import Model, OnlineEstimator, first_level, online_spec_for, run_window
@@ -184,11 +188,10 @@ class ETrace(OnlineEstimator):
         if algorithm not in ("d_rtrl", "es_d_rtrl"):
             raise ValueError(f"algorithm: expected 'd_rtrl' or 'es_d_rtrl', got {algorithm!r}")
         if algorithm == "es_d_rtrl":
-            if decay is None or isinstance(decay, bool) or not (0.0 < float(decay) < 1.0):
-                raise ValueError(f"decay: ETrace('es_d_rtrl') needs a decay in (0, 1), got {decay!r}")
-            decay = float(decay)
+            check_required("decay", decay, "a number in (0, 1) (ETrace('es_d_rtrl') needs it)")
+            decay = check_real("decay", decay, positive=True, maximum=1.0, maximum_inclusive=False)
         elif decay is not None:
-            raise ValueError(f"decay: only ETrace('es_d_rtrl') takes a decay, got {decay!r}")
+            raise ValueError(f"decay: expected None (only ETrace('es_d_rtrl') takes a decay), got {decay!r}")
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence: expected 'diagonal' or 'coupled', got {recurrence!r}")
         self._set(algorithm=algorithm, decay=decay, recurrence=recurrence, _runners={})
@@ -202,7 +205,7 @@ class ETrace(OnlineEstimator):
             extra += f", recurrence={self.recurrence!r}"
         return f"ETrace({self.algorithm!r}{extra})"
 
-    def runner(self, model: Model, state_shape) -> _Runner:
+    def runner(self, model: Model, state_shape: tuple[int, ...]) -> _Runner:
         """The compiled learner for models structured like `model` and batched states
         `(B, C, *N)` (built on first use, then kept on this estimator).
 
@@ -212,8 +215,8 @@ class ETrace(OnlineEstimator):
         """
         if not isinstance(model, ModelAdapter):
             raise TypeError(
-                "model: ETrace compiles a brainstate module on braintrace ETP ops and "
-                "needs its adapter (online_emulate.emulators.adapt(module)), got "
+                "model: expected the adapter of a brainstate module on braintrace ETP ops "
+                "(online_emulate.emulators.adapt(module)), which ETrace compiles, got "
                 f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
                 "take a pure apply function"
             )
@@ -224,7 +227,7 @@ class ETrace(OnlineEstimator):
                                          self.decay, self.recurrence)
         return self._runners[key]
 
-    def prepare(self, model: Model, state_shape) -> None:
+    def prepare(self, model: Model, state_shape: tuple[int, ...]) -> None:
         """Compile the learner for `model` (its adapter) and batched states `(B, C, *N)` now.
 
         Callers that trace `value_and_grad` inside their own brainstate transformation
@@ -233,11 +236,19 @@ class ETrace(OnlineEstimator):
         """
         self.runner(model, state_shape)
 
-    def carry_ops(self, model, state_shape, *, horizon):
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> _Runner:
         return self.runner(model, state_shape)
 
-    def lowered(self, configuration, model: Model, params, data, *, ref_stepper=None,
-                residuum_fn=None):
+    def lowered(
+        self,
+        configuration: BaseConfiguration,
+        model: Model,
+        params: PyTree,
+        data: jax.Array,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> jax.stages.Lowered:
         """The lowered (not yet compiled) XLA program of `value_and_grad` (for memory
         analysis: `.compile().memory_analysis()`)."""
         spec = online_spec_for(configuration, self, ref_stepper=ref_stepper,

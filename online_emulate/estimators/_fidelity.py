@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
+from .._checks import check_positive_int
+from ..configuration import BaseConfiguration
 from ._base import Estimator
 from ._bptt import BPTT
 from ._value_and_grad import _adapt
@@ -29,8 +31,15 @@ def _lowered(estimator, configuration, model, params, data, ref_stepper, residuu
                              residuum_fn=residuum_fn)
 
 
-def compiled_temp_bytes(estimator, configuration, emulator, data, *, ref_stepper=None,
-                        residuum_fn=None) -> int:
+def compiled_temp_bytes(
+    estimator: Estimator,
+    configuration: BaseConfiguration,
+    emulator: Any,
+    data: jax.Array,
+    *,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+) -> int:
     """XLA's `memory_analysis().temp_size_in_bytes` of the compiled value-and-grad program."""
     adapter = _adapt(emulator, estimator, data)
     lowered = _lowered(estimator, configuration, adapter, adapter.params, data, ref_stepper,
@@ -48,9 +57,17 @@ def _timed(fn, repeats: int) -> tuple[object, float]:
     return out, (time.perf_counter() - t0) / repeats
 
 
-def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estimator] = (),
-                      rollout_lengths: Sequence[int] | None = None, *, ref_stepper=None,
-                      residuum_fn=None, repeats: int = 1) -> list[dict]:
+def gradient_fidelity(
+    emulator: Any,
+    configuration: BaseConfiguration | Callable[[int], BaseConfiguration],
+    data: jax.Array,
+    estimators: Sequence[Estimator] = (),
+    rollout_lengths: Sequence[int] | None = None,
+    *,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+    repeats: int = 1,
+) -> list[dict]:
     """Compare estimators with exact BPTT, per rollout length.
 
     Arguments:
@@ -90,9 +107,10 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
                 "configuration: with rollout_lengths, expected a factory T -> configuration "
                 f"(e.g. lambda T: Supervised(T)), got {type(configuration).__name__}"
             )
-        bad = [T for T in rollout_lengths if isinstance(T, bool) or not isinstance(T, int) or T < 1]
-        if bad or not rollout_lengths:
+        if not rollout_lengths:
             raise ValueError(f"rollout_lengths: expected positive ints, got {rollout_lengths!r}")
+        for i, T in enumerate(rollout_lengths):
+            check_positive_int(f"rollout_lengths[{i}]", T)
         configs = [(T, configuration(T)) for T in rollout_lengths]
     for est in estimators:  # a model ETrace cannot trace fails before any compilation
         adapter = _adapt(emulator, est, data)
@@ -102,7 +120,8 @@ def gradient_fidelity(emulator, configuration, data, estimators: Sequence[Estima
         levels = cfg.num_time_levels
         if data.shape[1] < levels:
             raise ValueError(
-                f"data: {cfg!r} reads {levels} time levels, data has {data.shape[1]}"
+                f"data: expected at least {levels} time levels ({cfg!r} reads them), got "
+                f"{data.shape[1]}"
             )
         d = data[:, :levels]
         steps = T if T is not None else max(1, levels - 1)

@@ -7,13 +7,16 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.typing import DTypeLike
+from jaxtyping import PyTree
 
-from ._base import OnlineEstimator, model_apply
+from .._checks import check_positive_int
+from ._base import Model, OnlineEstimator, model_apply
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
 
 
-def rtrl_memory_bytes(params, state_shape, dtype) -> int:
+def rtrl_memory_bytes(params: PyTree, state_shape: tuple[int, ...], dtype: DTypeLike) -> int:
     """Bytes ForwardRTRL holds: the sensitivity dU/dtheta (B * H * P numbers, H = C *
     prod(N)), its update, and the P x P identity that seeds the parameter directions."""
     P = sum(int(math.prod(jnp.shape(x))) for x in jax.tree_util.tree_leaves(params))
@@ -85,11 +88,7 @@ class ForwardRTRL(OnlineEstimator):
     """
 
     def __init__(self, *, memory_budget_bytes: int = 2**30):
-        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) \
-                or memory_budget_bytes < 1:
-            raise ValueError(
-                f"memory_budget_bytes: expected a positive int, got {memory_budget_bytes!r}"
-            )
+        memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
         self._set(memory_budget_bytes=memory_budget_bytes)
 
     def _key(self):
@@ -98,7 +97,7 @@ class ForwardRTRL(OnlineEstimator):
     def __repr__(self):
         return f"ForwardRTRL(memory_budget_bytes={self.memory_budget_bytes})"
 
-    def check(self, params, state_shape, dtype) -> None:
+    def check(self, params: PyTree, state_shape: tuple[int, ...], dtype: DTypeLike) -> None:
         """Raise if the sensitivity would exceed the memory budget.
 
         Raises:
@@ -108,12 +107,12 @@ class ForwardRTRL(OnlineEstimator):
         if size > self.memory_budget_bytes:
             P = sum(int(math.prod(jnp.shape(x))) for x in jax.tree_util.tree_leaves(params))
             raise ValueError(
-                f"ForwardRTRL: the sensitivity dU/dtheta and the identity need "
-                f"(2*B*H*P + P*P)*itemsize = {size} bytes (state {tuple(state_shape)}, "
-                f"P = {P} parameters, {jnp.dtype(dtype)}), over memory_budget_bytes = "
-                f"{self.memory_budget_bytes}. Use fewer parameters or a smaller batch, raise "
+                f"memory_budget_bytes: expected >= {size} bytes, what ForwardRTRL's "
+                f"sensitivity dU/dtheta and the identity need: (2*B*H*P + P*P)*itemsize = "
+                f"{size} bytes (state {tuple(state_shape)}, P = {P} parameters, "
+                f"{jnp.dtype(dtype)}), got memory_budget_bytes = {self.memory_budget_bytes}. Use fewer parameters or a smaller batch, raise "
                 f"the budget, or use BPTT(checkpoint='binomial', num_checkpoints=n) (exact, fixed memory) or ETrace (approximate)."
             )
 
-    def carry_ops(self, model, state_shape, *, horizon):
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> _RTRLOps:
         return _RTRLOps(model_apply(model))

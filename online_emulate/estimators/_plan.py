@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
 from .._checks import check_positive_int
+from ..configuration import BaseConfiguration
 from ..emulators import functional
 from ._base import Estimator
 from ._bptt import BPTT
@@ -109,9 +110,16 @@ def _online_row(est, configuration, emulator, data, budget, longest, ref_stepper
     return PlanRow(repr(est), exact, True, mem, 1.0, mem <= budget, note)
 
 
-def plan(configuration, emulator, data, memory_budget_bytes: int, *,
-         ref_stepper=None, residuum_fn=None,
-         estimators: Sequence[Estimator] | None = None) -> Plan:
+def plan(
+    configuration: BaseConfiguration,
+    emulator: Any,
+    data: jax.Array,
+    memory_budget_bytes: int,
+    *,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+    estimators: Sequence[Estimator] | None = None,
+) -> Plan:
     """Predicted memory and recomputation of every estimator for one problem.
 
     The exact schemes (plain, "step", "sqrt" BPTT and the binomial scheme that
@@ -150,7 +158,8 @@ def plan(configuration, emulator, data, memory_budget_bytes: int, *,
     levels = configuration.num_time_levels
     have = jax.tree_util.tree_leaves(data)[0].shape[1]
     if have < levels:
-        raise ValueError(f"data: {configuration!r} reads {levels} time levels, data has {have}")
+        raise ValueError(f"data: expected at least {levels} time levels ({configuration!r} "
+                         f"reads them), got {have}")
     data = jax.tree_util.tree_map(lambda x: x[:, :levels], data)
     apply, params = functional(emulator)
     M = memory_budget_bytes

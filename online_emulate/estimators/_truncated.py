@@ -5,8 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_int
 from .._rollout import UNROLL_MAX_STEPS
-from ._base import OnlineEstimator, model_apply
+from ._base import Model, OnlineEstimator, model_apply
 
 __all__ = ["TruncatedBPTT"]
 
@@ -129,8 +130,7 @@ class TruncatedBPTT(OnlineEstimator):
     persist_carry = False
 
     def __init__(self, k: int):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: expected a positive int window length, got {k!r}")
+        k = check_int("k", k, meaning="the window length")
         self._set(k=k)
 
     def _key(self):
@@ -139,5 +139,5 @@ class TruncatedBPTT(OnlineEstimator):
     def __repr__(self):
         return f"TruncatedBPTT({self.k})"
 
-    def carry_ops(self, model, state_shape, *, horizon):
+    def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> _WindowOps:
         return _WindowOps(model_apply(model), min(self.k, horizon))

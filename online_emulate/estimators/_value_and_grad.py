@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
+from jaxtyping import Array, Float, PyTree
 
 from .._input_checks import check_emulator_data
+from ..configuration import BaseConfiguration
 from ..emulators import adapt
 from ._base import Estimator
 from ._bptt import BPTT
@@ -12,8 +16,16 @@ from ._bptt import BPTT
 __all__ = ["value_and_grad"]
 
 
-def value_and_grad(configuration, emulator, data, *, estimator: Estimator = BPTT(),
-                   ref_stepper=None, residuum_fn=None, allow_nonfinite: bool = False):
+def value_and_grad(
+    configuration: BaseConfiguration,
+    emulator: Any,
+    data: jax.Array,
+    *,
+    estimator: Estimator = BPTT(),
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+    allow_nonfinite: bool = False,
+) -> tuple[Float[Array, ""], PyTree]:
     """Loss of `configuration` for `emulator` on `data`, and its gradient by `estimator`.
 
     Arguments:

@@ -21,12 +21,12 @@ def _mean_per_sample(x: Float[Array, "batch ..."]) -> Float[Array, "batch"]:
 def _leaves(tree: PyTree, name: str) -> list:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
-        raise ValueError(f"`{name}` must be an array or a PyTree of arrays, got an empty PyTree.")
+        raise ValueError(f"{name}: expected an array or a PyTree of arrays, got an empty PyTree")
     for leaf in leaves:
         if not (hasattr(leaf, "shape") and hasattr(leaf, "ndim")) or leaf.ndim < 1:
             raise ValueError(
-                f"`{name}` must hold arrays with a leading batch axis, "
-                f"got a leaf {leaf!r:.80}."
+                f"{name}: expected arrays with a leading batch axis, "
+                f"got a leaf {leaf!r:.80}"
             )
     return leaves
 
@@ -129,7 +129,11 @@ class BaseNormalizedLoss(BaseLoss):
         denominator = _mean_per_sample(self.pointwise(target))
         return self.finalize(numerator / denominator)
 
-    def per_sample(self, prediction, target=None):
+    def per_sample(
+        self,
+        prediction: PyTree[Float[Array, "batch channel *space"]],
+        target: Optional[PyTree[Float[Array, "batch channel *space"]]] = None,
+    ) -> Float[Array, "batch"]:
         """Per-sample normalized loss.
 
         Arguments:
@@ -145,7 +149,7 @@ class BaseNormalizedLoss(BaseLoss):
         """
         if target is None:
             raise ValueError(
-                f"{type(self).__name__} needs a `target`: it divides by the target's own "
-                "loss, which is undefined for a loss against zero; got target=None."
+                f"target: expected an array or PyTree ({type(self).__name__} divides by the "
+                "target's own loss, which is undefined for a loss against zero), got None"
             )
         return super().per_sample(prediction, target)

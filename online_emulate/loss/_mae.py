@@ -1,8 +1,11 @@
 """Mean absolute error."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from ._base import BaseLoss
 
@@ -17,5 +20,5 @@ class MAELoss(BaseLoss):
         batch_reduction: keyword-only reduction over the batch (default `jnp.mean`).
     """
 
-    def pointwise(self, difference):
+    def pointwise(self, difference: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         return jnp.abs(difference)

@@ -1,8 +1,11 @@
 """Mean absolute error normalized by the target's mean magnitude."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from ._base import BaseNormalizedLoss
 
@@ -20,5 +23,5 @@ class NormalizedMAELoss(BaseNormalizedLoss):
         ValueError: when called without a target.
     """
 
-    def pointwise(self, difference):
+    def pointwise(self, difference: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         return jnp.abs(difference)

@@ -1,8 +1,11 @@
 """Mean squared error normalized by the target's mean square."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from ._base import BaseNormalizedLoss
 
@@ -20,5 +23,5 @@ class NormalizedMSELoss(BaseNormalizedLoss):
         ValueError: when called without a target.
     """
 
-    def pointwise(self, difference):
+    def pointwise(self, difference: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         return jnp.square(difference)

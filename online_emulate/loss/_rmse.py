@@ -1,8 +1,11 @@
 """Root mean squared error."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from ._base import BaseLoss
 
@@ -20,8 +23,8 @@ class RMSELoss(BaseLoss):
         batch_reduction: keyword-only reduction over the batch (default `jnp.mean`).
     """
 
-    def pointwise(self, difference):
+    def pointwise(self, difference: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         return jnp.square(difference)
 
-    def finalize(self, per_sample):
+    def finalize(self, per_sample: Float[Array, "batch"]) -> Float[Array, "batch"]:
         return jnp.sqrt(per_sample)

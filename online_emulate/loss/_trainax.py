@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
+from jaxtyping import Array, Float
 
 from ._base import BaseLoss
 
@@ -24,23 +25,28 @@ class TrainaxLoss(BaseLoss):
 
     loss: Any = None
 
-    def __init__(self, loss):
+    def __init__(self, loss: Any):
         object.__setattr__(self, "loss", loss)
         object.__setattr__(self, "batch_reduction", loss.batch_reduction)
 
     def __repr__(self):
         return f"TrainaxLoss({self.loss!r})"
 
-    def pointwise(self, difference):  # unused: per_sample is the trainax loss's own
+    # unused: per_sample is the trainax loss's own
+    def pointwise(self, difference: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
         raise NotImplementedError
 
-    def per_sample(self, prediction, target=None):
+    def per_sample(
+        self,
+        prediction: Float[Array, "batch channel *space"],
+        target: Optional[Float[Array, "batch channel *space"]] = None,
+    ) -> Float[Array, "batch"]:
         if target is None:
             return jax.vmap(lambda p: self.loss.single_batch(p))(prediction)
         return jax.vmap(self.loss.single_batch)(prediction, target)
 
 
-def as_loss(value):
+def as_loss(value: Any) -> Any:
     """`value` itself for an online_emulate loss; a `TrainaxLoss` for a trainax one;
     `value` unchanged otherwise (the caller reports the error)."""
     if isinstance(value, BaseLoss):

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 from ._per_step import correlation, mae, nrmse, rmse
 from ._rollout import rollout
 from ._summary import mean_nrmse_geometric, steps_until_decorrelation
-from .._checks import check_int
+from .._checks import check_int, check_real
 from ._validation import shape_of
 
 PER_STEP_METRICS: dict[str, Callable] = {
@@ -64,22 +64,22 @@ def evaluate_rollout(
     shape = shape_of(trajectories)
     if len(shape) < 3:
         raise ValueError(
-            "`trajectories` must have layout (batch, time, channel, *space) with at "
-            f"least 3 axes; got shape {shape}."
+            "trajectories: expected layout (batch, time, channel, *space) with at "
+            f"least 3 axes, got shape {shape}"
         )
     available = shape[1] - 1
     if available < 1:
         raise ValueError(
-            "`trajectories` must hold at least 2 time levels (initial state + one "
-            f"reference step); got {shape[1]} in shape {shape}."
+            "trajectories: expected at least 2 time levels (initial state + one "
+            f"reference step), got {shape[1]} in shape {shape}"
         )
     if num_steps is None:
         num_steps = available
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > available:
         raise ValueError(
-            f"`num_steps` must be at most the number of reference steps in "
-            f"`trajectories` (time levels - 1); expected <= {available}, got {num_steps}."
+            f"num_steps: expected <= {available}, got {num_steps} (the reference steps "
+            "in trajectories: time levels - 1)"
         )
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -87,20 +87,14 @@ def evaluate_rollout(
     unknown = [m for m in metrics if m not in PER_STEP_METRICS]
     if unknown or not metrics or len(set(metrics)) != len(metrics):
         raise ValueError(
-            f"`metrics` must be a non-empty sequence of distinct names from "
-            f"{sorted(PER_STEP_METRICS)}; got {list(metrics)}."
+            f"metrics: expected a non-empty sequence of distinct names from "
+            f"{sorted(PER_STEP_METRICS)}, got {list(metrics)}"
         )
     summary_steps = check_int("summary_steps", summary_steps, minimum=1)
     if "correlation" in metrics:
         # validate before the (possibly long) rollout
-        if not (
-            isinstance(decorrelation_threshold, (int, float))
-            and 0.0 < decorrelation_threshold <= 1.0
-        ):
-            raise ValueError(
-                "`decorrelation_threshold` must be a number in (0, 1]; got "
-                f"{decorrelation_threshold!r}."
-            )
+        check_real("decorrelation_threshold", decorrelation_threshold, positive=True,
+                   maximum=1.0)
 
     initial = trajectories[:, 0]
     pred = rollout(stepper, initial, num_steps)
@@ -142,7 +136,7 @@ def to_json_dict(results: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(results, Mapping):
         raise ValueError(
-            f"`results` must be a mapping with string keys; got {type(results).__name__}."
+            f"results: expected a mapping with string keys, got {type(results).__name__}"
         )
     return _convert(results, "results")
 
@@ -155,8 +149,8 @@ def _convert(value, where: str):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(
-                    f"`{where}` keys must be strings for JSON; got key {key!r} of type "
-                    f"{type(key).__name__}."
+                    f"{where}: expected string keys (JSON), got key {key!r} of type "
+                    f"{type(key).__name__}"
                 )
             out[key] = _convert(item, f"{where}[{key!r}]")
         return out
@@ -166,9 +160,10 @@ def _convert(value, where: str):
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise ValueError(
-                f"`{where}` must be numeric to convert to JSON; got dtype {array.dtype}."
+                f"{where}: expected a numeric array (JSON), got dtype {array.dtype}"
             )
         return array.tolist()
     raise ValueError(
-        f"`{where}` has a type that cannot be converted to JSON: {type(value).__name__}."
+        f"{where}: expected a dict, list, str, number, bool, None or numeric array "
+        f"(JSON), got {type(value).__name__}"
     )

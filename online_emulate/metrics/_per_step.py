@@ -93,7 +93,7 @@ def nrmse(
     """
     check_trajectory_pair(pred, ref)
     if not eps >= 0:
-        raise ValueError(f"`eps` must be >= 0; got {eps!r}.")
+        raise ValueError(f"eps: expected a number >= 0, got {eps!r}")
     return _nrmse(jnp.asarray(pred), jnp.asarray(ref), eps)
 
 

@@ -58,15 +58,15 @@ def rollout(
     num_steps = check_int("num_steps", num_steps, minimum=0)
     if len(shape) < 2:
         raise ValueError(
-            "`initial_states` must be a batch of states with layout (batch, channel, "
-            f"*space), i.e. at least 2 axes; got shape {shape}."
+            "initial_states: expected a batch of states (batch, channel, *space), "
+            f"at least 2 axes, got shape {shape}"
         )
     num_spatial_dims = getattr(model, "num_spatial_dims", None)
     if isinstance(num_spatial_dims, int) and len(shape) != num_spatial_dims + 2:
         raise ValueError(
-            f"`initial_states` must have {num_spatial_dims + 2} axes (batch, channel, "
-            f"{num_spatial_dims} spatial) for this {num_spatial_dims}-D stepper; got "
-            f"shape {shape}. Add a leading batch axis for a single state."
+            f"initial_states: expected {num_spatial_dims + 2} axes (batch, channel, "
+            f"{num_spatial_dims} spatial) for this {num_spatial_dims}-D stepper, got "
+            f"shape {shape} (add a leading batch axis for a single state)"
         )
     initial_states = jnp.asarray(initial_states)
     one = jax.ShapeDtypeStruct(shape[1:], initial_states.dtype)
@@ -77,8 +77,8 @@ def rollout(
     out_shape = getattr(out, "shape", None)
     if out_shape is None or tuple(out_shape) != shape[1:]:
         raise ValueError(
-            "`stepper` must map one state to a state of the same shape; expected output "
-            f"shape {shape[1:]}, got {out_shape if out_shape is not None else type(out)}."
+            "stepper: expected a map from one state to a state of the same shape "
+            f"{shape[1:]}, got output {out_shape if out_shape is not None else type(out)}"
         )
 
     batched = jax.vmap(stepper)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from ._validation import check_per_step
 
 
@@ -51,8 +50,8 @@ def mean_nrmse_geometric(
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > length:
         raise ValueError(
-            f"`num_steps` must be at most the length of `nrmse_per_step`; expected "
-            f"<= {length}, got {num_steps}. Pass num_steps={length} or roll out longer."
+            f"num_steps: expected <= {length}, got {num_steps} (the length of "
+            f"nrmse_per_step is {length}; pass num_steps={length} or roll out longer)"
         )
     return _geometric_mean(jnp.asarray(nrmse_per_step), num_steps)
 
@@ -84,9 +83,6 @@ def steps_until_decorrelation(
             is not a number in (0, 1].
     """
     check_per_step(corr_per_step, "corr_per_step")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise ValueError(f"`threshold` must be a number in (0, 1]; got {threshold!r}.")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"`threshold` must be in (0, 1]; got {threshold}.")
+    check_real("threshold", threshold, positive=True, maximum=1.0)
     corr = jnp.asarray(corr_per_step)
     return _leading_true(corr >= threshold)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import braintrace
 import jax.numpy as jnp
 
@@ -21,7 +23,7 @@ def _path(p) -> str:
     return "/".join(str(k) for k in p)
 
 
-def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
+def check_no_excluded_parameters(learner: Any, model: RecurrentEmulator) -> None:
     """Raise if any trainable ParamState of `model.emulator` has no hidden-param relation.
 
     braintrace silently gives such a parameter a zero gradient: a weight whose output
@@ -58,7 +60,7 @@ def check_no_excluded_parameters(learner, model: RecurrentEmulator) -> None:
 
 
 def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None,
-                    recurrence: str = "diagonal"):
+                    recurrence: str = "diagonal") -> Any:
     """`braintrace.compile` the recurrent emulator and check that no parameter is excluded.
 
     Arguments:
@@ -83,7 +85,8 @@ def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | 
     options = {}
     if algorithm == "es_d_rtrl":
         if decay is None:
-            raise ValueError("decay: ETrace('es_d_rtrl') needs a decay in (0, 1), got None")
+            raise ValueError("decay: expected a number in (0, 1) (ETrace('es_d_rtrl') needs "
+                             "it), got None")
         options["decay_or_rank"] = decay
     B = model.state_shape[0]
     dummy = jnp.zeros((B, 1), model.dtype)

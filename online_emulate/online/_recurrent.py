@@ -41,7 +41,13 @@ class RecurrentEmulator(brainstate.nn.Module):
             not map the field to a field of the same shape.
     """
 
-    def __init__(self, emulator, state_shape: tuple[int, ...], *, intermediate_states: bool = True):
+    def __init__(
+        self,
+        emulator: brainstate.nn.Module,
+        state_shape: tuple[int, ...],
+        *,
+        intermediate_states: bool = True,
+    ):
         super().__init__()
         state_shape = tuple(int(s) for s in state_shape)
         adapter = adapt(emulator, state_ndim=len(state_shape) - 1)
@@ -77,12 +83,12 @@ class RecurrentEmulator(brainstate.nn.Module):
             self._step_fn(jnp.zeros(self.field_shape, self.dtype))
         return found
 
-    def init_state(self, batch_size=None, **kwargs):
+    def init_state(self, batch_size: int | None = None, **kwargs) -> None:
         self.u = brainstate.HiddenState(jnp.zeros(self.field_shape, self.dtype))
         shapes = self._declared() if self.intermediate_states else []
         self.inner = [brainstate.HiddenState(jnp.zeros(s.shape, s.dtype)) for s in shapes]
 
-    def reset_state(self, batch_size=None, **kwargs):
+    def reset_state(self, batch_size: int | None = None, **kwargs) -> None:
         """Zero the field and the inner hidden states (in place: no new states)."""
         self.u.value = jnp.zeros_like(self.u.value)
         for h in self.inner:
@@ -97,8 +103,8 @@ class RecurrentEmulator(brainstate.nn.Module):
             i = next(position, None)
             if i is None:
                 raise ValueError(
-                    "emulator: its step declared more hidden states than when the learner "
-                    "was compiled; hidden_state(...) calls must not depend on the input"
+                    "emulator: expected the hidden states declared when the learner was "
+                    "compiled, got more (hidden_state(...) calls must not depend on the input)"
                 )
             self.inner[i].value = value
             return self.inner[i].value
@@ -106,7 +112,7 @@ class RecurrentEmulator(brainstate.nn.Module):
         with declaring_hidden_states(route):
             return self._step_fn(x)
 
-    def update(self, dummy=None):
+    def update(self, dummy: jax.Array | None = None) -> jax.Array:
         nxt = self._step(self.u.value)
         self.u.value = nxt
         return nxt
@@ -121,7 +127,7 @@ class RecurrentEmulator(brainstate.nn.Module):
         """The hidden field, channel-first."""
         return jnp.moveaxis(self.u.value, -1, 1) if self._channel_last else self.u.value
 
-    def to_channel_first(self, field):
+    def to_channel_first(self, field: jax.Array) -> jax.Array:
         """A value of the stored field layout (e.g. a learner output), channel-first."""
         return jnp.moveaxis(field, -1, 1) if self._channel_last else field
 

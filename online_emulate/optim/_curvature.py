@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
 from .._rollout import rollout
+from ..configuration import BaseConfiguration
 from ._compat import import_kfac
 
 __all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "RolloutCurvature"]
@@ -135,19 +137,26 @@ class RolloutCurvature:
     estimation modes).
     """
 
-    def __init__(self, apply: Callable, configuration, *, curvature_scale: float = 1.0):
+    def __init__(
+        self,
+        apply: Callable,
+        configuration: BaseConfiguration,
+        *,
+        curvature_scale: float = 1.0,
+    ):
         self._kfac_jax = import_kfac()
         self.apply = apply
         spec = _rollout_spec(configuration)
         if spec is None:
             raise ValueError(
-                f"configuration: {type(configuration).__name__} has no online_spec(); "
-                "use make_curvature_loss for a one-step curvature over its data"
+                "configuration: expected one with online_spec() (a per-step loss), got "
+                f"{type(configuration).__name__}; use make_curvature_loss for a one-step "
+                "curvature over its data"
             )
         self.num_steps, self.weights, self.events, self.data_targets = spec
         self.curvature_scale = float(curvature_scale)
 
-    def batch_size(self, batch) -> int:
+    def batch_size(self, batch: PyTree) -> int:
         """Rows of one curvature evaluation: `B * R` (`batch`: a window or `(window, states)`)."""
         data = batch[0] if isinstance(batch, tuple) else batch
         _check_window(data)
@@ -166,7 +175,7 @@ class RolloutCurvature:
                                        level=level)
         return inputs, outputs
 
-    def states(self, params, data):
+    def states(self, params: PyTree, data: jax.Array) -> jax.Array:
         """The network's own rollout states `u_0 .. u_{R-1}`, `(R, B, C, *N)`, no gradient.
 
         Computed outside the function kfac's graph matcher reads (a parameter used in
@@ -184,7 +193,7 @@ class RolloutCurvature:
     def _row_weights(self, batch_rows):
         return self.curvature_scale * jnp.repeat(self.weights, batch_rows)
 
-    def estimator_loss(self, params, batch):
+    def estimator_loss(self, params: PyTree, batch: PyTree) -> Any:
         """`batch = (data, states)` with `states = self.states(params, data)`."""
         data, inputs = batch
         folded = inputs.reshape((-1,) + inputs.shape[2:])
@@ -194,7 +203,7 @@ class RolloutCurvature:
             self._row_weights(data.shape[0]), self.num_steps,
         )
 
-    def model_loss(self, params, data):
+    def model_loss(self, params: PyTree, data: jax.Array) -> Any:
         _check_window(data)
         _, outputs = self._chain(params, data)
         pred = outputs.reshape((-1,) + outputs.shape[2:])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
+from .._checks import check_callable, check_real
+from ..configuration import BaseConfiguration
 from ..emulators import lax_conv_ops
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
@@ -43,13 +46,14 @@ def check_kfac_options(target: Callable, options: dict, *, reserved=_RESERVED) -
     for name in options:
         if name in reserved:
             raise ValueError(
-                f"{name}: set by online_emulate from the configuration and emulator; "
-                "it cannot be passed as a K-FAC option"
+                f"{name}: expected no value (online_emulate sets it from the configuration "
+                f"and emulator), got {options[name]!r}"
             )
         if name not in accepted:
             raise TypeError(
-                f"{name}: not an option of {getattr(target, '__qualname__', target)}; "
-                f"accepted: {', '.join(p for p in accepted if p not in ('self',) + reserved)}"
+                f"{name}: expected an option of {getattr(target, '__qualname__', target)} "
+                f"({', '.join(p for p in accepted if p not in ('self',) + reserved)}), got an "
+                "unknown keyword"
             )
 
 
@@ -118,17 +122,17 @@ class KFAC:
     # Trainers recognise K-FAC by this flag (it is not an optax transformation).
     is_kfac = True
 
-    def __init__(self, *, curvature_scale="auto", check_blocks: bool = True, **kfac_options):
+    def __init__(
+        self,
+        *,
+        curvature_scale: float | Literal["auto"] = "auto",
+        check_blocks: bool = True,
+        **kfac_options,
+    ):
         self._kfac_jax = import_kfac()
         check_kfac_options(self._kfac_jax.Optimizer.__init__, kfac_options)
-        if not (curvature_scale == "auto" or (
-            isinstance(curvature_scale, (int, float))
-            and not isinstance(curvature_scale, bool)
-            and curvature_scale > 0
-        )):
-            raise ValueError(
-                f"curvature_scale: expected 'auto' or a positive number, got {curvature_scale!r}"
-            )
+        if not (isinstance(curvature_scale, str) and curvature_scale == "auto"):
+            check_real("curvature_scale", curvature_scale, positive=True)
         self.curvature_scale = curvature_scale
         self.check_blocks = bool(check_blocks)
         self.options = {**DEFAULT_KFAC_OPTIONS, **kfac_options}
@@ -147,7 +151,14 @@ class KFAC:
 
     # -- protocol -------------------------------------------------------------------
 
-    def build(self, apply: Callable, configuration, *, ref_stepper=None, residuum_fn=None):
+    def build(
+        self,
+        apply: Callable,
+        configuration: BaseConfiguration,
+        *,
+        ref_stepper: Callable | None = None,
+        residuum_fn: Callable | None = None,
+    ) -> KFAC:
         """Bind the model function and the configuration whose loss is minimised.
 
         Arguments:
@@ -162,8 +173,7 @@ class KFAC:
         Raises:
             TypeError: `apply` is not callable or `configuration` has no `loss`.
         """
-        if not callable(apply):
-            raise TypeError(f"apply: expected a callable apply(params, u), got {apply!r}")
+        check_callable("apply", apply, expected="a callable apply(params, u)")
         if not callable(getattr(configuration, "loss", None)):
             raise TypeError(
                 "configuration: expected an object with loss(stepper, data, *, "
@@ -173,7 +183,7 @@ class KFAC:
         self._optimizer = None
         return self
 
-    def init(self, params, key, batch):
+    def init(self, params: PyTree, key: jax.Array, batch: jax.Array) -> Any:
         """Create kfac's optimizer for this window shape and its state.
 
         Arguments:
@@ -243,7 +253,13 @@ class KFAC:
             self.fallback_params = warn_non_kronecker(estimator, lifted, self._kfac_jax)
         return state
 
-    def step(self, params, state, batch, key):
+    def step(
+        self,
+        params: PyTree,
+        state: Any,
+        batch: jax.Array,
+        key: jax.Array,
+    ) -> tuple[PyTree, Any, jax.Array]:
         """One K-FAC update on one window.
 
         Returns:

@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import optax
 
+from .._checks import as_key, check_callable
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import folded_batch_size, make_curvature_loss
@@ -64,21 +65,19 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
     def __new__(
         cls,
         apply: Callable,
-        example_batch,
+        example_batch: jax.Array,
         *,
-        key=0,
+        key: int | jax.Array = 0,
         damping: float = 1e-3,
         curvature_scale: float = 1.0,
         check_blocks: bool = True,
         **kfac_options,
     ):
         kfac_jax = import_kfac()
-        if not callable(apply):
-            raise TypeError(f"apply: expected a callable apply(params, u), got {apply!r}")
+        check_callable("apply", apply, expected="a callable apply(params, u)")
         folded_batch_size(example_batch)  # validates the window
         check_kfac_options(kfac_jax.OptaxPreconditioner.__init__, kfac_options, reserved=_RESERVED)
-        if isinstance(key, int) and not isinstance(key, bool):
-            key = jax.random.PRNGKey(key)
+        key = as_key(key)
         num_spatial_dims = example_batch.ndim - 3
         loss = make_curvature_loss(apply, curvature_scale=curvature_scale)
         # kfac syncs its statistics with collectives over `pmap_axis_name` whenever it
@@ -108,7 +107,8 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
         def update_fn(updates, state, params=None, *, batch, key=None, **extra_args):
             del extra_args
             if params is None:
-                raise ValueError("params: KFACPreconditioner.update needs the current params")
+                raise ValueError("params: expected the current params (KFACPreconditioner.update "
+                                 "needs them), got None")
             mask = lifted_leaf_mask(params, num_spatial_dims)
             carry_key, step_key = jax.random.split(state.key if key is None else key)
             precond = precon.maybe_update(

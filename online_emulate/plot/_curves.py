@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from os import PathLike
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -24,11 +25,11 @@ def _draw_curves(ax, curves, x_of, *, log, xlabel, ylabel):
 
 def plot_loss_history(
     histories: Mapping[str, np.ndarray] | np.ndarray,
-    path=None,
+    path: PathLike | None = None,
     *,
     log: bool = True,
-    ax=None,
-):
+    ax: Any = None,
+) -> Any:
     """Plot one or more training-loss histories against the update step.
 
     Arguments:
@@ -58,12 +59,12 @@ def plot_loss_history(
 
 def plot_error_vs_step(
     errors: Mapping[str, np.ndarray] | np.ndarray,
-    path=None,
+    path: PathLike | None = None,
     *,
     ylabel: str = "nRMSE",
     log: bool = True,
-    ax=None,
-):
+    ax: Any = None,
+) -> Any:
     """Plot per-step rollout errors, step 1 being the first predicted state.
 
     Arguments:

@@ -32,22 +32,22 @@ def check_target(path, ax, *, num_axes: int = 1):
     if ax is None:
         if path is None:
             raise ValueError(
-                "`path` must be given (a file name for the PNG) when `ax` is None; got None."
+                "path: expected a file name for the PNG when ax is None, got None"
             )
     elif num_axes == 1:
         if not hasattr(ax, "figure") or not hasattr(ax, "plot"):
             raise ValueError(
-                f"`ax` must be a matplotlib Axes or None; got {type(ax).__name__}."
+                f"ax: expected a matplotlib Axes or None, got {type(ax).__name__}"
             )
     else:
         axes = list(np.ravel(np.asarray(ax, dtype=object)))
         if len(axes) != num_axes or not all(hasattr(a, "plot") for a in axes):
             raise ValueError(
-                f"`ax` must be None or a sequence of {num_axes} matplotlib Axes; got "
-                f"{type(ax).__name__} with {len(axes)} entries."
+                f"ax: expected None or a sequence of {num_axes} matplotlib Axes, got "
+                f"{type(ax).__name__} with {len(axes)} entries"
             )
     if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"`path` must be a str or os.PathLike; got {type(path).__name__}.")
+        raise ValueError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
 
 
 def finish(fig: Figure, path, ax_given: bool) -> Any:
@@ -64,10 +64,10 @@ def as_curve(values, name: str) -> np.ndarray:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as error:
         raise ValueError(
-            f"`{name}` must be a 1-D numeric array; got {type(values).__name__} ({error})."
+            f"{name}: expected a 1-D numeric array, got {type(values).__name__} ({error})"
         ) from None
     if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"`{name}` must be a non-empty 1-D array; got shape {array.shape}.")
+        raise ValueError(f"{name}: expected a non-empty 1-D array, got shape {array.shape}")
     return array
 
 
@@ -75,6 +75,6 @@ def as_curves(curves, name: str, default_label: str) -> dict[str, np.ndarray]:
     """A mapping label -> 1-D array (a bare array gets ``default_label``)."""
     if isinstance(curves, dict):
         if not curves:
-            raise ValueError(f"`{name}` must not be an empty dict.")
+            raise ValueError(f"{name}: expected a non-empty dict or an array, got an empty dict")
         return {str(k): as_curve(v, f"{name}[{k!r}]") for k, v in curves.items()}
     return {default_label: as_curve(curves, name)}

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import Mapping
+from os import PathLike
+from typing import Any, Mapping
 
 import numpy as np
 
+from .._checks import check_int, check_real
 from ._figure import check_target, finish, new_figure
 
 
 def plot_memory_vs_rollout(
     table: Mapping[str, Mapping[int, float]],
-    path=None,
+    path: PathLike | None = None,
     *,
-    ax=None,
-):
+    ax: Any = None,
+) -> Any:
     """Log-log plot of memory against rollout length, one line per estimator (in MiB).
 
     Arguments:
@@ -35,32 +36,20 @@ def plot_memory_vs_rollout(
     check_target(path, ax)
     if not isinstance(table, Mapping) or not table:
         raise ValueError(
-            "`table` must be a non-empty dict {estimator_name: {rollout_steps: bytes}}; "
-            f"got {table!r:.80}."
+            "table: expected a non-empty dict {estimator_name: {rollout_steps: bytes}}, "
+            f"got {table!r:.80}"
         )
     rows = {}
     for name, row in table.items():
         if not isinstance(row, Mapping) or not row:
             raise ValueError(
-                f"`table[{name!r}]` must be a non-empty dict {{rollout_steps: bytes}}; "
-                f"got {row!r:.80}."
+                f"table[{name!r}]: expected a non-empty dict {{rollout_steps: bytes}}, "
+                f"got {row!r:.80}"
             )
         points = []
         for steps, size in row.items():
-            if (
-                isinstance(steps, bool)
-                or not isinstance(steps, numbers.Integral)
-                or steps < 1
-            ):
-                raise ValueError(
-                    f"`table[{name!r}]` keys must be positive integer rollout lengths; "
-                    f"got {steps!r}."
-                )
-            if not isinstance(size, numbers.Real) or not np.isfinite(size) or size <= 0:
-                raise ValueError(
-                    f"`table[{name!r}][{steps}]` must be a positive finite byte count; "
-                    f"got {size!r}."
-                )
+            check_int(f"table[{name!r}]", steps, meaning="keys: rollout lengths")
+            check_real(f"table[{name!r}][{steps}]", size, positive=True)
             points.append((int(steps), float(size)))
         rows[str(name)] = sorted(points)
 

@@ -19,13 +19,16 @@ Visual language:
 
 from __future__ import annotations
 
-import numbers
+from os import PathLike
+from typing import Any
 
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyBboxPatch
 
+from .._checks import check_int
 from ..configuration import (
+    BaseConfiguration,
     Composite,
     DivertedChain,
     DivertedChainBranchOne,
@@ -145,12 +148,8 @@ def _count(cfg, name, default, minimum=1):
     value = getattr(cfg, name, default)
     if value is None:
         value = default
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"configuration.{name}: expected an int >= {minimum} to draw "
-            f"{type(cfg).__name__}, got {value!r}"
-        )
-    return int(value)
+    return check_int(f"configuration.{name}", value, minimum=minimum,
+                     meaning=f"to draw {type(cfg).__name__}")
 
 
 def _weights(cfg, n, name="time_level_weights"):
@@ -228,8 +227,8 @@ def _draw_diverted(d, cfg, y, branch_one):
     B = 1 if branch_one else _count(cfg, "num_branch_steps", 1)
     if B > R:
         raise ValueError(
-            f"`configuration.num_branch_steps` must be <= num_rollout_steps ({R}) to draw "
-            f"DivertedChain; got {B}."
+            f"configuration.num_branch_steps: expected <= num_rollout_steps ({R}) to draw "
+            f"DivertedChain, got {B}"
         )
     cut_div = bool(getattr(cfg, "cut_div_chain", False))
     cuts = _cut_edges(cfg, R)
@@ -363,8 +362,8 @@ def _parts(cfg):
             if parts:
                 return parts
     raise ValueError(
-        "`configuration` is a Composite but has no non-empty `configurations` sequence "
-        "to draw."
+        "configuration: expected a Composite with a non-empty configurations sequence "
+        "to draw, got none"
     )
 
 
@@ -372,14 +371,15 @@ def _draw_any(d, cfg, y, depth=0):
     _check_supported(cfg)
     if isinstance(cfg, Composite):
         if depth > 0:
-            raise ValueError("`configuration`: nested Composite configurations cannot be drawn.")
+            raise ValueError("configuration: expected a Composite of non-Composite parts to draw, "
+                             "got a nested Composite")
         parts = _parts(cfg)
         weights = getattr(cfg, "weights", None)
         weights = np.ones(len(parts)) if weights is None else np.ravel(np.asarray(weights, float))
         if weights.size != len(parts):
             raise ValueError(
-                f"`configuration.weights` must hold one weight per part ({len(parts)}); "
-                f"got {weights.size}."
+                f"configuration.weights: expected one weight per part ({len(parts)}), "
+                f"got {weights.size}"
             )
         for part, weight in zip(parts, weights):
             d.caption(-0.3, y + 0.35, f"{weight:g} x {_describe(part)}")
@@ -390,7 +390,13 @@ def _draw_any(d, cfg, y, depth=0):
     _drawer(cfg)(d, cfg, y)
 
 
-def plot_configuration_schematic(configuration, path=None, ax=None, *, title=None):
+def plot_configuration_schematic(
+    configuration: BaseConfiguration,
+    path: PathLike | None = None,
+    ax: Any = None,
+    *,
+    title: str | None = None,
+) -> Any:
     """Draw a schematic of a training configuration.
 
     The top row is the main chain ``u_0 -> û_1 -> ... -> û_R`` of network steps; data

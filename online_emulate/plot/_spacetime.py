@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
+from os import PathLike
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from .._checks import check_int
 from ._figure import check_target, finish, new_figure
 
 
@@ -14,28 +17,35 @@ def _as_spacetime(x, name: str, channel: int) -> np.ndarray:
     if array.ndim == 2:
         if channel != 0:
             raise ValueError(
-                f"`channel` must be 0 for a channel-less `{name}` of shape (T, N); got {channel}."
+                f"channel: expected 0 for a channel-less {name} of shape (T, N), got {channel}"
             )
         return array
     if array.ndim == 3:
         if not 0 <= channel < array.shape[1]:
             raise ValueError(
-                f"`channel` must be in [0, {array.shape[1]}) for `{name}` of shape "
-                f"{array.shape} (T, C, N); got {channel}."
+                f"channel: expected an int in [0, {array.shape[1]}) for {name} of shape "
+                f"{array.shape} (T, C, N), got {channel}"
             )
         return array[:, channel]
     if array.ndim >= 4:
         raise ValueError(
-            f"`{name}` has shape {array.shape}: plot_spacetime draws one spatial dimension "
-            "only, expected (T, C, N) or (T, N). For 2-D/3-D fields pass a slice, e.g. "
-            f"`{name}[:, :, :, j]` for a line of constant y."
+            f"{name}: expected shape (T, C, N) or (T, N) (plot_spacetime draws one spatial "
+            f"dimension), got {array.shape}; for 2-D/3-D fields pass a slice, e.g. "
+            f"{name}[:, :, :, j] for a line of constant y"
         )
     raise ValueError(
-        f"`{name}` must have shape (T, C, N) or (T, N); got shape {array.shape}."
+        f"{name}: expected shape (T, C, N) or (T, N), got shape {array.shape}"
     )
 
 
-def plot_spacetime(reference, prediction, path=None, *, channel: int = 0, ax=None):
+def plot_spacetime(
+    reference: ArrayLike,
+    prediction: ArrayLike,
+    path: PathLike | None = None,
+    *,
+    channel: int = 0,
+    ax: Any = None,
+) -> Any:
     """Draw reference | prediction | difference as space-time images (1-D space).
 
     Time runs upwards (row t = time level t), space to the right. Reference and
@@ -59,19 +69,17 @@ def plot_spacetime(reference, prediction, path=None, *, channel: int = 0, ax=Non
             ``path``/``ax`` arguments are unusable.
     """
     check_target(path, ax, num_axes=3)
-    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
-        raise ValueError(f"`channel` must be an integer; got {channel!r}.")
+    channel = check_int("channel", channel, minimum=0)
     ref_shape = np.shape(reference)
     pred_shape = np.shape(prediction)
     ref = _as_spacetime(reference, "reference", channel)
     pred = _as_spacetime(prediction, "prediction", channel)
     if ref_shape != pred_shape:
         raise ValueError(
-            f"`prediction` must have the shape of `reference`; expected {ref_shape}, "
-            f"got {pred_shape}."
+            f"prediction: expected the shape of reference {ref_shape}, got {pred_shape}"
         )
     if ref.size == 0:
-        raise ValueError(f"`reference` must not be empty; got shape {ref_shape}.")
+        raise ValueError(f"reference: expected a non-empty trajectory, got shape {ref_shape}")
     diff = pred - ref
 
     if ax is None:

@@ -77,8 +77,8 @@ class ProblemSpec:
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
             raise TypeError(
-                f"problem {self.name!r} got unexpected parameter(s) {unknown}; "
-                f"valid parameters: {sorted(self.defaults)}"
+                f"{unknown[0]}: expected a parameter of problem {self.name!r} (one of "
+                f"{sorted(self.defaults)}), got unexpected parameter(s) {unknown}"
             )
         params = {**self.defaults, **overrides}
         num_points = params["num_points"]
@@ -191,6 +191,6 @@ def get_problem(name: str, **overrides) -> Problem:
     """
     if not isinstance(name, str) or name not in PROBLEMS:
         raise ValueError(
-            f"unknown problem `name` {name!r}; valid names: {sorted(PROBLEMS)}"
+            f"name: expected one of {sorted(PROBLEMS)}, got {name!r}"
         )
     return PROBLEMS[name](**overrides)

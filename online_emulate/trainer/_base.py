@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 import optax
 
+from .._checks import check_real
 from ..callback import Callback, CallbackContext
 from ._checkpoint import save_checkpoint
 from ._history import TrainingHistory
@@ -49,8 +50,7 @@ def optax_transform(optimizer, clip_grad_norm: float | None) -> optax.GradientTr
 
 def check_clip(clip_grad_norm: float | None) -> None:
     """Raises ValueError unless `clip_grad_norm` is None or a positive number."""
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm: expected a positive float or None, got {clip_grad_norm!r}")
+    check_real("clip_grad_norm", clip_grad_norm, positive=True, allow_none=True)
 
 
 class Trainer:
@@ -113,7 +113,8 @@ class Trainer:
         """
         path = path or self.checkpoint_path
         if path is None:
-            raise ValueError("path: no checkpoint path given and the trainer has no checkpoint_path")
+            raise ValueError("path: expected a checkpoint path (the trainer has no "
+                             "checkpoint_path), got None")
         if self.params is None:
             raise RuntimeError("save_checkpoint: the trainer has not been called yet")
         return save_checkpoint(path, self.state_dict(), model=self._model_spec)

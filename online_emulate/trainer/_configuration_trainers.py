@@ -7,9 +7,9 @@ remaining keywords (`TrainerOptions`) are `GeneralTrainer`'s.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, TypedDict, Unpack
+from typing import Any, Callable, Optional, Sequence, TypedDict, Unpack
 
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PyTree
 
 from ..callback import Callback
 from ..configuration import (DivertedChain, DivertedChainBranchOne, MixChainPostPhysics,
@@ -59,9 +59,9 @@ class SupervisedTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -88,9 +88,9 @@ class DivertedChainTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -122,9 +122,9 @@ class DivertedChainBranchOneTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -153,9 +153,9 @@ class MixChainPostPhysicsTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -184,9 +184,9 @@ class MixChainPrePhysicsTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -215,9 +215,9 @@ class ResiduumTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,
@@ -247,9 +247,9 @@ class TeacherForcingTrainer(GeneralTrainer):
 
     def __init__(
         self,
-        data,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         num_rollout_steps: int = 1,

@@ -9,10 +9,12 @@ import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
-from .._checks import check_positive_int, key_data
+from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._input_checks import check_emulator_data
 from ..callback import Callback, CallbackContext
+from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt, describe_emulator
 from ..estimators import BPTT, Estimator
@@ -84,10 +86,10 @@ class GeneralTrainer(Trainer):
 
     def __init__(
         self,
-        configuration,
-        data,
+        configuration: BaseConfiguration,
+        data: PyTree,
         *,
-        optimizer,
+        optimizer: Any,
         num_training_steps: int,
         batch_size: int,
         ref_stepper: Callable | None = None,
@@ -106,9 +108,9 @@ class GeneralTrainer(Trainer):
     ):
         if callback_fn is not None:
             raise TypeError(
-                "callback_fn: trainax callbacks are not supported; pass "
-                "callbacks=[...] with online_emulate.callback objects (e.g. "
-                "GradNormCallback(every=...), LossCallback(...)) instead"
+                "callback_fn: expected None (trainax callbacks are not supported; pass "
+                "callbacks=[...] with online_emulate.callback objects, e.g. "
+                f"GradNormCallback(every=...), LossCallback(...)), got {callback_fn!r}"
             )
         if do_sub_stacking is not None:  # trainax's name for sub_stacking
             sub_stacking = bool(do_sub_stacking)
@@ -126,19 +128,15 @@ class GeneralTrainer(Trainer):
             samples, levels, configuration.num_time_levels, batch_size, sub_stacking
         )
         self.batch_size = batch_size
-        if configuration.needs_ref_stepper and ref_stepper is None:
-            raise ValueError(
-                f"ref_stepper: {type(configuration).__name__} needs a reference stepper "
-                "(a callable on one state (C, *N)); got None"
-            )
-        if configuration.needs_residuum_fn and residuum_fn is None:
-            raise ValueError(
-                f"residuum_fn: {type(configuration).__name__} needs residuum_fn(next, prev) "
-                "on batches; got None"
-            )
-        for name, fn in (("ref_stepper", ref_stepper), ("residuum_fn", residuum_fn)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+        owner = type(configuration).__name__
+        if configuration.needs_ref_stepper:
+            check_required("ref_stepper", ref_stepper,
+                           f"a reference stepper on one state (C, *N) ({owner} needs it)")
+        if configuration.needs_residuum_fn:
+            check_required("residuum_fn", residuum_fn,
+                           f"residuum_fn(next, prev) on batches ({owner} needs it)")
+        check_callable("ref_stepper", ref_stepper, allow_none=True)
+        check_callable("residuum_fn", residuum_fn, allow_none=True)
         self.ref_stepper = ref_stepper
         self.residuum_fn = residuum_fn
         self.callbacks = check_callbacks(callbacks)
@@ -162,8 +160,8 @@ class GeneralTrainer(Trainer):
                                  f"got {clip_grad_norm!r}")
             if not isinstance(estimator, BPTT):
                 raise ValueError(
-                    f"estimator: K-FAC takes its gradient from the full rollout (BPTT), got "
-                    f"{estimator!r}; for online estimators precondition with "
+                    f"estimator: expected BPTT (K-FAC takes its gradient from the full "
+                    f"rollout), got {estimator!r}; for online estimators precondition with "
                     "online_emulate.optim.KFACPreconditioner instead"
                 )
             self.rule = KFACRule(optimizer)
@@ -175,8 +173,8 @@ class GeneralTrainer(Trainer):
         self.data_parallel = bool(data_parallel)
         if self.data_parallel and batch_size % jax.device_count() != 0:
             raise ValueError(
-                f"batch_size: data_parallel needs a multiple of the {jax.device_count()} "
-                f"devices, got {batch_size}"
+                f"batch_size: expected a multiple of the {jax.device_count()} devices "
+                f"(data_parallel), got {batch_size}"
             )
         self.reset()
 
@@ -264,7 +262,13 @@ class GeneralTrainer(Trainer):
                               key=self.key, first_batch=first)
 
     # ------------------------------------------------------------------ call
-    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+    def __call__(
+        self,
+        emulator: Any,
+        key: int | jax.Array | None = None,
+        *,
+        resume_from: str | None = None,
+    ) -> tuple[Any, TrainingHistory]:
         """Train from `emulator`; return `(trained_emulator, history)`.
 
         Every call starts fresh (new optimizer state, step 0, new history) from the
@@ -300,8 +304,8 @@ class GeneralTrainer(Trainer):
             self._resume(resume_from, adapter.params, apply)
             if self.step > self.num_training_steps:
                 raise ValueError(
-                    f"resume_from: the checkpoint is at step {self.step}, beyond "
-                    f"num_training_steps={self.num_training_steps}"
+                    f"resume_from: expected a checkpoint at step <= num_training_steps="
+                    f"{self.num_training_steps}, got step {self.step}"
                 )
         else:
             self.key = new_key
@@ -315,10 +319,12 @@ class GeneralTrainer(Trainer):
         blob = load_checkpoint(path, like={"params": params})
         for name in ("opt_state", "step", "key", "loss", "records"):
             if name not in blob:
-                raise ValueError(f"resume_from: {os.fspath(path)!r} is not a trainer checkpoint (no {name})")
+                raise ValueError(f"resume_from: expected a trainer checkpoint, got "
+                                 f"{os.fspath(path)!r} (no {name})")
         self.key = jnp.asarray(blob["key"], jnp.uint32)
         if self.key.shape != (2,):
-            raise ValueError(f"resume_from: {os.fspath(path)!r} holds a key of shape {self.key.shape}, expected (2,)")
+            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
+                             f"{self.key.shape} in {os.fspath(path)!r}")
         template = self._init_optimizer(params, apply)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
@@ -328,7 +334,7 @@ class GeneralTrainer(Trainer):
         self.history = TrainingHistory(np.asarray(blob["loss"]), records)
         self._prev = None
 
-    def resume(self, num_training_steps: int | None = None):
+    def resume(self, num_training_steps: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the last call for `num_training_steps` more steps (default: the
         trainer's `num_training_steps`), with its optimizer state, data order and key.
 
@@ -397,7 +403,11 @@ class GeneralTrainer(Trainer):
         return adapter.merge(self.params), self.history
 
     # ------------------------------------------------------- seed parallel
-    def train_seeds(self, emulators, keys):
+    def train_seeds(
+        self,
+        emulators: Sequence[Any],
+        keys: Sequence[int | jax.Array],
+    ) -> tuple[list, np.ndarray]:
         """Train several seeds in ONE program (see `online_emulate.trainer._seeds`).
 
         Arguments:

@@ -60,7 +60,7 @@ class TrainingHistory:
         values = np.asarray(values)
         self.loss = values.copy() if self.loss.size == 0 else np.concatenate([self.loss, values])
 
-    def record(self, name: str, step: int, value) -> None:
+    def record(self, name: str, step: int, value: Any) -> None:
         self.records.setdefault(name, []).append((int(step), value))
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +98,14 @@ class TrainingDiverged(RuntimeError):
         checkpoint: path of the checkpoint written, or None.
     """
 
-    def __init__(self, step, last_finite_loss, emulator, history, checkpoint=None):
+    def __init__(
+        self,
+        step: int,
+        last_finite_loss: float | None,
+        emulator: Any,
+        history: TrainingHistory,
+        checkpoint: str | None = None,
+    ):
         self.step = step
         self.last_finite_loss = last_finite_loss
         self.emulator = emulator
@@ -112,7 +119,7 @@ class TrainingDiverged(RuntimeError):
         )
 
     @classmethod
-    def from_trainer(cls, trainer, adapter) -> "TrainingDiverged":
+    def from_trainer(cls, trainer: Any, adapter: Any) -> "TrainingDiverged":
         """The error for `trainer`'s kept state (its `params`, `step` and `history`),
         writing the trainer's checkpoint first when it has a `checkpoint_path`."""
         finite = trainer.history.loss[np.isfinite(trainer.history.loss)]

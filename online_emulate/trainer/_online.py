@@ -12,14 +12,14 @@ import numpy as np
 import optax
 
 from .. import estimators
-from .._checks import as_key, check_positive_int, key_data
+from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from ..estimators import OnlineEstimator
 from ..estimators._base import online_spec_for
-from ..loss import MSELoss
+from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
 from ._history import TrainingDiverged, TrainingHistory
@@ -101,17 +101,17 @@ class OnlineTrainer(Trainer):
     def __init__(
         self,
         *,
-        optimizer,
+        optimizer: optax.GradientTransformation,
         rollout_length: int,
         num_rollouts: int = 1,
         estimator: OnlineEstimator | None = None,
         update_every: int | None = None,
         ic_sampler: Callable | None = None,
         ref_stepper: Callable | None = None,
-        reference_data=None,
+        reference_data: jax.Array | None = None,
         batch_size: int | None = None,
         target: str = "trajectory",
-        time_level_loss=None,
+        time_level_loss: BaseLoss | None = None,
         persist_carry: bool | None = None,
         steps_per_call: int = 1000,
         callbacks: Sequence[Callback] = (),
@@ -131,7 +131,8 @@ class OnlineTrainer(Trainer):
         self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every,
                                                    allow_none=True)
         if self.checkpoint_every is not None and checkpoint_path is None:
-            raise ValueError("checkpoint_every: needs a checkpoint_path, got None")
+            raise ValueError("checkpoint_every: expected a checkpoint_path with it, got "
+                             "checkpoint_path=None")
         if target not in ("trajectory", "one_step"):
             raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
         if estimator is None:
@@ -143,21 +144,16 @@ class OnlineTrainer(Trainer):
             )
         if persist_carry is None:
             persist_carry = estimator.persist_carry
-        if not isinstance(persist_carry, bool):
-            raise TypeError(f"persist_carry: expected a bool or None, got {persist_carry!r}")
+        persist_carry = check_flag("persist_carry", persist_carry)
         if reference_data is None:
-            if not callable(ic_sampler):
-                raise TypeError(
-                    f"ic_sampler: expected a callable key -> (B, C, *N), got {ic_sampler!r}"
-                )
-            if not callable(ref_stepper):
-                raise TypeError(
-                    f"ref_stepper: expected a callable on one sample (C, *N), got {ref_stepper!r}"
-                )
+            check_callable("ic_sampler", ic_sampler, expected="a callable key -> (B, C, *N)")
+            check_callable("ref_stepper", ref_stepper,
+                           expected="a callable on one sample (C, *N)")
         else:
             if ic_sampler is not None:
                 raise ValueError(
-                    "ic_sampler: the initial conditions come from reference_data; pass one of the two"
+                    "ic_sampler: expected None (the initial conditions come from "
+                    f"reference_data; pass one of the two), got {ic_sampler!r}"
                 )
             shape = getattr(reference_data, "shape", None)
             if shape is None or len(shape) < 3:
@@ -167,19 +163,14 @@ class OnlineTrainer(Trainer):
                 )
             if shape[1] < self.rollout_length + 1:
                 raise ValueError(
-                    f"reference_data: rollout_length={rollout_length} needs "
-                    f"{rollout_length + 1} time levels, got {shape[1]}"
+                    f"reference_data: expected at least {rollout_length + 1} time levels "
+                    f"(rollout_length={rollout_length}), got {shape[1]}"
                 )
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
-                    or not 1 <= batch_size <= shape[0]:
-                raise ValueError(
-                    f"batch_size: with reference_data expected an int in [1, {shape[0]}] "
-                    f"(trajectories per rollout), got {batch_size!r}"
-                )
-            if target == "one_step" and not callable(ref_stepper):
-                raise TypeError(
-                    f"ref_stepper: target='one_step' needs a callable on one sample, got {ref_stepper!r}"
-                )
+            check_int("batch_size", batch_size, maximum=shape[0],
+                      meaning="trajectories of reference_data per rollout")
+            if target == "one_step":
+                check_callable("ref_stepper", ref_stepper,
+                               expected="a callable on one sample (target='one_step' needs it)")
         self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
         self._transform = transform
@@ -331,7 +322,13 @@ class OnlineTrainer(Trainer):
         source = "ic_sampler" if self.reference_data is None else "reference_data"
         adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
 
-    def __call__(self, emulator, key=None, *, resume_from: str | None = None):
+    def __call__(
+        self,
+        emulator: Any,
+        key: int | jax.Array | None = None,
+        *,
+        resume_from: str | None = None,
+    ) -> tuple[Any, TrainingHistory]:
         """Train from `emulator` on `num_rollouts` rollouts of the stream.
 
         Every call starts fresh (new optimizer state, update 0, the stream's first
@@ -372,8 +369,8 @@ class OnlineTrainer(Trainer):
             self.reference_state = as_tree(blob["reference_state"])
             if self.step > target_step:
                 raise ValueError(
-                    f"resume_from: the checkpoint is at update {self.step}, beyond the "
-                    f"{target_step} updates of num_rollouts={self.num_rollouts}"
+                    f"resume_from: expected a checkpoint at update <= {target_step} "
+                    f"(num_rollouts={self.num_rollouts}), got update {self.step}"
                 )
         else:
             self.key = key_data(key)
@@ -381,7 +378,7 @@ class OnlineTrainer(Trainer):
             self.opt_state = self._transform.init(params)
         return self._start(adapter, target_step)
 
-    def resume(self, num_rollouts: int | None = None):
+    def resume(self, num_rollouts: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the stream of the last call for `num_rollouts` more rollouts (default:
         the trainer's `num_rollouts`), with its parameters, optimizer state, position,
         carry and key.
