@@ -37,8 +37,8 @@ class Emulator(brainstate.nn.Module):
         raise NotImplementedError
 
     def __call__(
-        self, u: Float[Array, "*batch channel *space"]
-    ) -> Float[Array, "*batch channel *space"]:
+        self, u: Float[Array, "*state"]
+    ) -> Float[Array, "*state"]:  # (channel, *space) or (batch, channel, *space)
         d = self.num_spatial_dims
         if u.ndim == d + 1:
             return self.__call__(u[None])[0]
