@@ -18,6 +18,11 @@ last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
 rollouts 1 and 5>` (wall clock; the table also gives process CPU time, steadier
 when other jobs share the machine).
 
+Finally the whole process, as a user meets it: the README quickstart (its first Python
+block, run as written) and trainax's README quickstart, each as a fresh
+`python -c ...` (import + data + compile + 3 x 1000 steps), alternated `--repeats`
+times; `speedup_vs_trainax_whole_process=<median trainax wall / median ours>`.
+
 Needs the bench extra (`pip install -e ".[bench]"`); installs nothing itself.
 
     python benchmarks/vs_trainax.py [--repeats 3] [--steps 1000] [--realistic-steps 200]
@@ -27,7 +32,10 @@ Needs the bench extra (`pip install -e ".[bench]"`); installs nothing itself.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
+import subprocess
+import sys
 import time
 
 import equinox as eqx
@@ -190,8 +198,10 @@ def main():
     if args.quick:
         args.repeats, args.steps, args.realistic_steps = 1, 100, 20
     quick = quickstart(args)
+    whole = whole_process(args.repeats)
     real = realistic(args.realistic_steps)
     print(f"speedup_vs_trainax={quick:.2f}")
+    print(f"speedup_vs_trainax_whole_process={whole:.2f}")
     print(f"speedup_vs_trainax_realistic={real:.2f}")
 
 
@@ -221,6 +231,43 @@ def quickstart(args):
     print(f"{'all':>8} | {statistics.median(total_tx):>9.3f} | {statistics.median(total_oe):>14.3f} |")
     equinox_model_row(data, args.steps, args.repeats)
     return statistics.median(total_tx) / statistics.median(total_oe)
+
+
+TRAINAX_QUICKSTART = """
+import jax, jax.numpy as jnp, equinox as eqx, optax, trainax as tx
+CFL = -0.75
+ref_data = tx.sample_data.advection_1d_periodic(cfl=CFL, key=jax.random.PRNGKey(0))
+conv = eqx.nn.Conv1d(1, 1, 2, padding="SAME", padding_mode="CIRCULAR", use_bias=False,
+                     key=jax.random.PRNGKey(73))
+for r in (1, 5, 20):
+    trainer = tx.trainer.SupervisedTrainer(ref_data, num_rollout_steps=r, optimizer=optax.adam(1e-2),
+                                           num_training_steps=1000, batch_size=32)
+    trained, _ = trainer(conv, key=jax.random.PRNGKey(42))
+    print(r, jnp.linalg.norm(trained.weight - jnp.array([1 + CFL, -CFL])))
+"""
+
+
+def readme_quickstart() -> str:
+    """The first Python block of README.md: the quickstart a user copies."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def whole_process(repeats):
+    """Wall seconds of the two READMEs' quickstarts as fresh processes; returns the ratio."""
+    scripts = {"trainax": TRAINAX_QUICKSTART, "online_emulate": readme_quickstart()}
+    seconds = {name: [] for name in scripts}
+    for _ in range(repeats):
+        for name, code in scripts.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+            seconds[name].append(time.perf_counter() - start)
+    t_tx, t_oe = (statistics.median(seconds[n]) for n in scripts)
+    print(f"\nwhole process: each README's quickstart as a fresh python process (import, data, "
+          f"compile, 3 x 1000 steps), median of {repeats}")
+    print(f"{'trainax':>14} | {'online_emulate':>14} | {'ratio':>6}")
+    print(f"{t_tx:>13.2f}s | {t_oe:>13.2f}s | {t_tx / t_oe:>6.2f}")
+    return t_tx / t_oe
 
 
 def equinox_model_row(data, steps, repeats):
