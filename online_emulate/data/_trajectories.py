@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import PyTree
+from jaxtyping import Array, Bool, PyTree
 
 __all__ = ["check_trajectories", "trajectory_shape"]
 
@@ -45,6 +45,12 @@ def trajectory_shape(data: PyTree, *, name: str = "data") -> tuple[int, int]:
     return first
 
 
+@jax.jit
+def _finite_levels(leaf: Array) -> Bool[Array, "samples time"]:
+    # one compiled program instead of three eager ones (each eager op compiles on first use)
+    return jnp.isfinite(leaf).reshape(leaf.shape[0], leaf.shape[1], -1).all(-1)
+
+
 def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool = True) -> PyTree:
     """Validate trajectories and convert leaves to jax arrays.
 
@@ -59,7 +65,7 @@ def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool =
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if check_finite:
         for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-            finite = np.asarray(jnp.isfinite(leaf).reshape(leaf.shape[0], leaf.shape[1], -1).all(-1))
+            finite = np.asarray(_finite_levels(leaf))
             if not finite.all():
                 s, t = np.argwhere(~finite)[0]
                 where = jax.tree_util.keystr(path) or ""

@@ -256,10 +256,12 @@ class GeneralTrainer(Trainer):
         return self._compiled[1], self._compiled[2]
 
     def _init_optimizer(self, params, apply):
-        first = self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
+        def first_batch():
+            return self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
+
         return self.rule.init(params, apply=apply, configuration=self.configuration,
                               ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
-                              key=self.key, first_batch=first)
+                              key=self.key, first_batch=first_batch)
 
     # ------------------------------------------------------------------ call
     def __call__(

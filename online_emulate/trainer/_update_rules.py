@@ -36,7 +36,9 @@ class UpdateRule(Protocol):
 
     def init(self, params, *, apply, configuration, ref_stepper, residuum_fn, key,
              first_batch) -> Any:
-        """The optimizer state for `params` (`first_batch`: the first minibatch)."""
+        """The optimizer state for `params`; `first_batch()` returns the first minibatch
+        (a callable: gathering it costs a dozen small compilations, and only a rule that
+        needs an example batch should pay them)."""
 
     def chunk(self, *, loss_and_grad: Callable, sampler, capacity: int, jit, while_loop) -> Callable:
         """The function that runs a chunk of steps (see the module docstring)."""
@@ -135,7 +137,7 @@ class KFACRule:
     def init(self, params, *, apply, configuration, ref_stepper, residuum_fn, key,
              first_batch) -> Any:
         self.kfac.build(apply, configuration, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
-        return self.kfac.init(params, key, first_batch)
+        return self.kfac.init(params, key, first_batch())
 
     def chunk(self, *, loss_and_grad=None, sampler, capacity, jit=jax.jit, while_loop=None) -> Callable:
         gather = jax.jit(lambda data, step, first, table: sampler.gather(
