@@ -143,7 +143,7 @@ def _lax_conv(padded, kernel):
     )
 
 
-def _shifted_matmul_conv(
+def _rolled_matmul_conv(
     x: Float[Array, "batch *space in_channels"],
     kernel: Float[Array, "*kernel in_channels out_channels"],
 ) -> Float[Array, "batch *space out_channels"]:
@@ -170,3 +170,12 @@ def _shifted_matmul_conv(
     taps = len(copies) * c_in
     y = cols.reshape(rows, taps) @ kernel.reshape(taps, c_out)
     return y.reshape(x.shape[:-1] + (c_out,))
+
+
+# Keep only the input for the backward pass and recompute the rolled copies there (the
+# product's transpose does not need its output): saving the copies made BPTT's memory
+# grow k-fold (prod(k)-fold in 2-D/3-D) over the convolution's; recomputing them is
+# cheaper than reading them back (benchmarks/RESULTS.md, memory table).
+_shifted_matmul_conv = jax.checkpoint(
+    _rolled_matmul_conv, policy=jax.checkpoint_policies.nothing_saveable
+)
