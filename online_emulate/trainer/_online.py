@@ -213,7 +213,7 @@ class OnlineTrainer(Trainer):
     def _initial_state(self, rollout: int):
         if self.reference_data is None:
             return jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
-        return jnp.asarray(self.reference_data[self._rows(rollout), 0])
+        return np.asarray(self.reference_data[self._rows(rollout), 0])
 
     def _rows(self, rollout: int) -> np.ndarray:
         # trajectories are visited in order, batch_size at a time, wrapping around
@@ -226,7 +226,9 @@ class OnlineTrainer(Trainer):
         stop = min(position + L, self.rollout_length)
         part = np.asarray(self.reference_data[self._rows(rollout), position + 1: stop + 1])
         pad = np.zeros((part.shape[0], L - part.shape[1], *part.shape[2:]), part.dtype)
-        return jnp.asarray(np.concatenate([part, pad], axis=1), dtype)
+        # a host array: the jitted chunk transfers it with its other arguments (an eager
+        # jnp conversion would cost a dispatch of its own per chunk)
+        return np.concatenate([part, pad], axis=1).astype(dtype, copy=False)
 
     def _term(self):
         loss = self.time_level_loss
@@ -397,7 +399,7 @@ class OnlineTrainer(Trainer):
         return self._start(self._adapter, self.step + extra * self.updates_per_rollout)
 
     def _start(self, adapter, target_step):
-        u0 = self._initial_state(self.rollout)
+        u0 = jnp.asarray(self._initial_state(self.rollout))
         if adapter.state_ndim != u0.ndim - 1:
             # models that do not know their dimension learn it from the stream's states
             adapter = adapt(adapter.model, state_ndim=u0.ndim - 1)
@@ -452,18 +454,18 @@ class OnlineTrainer(Trainer):
                     self.rollout, self.position = self.rollout + 1, 0
                 new_rollout = self.position == 0
                 u0 = (self._initial_state(self.rollout).astype(dtype) if new_rollout
-                      else self.reference_state)
+                      else self.reference_state)  # numpy for stored data: no eager op
                 left_in_rollout = math.ceil((T - self.position) / U)
                 n = min(self.updates_per_call, left_in_rollout,
                         self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
                 levels = self._levels(self.rollout, self.position, dtype) if stored else None
                 params, opt_state, carry, r, pos, losses, done, bad = chunk(
                     self.params, self.opt_state, self.carry, self.reference_state, u0,
-                    jnp.bool_(new_rollout), jnp.int32(self.position), jnp.int32(n), levels,
+                    np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
                 )
                 done, bad = int(done), bool(bad)
                 good = done - 1 if bad else done
-                losses = np.asarray(losses[:good])
+                losses = np.asarray(losses)[:good]  # slice on the host: no eager slice op
                 self.history.extend_loss(losses)
                 self.params, self.opt_state = params, opt_state
                 self.step += good
