@@ -149,3 +149,9 @@ class Trainer:
             if value is not None:
                 self.history.record(cb.name, step, value)
         return ctx.stop_reason
+
+    def _stop_after_chunk(self, context: Callable[[], CallbackContext]) -> str | None:
+        """Between chunks: the callbacks due at the current step, then a pending
+        `request_stop`; the reason to stop, if any."""
+        stop = self._run_callbacks(self.step, context)
+        return stop if stop is not None else self._take_stop_request()

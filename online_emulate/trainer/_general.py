@@ -395,9 +395,7 @@ class GeneralTrainer(Trainer):
                 bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
                 if bad:
                     raise TrainingDiverged.from_trainer(self, adapter)
-                stop = self._run_callbacks(self.step, context)
-                if stop is None:
-                    stop = self._take_stop_request()
+                stop = self._stop_after_chunk(context)
             if stop is not None:
                 self.history.stopped_early = stop
         finally:

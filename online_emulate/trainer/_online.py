@@ -475,9 +475,7 @@ class OnlineTrainer(Trainer):
                 self.carry, self.reference_state, self.position = carry, r, int(pos)
                 if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
-                stop = self._run_callbacks(self.step, context)
-                if stop is None:
-                    stop = self._take_stop_request()
+                stop = self._stop_after_chunk(context)
             if stop is not None:
                 self.history.stopped_early = stop
         finally:

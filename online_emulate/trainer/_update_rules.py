@@ -40,7 +40,7 @@ class UpdateRule(Protocol):
         (a callable: gathering it costs a dozen small compilations, and only a rule that
         needs an example batch should pay them)."""
 
-    def chunk(self, *, loss_and_grad: Callable, sampler, capacity: int, jit, while_loop) -> Callable:
+    def chunk(self, *, loss_and_grad: Callable, sampler, capacity: int, while_loop) -> Callable:
         """The function that runs a chunk of steps (see the module docstring)."""
 
 
@@ -80,10 +80,9 @@ class OptaxRule:
 
         return update
 
-    def chunk(self, *, loss_and_grad, sampler, capacity, jit=jax.jit,
+    def chunk(self, *, loss_and_grad, sampler, capacity,
               while_loop=jax.lax.while_loop) -> Callable:
-        """The chunk, NOT yet compiled with `jit` (seed-parallel training vmaps it first)."""
-        del jit
+        """The chunk, NOT yet compiled (seed-parallel training vmaps it first)."""
         update = self.update(loss_and_grad)
 
         def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, prev=None):
@@ -139,7 +138,7 @@ class KFACRule:
         self.kfac.build(apply, configuration, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         return self.kfac.init(params, key, first_batch())
 
-    def chunk(self, *, loss_and_grad=None, sampler, capacity, jit=jax.jit, while_loop=None) -> Callable:
+    def chunk(self, *, loss_and_grad=None, sampler, capacity, while_loop=None) -> Callable:
         gather = jax.jit(lambda data, step, first, table: sampler.gather(
             data, sampler.window_ids_from_table(step, first, table)))
         kfac = self.kfac
