@@ -45,7 +45,7 @@ import optax
 import trainax as tx
 
 from online_emulate.emulators import ConvNet, LinearStencil, get_params
-from online_emulate.estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT
+from online_emulate.estimators import BPTT, ETrace, TruncatedBPTT
 from online_emulate.estimators._forward_rtrl import rtrl_memory_bytes
 from online_emulate.sample_data import advection_1d_periodic, burgers_1d
 from online_emulate.trainer import SupervisedTrainer

@@ -7,7 +7,7 @@ helpers convert between the two without copying the model definition.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import brainstate
 import jax
