@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import PyTree
 
 from .._checks import check_callable, check_positive_int, check_required, key_data
+from .._compile import jit
 from .._input_checks import check_emulator_data
 from ..callback import Callback, CallbackContext
 from ..configuration import BaseConfiguration
@@ -251,7 +252,8 @@ class GeneralTrainer(Trainer):
         if self._compiled is None or self._compiled[0] != signature:
             chunk = self._chunk_fn(adapter)
             if isinstance(self.rule, OptaxRule):
-                chunk = (jax.jit if self.estimator.jittable else brainstate.transform.jit)(chunk)
+                chunk = jit(chunk, jit_fn=jax.jit if self.estimator.jittable
+                            else brainstate.transform.jit)
             self._compiled = (signature, adapter.apply, chunk)
         return self._compiled[1], self._compiled[2]
 

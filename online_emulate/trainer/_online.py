@@ -13,6 +13,7 @@ import optax
 
 from .. import estimators
 from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
+from .._compile import jit as compiled
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
@@ -317,7 +318,7 @@ class OnlineTrainer(Trainer):
                 keep_going, update_body, state)
             return params, opt_state, carry, r, pos, losses, n, bad
 
-        return jit(chunk)
+        return compiled(chunk, jit_fn=jit)
 
     # ------------------------------------------------------------------ call
     def _check_emulator(self, adapter, u0):

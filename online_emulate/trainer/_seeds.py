@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import key_data
+from .._compile import jit
 from ._update_rules import OptaxRule
 
 __all__ = ["train_seeds"]
@@ -44,7 +45,7 @@ def train_seeds(trainer, emulators, keys):
     params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a.params for a in adapters])
     opt_state = jax.vmap(trainer.rule.transform.init)(params)
     chunk = trainer._chunk_fn(adapters[0])
-    vchunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0)))
+    vchunk = jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0)))
     key_batch = jnp.stack(keys)
     sampler, per_call = trainer.sampler, trainer.steps_per_call
     rows = sampler.max_epochs_per_chunk(per_call)
