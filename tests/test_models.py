@@ -4,6 +4,7 @@ import brainstate
 import braintrace
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -211,3 +212,49 @@ def test_callbacks_and_checkpoint_resume_with_an_equinox_model(data, tmp_path):
     resumed, resumed_history = make()(eqx_conv(), 0, resume_from=str(tmp_path / "c_10.pkl"))
     np.testing.assert_array_equal(resumed.weight, trained.weight)
     np.testing.assert_array_equal(resumed_history, history)
+
+
+def _dot_lhs_shapes(jaxpr):
+    """lhs shapes of every dot_general in a (closed) jaxpr, sub-jaxprs included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            shapes.append(tuple(eqn.invars[0].aval.shape))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            shapes.extend(_dot_lhs_shapes(sub))
+    return shapes
+
+
+def test_adapters_say_when_apply_steps_batches():
+    from online_emulate.configuration import BatchStepper
+    from online_emulate.emulators import ConvNet, as_stepper, functional
+
+    net = ConvNet(1, 1, 1, hidden_channels=4, depth=2)
+    assert functional(net)[0].steps_batches
+    assert isinstance(as_stepper(net), BatchStepper)
+    conv = eqx.nn.Conv1d(1, 1, 3, padding="SAME", padding_mode="CIRCULAR", key=jax.random.PRNGKey(0))
+    assert not adapt(conv).apply.steps_batches  # state rank unknown: vmapped one state
+    assert adapt(conv, state_ndim=2).apply.steps_batches
+
+
+def test_bptt_runs_the_builtin_convolutions_on_the_whole_batch():
+    """Every matrix product of a built-in ConvNet's BPTT gradient has B * N rows (the
+    batch stepped whole), none the per-sample rows of a vmapped one-state step; the
+    value and gradient equal those through the vmapped one-state path."""
+    from online_emulate.emulators import ConvNet, functional
+
+    B, N = 4, 16
+    apply, params = functional(ConvNet(1, 1, 1, hidden_channels=6, depth=3))
+    data = jax.random.normal(jax.random.PRNGKey(1), (B, 4, 1, N))
+    config = Supervised(3)
+    jaxpr = jax.make_jaxpr(lambda p: BPTT().value_and_grad(config, apply, p, data))(params)
+    lhs = _dot_lhs_shapes(jaxpr.jaxpr)
+    assert lhs and all(s[0] == B * N or s[-1] == B * N for s in lhs), lhs
+
+    def vmapped(p):
+        return config(lambda u: apply(p, u), data)  # a plain one-state stepper is vmapped
+
+    v, g = BPTT().value_and_grad(config, apply, params, data)
+    v_ref, g_ref = jax.value_and_grad(vmapped)(params)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, g_ref)

@@ -6,6 +6,7 @@ import functools
 
 import jax
 
+from .._rollout import bind
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, trajectory_shape
 from ._base import Callback, CallbackContext
@@ -51,7 +52,7 @@ class LossCallback(Callback):
             config, apply = self.configuration, ctx.apply
             evaluate = jax.jit(
                 lambda params, windows: config(
-                    lambda u: apply(params, u), windows,
+                    bind(apply, params), windows,
                     ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,
                 )
             )

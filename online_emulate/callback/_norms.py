@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._rollout import bind
 from ._base import Callback, CallbackContext
 from ._evaluation_batch import evaluation_windows
 
@@ -34,7 +35,7 @@ class GradNormCallback(Callback):
 
             def loss(params, windows):
                 return config(
-                    lambda u: apply(params, u), windows,
+                    bind(apply, params), windows,
                     ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,
                 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._rollout import bind
 from ..data import check_trajectories
 from ..metrics import nrmse, rollout
 from ._base import Callback, CallbackContext
@@ -56,7 +57,7 @@ class ValidationRolloutCallback(Callback):
 
             @jax.jit
             def error(params, ref):
-                pred = rollout(lambda u: apply(params, u), ref[:, 0], ref.shape[1] - 1)
+                pred = rollout(bind(apply, params), ref[:, 0], ref.shape[1] - 1)
                 return jnp.mean(nrmse(pred, ref[:, 1:]))
 
             return error

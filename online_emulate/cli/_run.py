@@ -19,6 +19,7 @@ import types
 import jax
 import numpy as np
 
+from .._rollout import bind
 from ..callback import CheckpointCallback
 from ..emulators import functional, load_emulator, save_emulator
 from ..estimators import compiled_temp_bytes
@@ -269,11 +270,11 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
 
 def _evaluate(emulator, test, output: str, *, label: str) -> dict:
     apply, params = functional(emulator)
-    metrics = evaluate_rollout(lambda u: apply(params, u), test)
+    metrics = evaluate_rollout(bind(apply, params), test)
     nrmse = np.asarray(metrics["nrmse"])
     plot_error_vs_step({label: nrmse}, os.path.join(output, "nrmse_vs_step.png"))
     if test.ndim == 4:  # one spatial axis: a space-time image of the first test sample
-        pred = rollout(lambda u: apply(params, u), test[:1, 0], test.shape[1] - 1, include_init=True)
+        pred = rollout(bind(apply, params), test[:1, 0], test.shape[1] - 1, include_init=True)
         plot_spacetime(np.asarray(test[0]), np.asarray(pred[0]), os.path.join(output, "spacetime.png"))
     with open(os.path.join(output, "nrmse_per_step.csv"), "w") as f:
         f.write("step,nrmse,correlation\n")

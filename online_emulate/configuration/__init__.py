@@ -5,6 +5,7 @@ residuum_fn)` returns a scalar loss and `config.loss(..., scan=...)` runs every
 rollout loop through an injectable scan.
 """
 
+from .._rollout import BatchStepper
 from ._base import BaseConfiguration
 from ._composite import Composite
 from ._diverted_chain import DivertedChain
@@ -18,6 +19,7 @@ from ._teacher_forcing import TeacherForcing
 
 __all__ = [
     "BaseConfiguration",
+    "BatchStepper",
     "Composite",
     "DivertedChain",
     "DivertedChainBranchOne",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import jax
 from jaxtyping import Array, Float, Int, PyTree
 
+# a stepper of one state is vmapped over the batch, a BatchStepper steps it whole
+from .._rollout import batched
+
 __all__ = ["time_level", "batched"]
 
 
@@ -17,6 +20,3 @@ def time_level(
     )
 
 
-def batched(one_sample_fn):
-    """vmap a function of one sample `(C, *N)` (or PyTree of such) over the batch axis."""
-    return jax.vmap(one_sample_fn)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import PyTree
 
+from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
 from ._ops import lax_ops
 
@@ -151,6 +152,9 @@ class ModelAdapter:
                 f"{nd + 1} axes, got shape {tuple(u.shape)}"
             )
 
+        # with a known state rank, apply tells one state from a batch: configurations
+        # may then step batches whole (`_rollout.bind`) instead of vmapping one state
+        apply.steps_batches = self.state_ndim is not None
         return apply
 
     def __repr__(self):
@@ -297,8 +301,9 @@ def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
     """`u -> u_next` for any accepted model kind, at its current parameters.
 
     Models go through their adapter (so a brainstate module that takes a batch, or an
-    `(apply, params)` pair, becomes a one-state stepper); any other callable (e.g. an
-    exponax reference stepper) is returned unchanged.
+    `(apply, params)` pair, becomes a one-state stepper; with a known state rank it is a
+    `BatchStepper`, which steps batches too); any other callable (e.g. an exponax
+    reference stepper) is returned unchanged.
 
     Raises:
         TypeError: if `model` is neither a model nor callable.
@@ -313,12 +318,7 @@ def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
             "or equinox Module, or an (apply, params) pair; got "
             f"{type(model).__name__}"
         ) from None
-    apply, params = adapter.apply, adapter.params
-
-    def stepper(u):
-        return apply(params, u)
-
-    return stepper
+    return bind(adapter.apply, adapter.params)
 
 
 def functional(

@@ -9,6 +9,7 @@ import jax
 from jaxtyping import Array, Float, PyTree
 
 from .._checks import check_positive_int
+from .._rollout import bind
 from ..configuration import BaseConfiguration
 from ._base import Estimator, Model, model_apply
 from ._budget import choose_exact_scheme
@@ -162,7 +163,7 @@ class BPTT(Estimator):
 
         def loss_fn(p):
             return configuration.loss(
-                lambda u: apply(p, u), data, ref_stepper=ref_stepper,
+                bind(apply, p), data, ref_stepper=ref_stepper,
                 residuum_fn=residuum_fn, scan=scan,
             )
 

@@ -6,6 +6,8 @@ import dataclasses
 
 import jax
 
+from .._rollout import bind
+
 __all__ = ["ExactChoice", "Compiler", "choose_exact_scheme", "largest_binomial",
            "loop_lengths"]
 
@@ -35,7 +37,7 @@ def loop_lengths(configuration, apply, params, data, *, ref_stepper=None,
         return jax.lax.scan(f, init, xs, length=length, **kwargs)
 
     jax.eval_shape(
-        lambda p, d: configuration.loss(lambda u: apply(p, u), d, ref_stepper=ref_stepper,
+        lambda p, d: configuration.loss(bind(apply, p), d, ref_stepper=ref_stepper,
                                         residuum_fn=residuum_fn, scan=recording_scan),
         _structs(params), _structs(data),
     )

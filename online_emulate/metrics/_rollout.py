@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int
+from .._rollout import batched as batch_step
 from .._rollout import rollout as kernel_rollout
 from ..emulators import as_stepper, lax_ops
 from ._validation import shape_of
@@ -24,7 +25,8 @@ def rollout(
     """Roll a stepper out autoregressively from a batch of initial states.
 
     The stepper acts on ONE sample ``(C, *N)`` (the library-wide convention); it is
-    ``jax.vmap``-ed over the batch and iterated with ``jax.lax.scan``:
+    ``jax.vmap``-ed over the batch (a model, or a `BatchStepper`, steps the batch whole)
+    and iterated with ``jax.lax.scan``:
 
         u_0 = initial_states,   u_{t+1} = stepper(u_t)   for t = 0, ..., num_steps - 1.
 
@@ -81,9 +83,8 @@ def rollout(
             f"{shape[1:]}, got output {out_shape if out_shape is not None else type(out)}"
         )
 
-    batched = jax.vmap(stepper)
     with lax_ops():
-        return _scan_rollout(batched, initial_states, num_steps, include_init)
+        return _scan_rollout(batch_step(stepper), initial_states, num_steps, include_init)
 
 
 def _scan_rollout(batched, initial_states, num_steps, include_init):
