@@ -11,8 +11,8 @@ reductions only. Measured per parameter update of a 20-update `fori_loop`
 32-channel net, 1.10x on a 2-D net, 1.24-1.27x on the 9-layer 26-channel net; nowhere
 slower.
 
-The options apply only to programs this library compiles (trainer chunks, metric
-rollouts), never jax-wide, and only on CPU. A user who sets the option themselves in
+The options apply only to programs this library compiles (trainer chunks, the
+callbacks' evaluations), never jax-wide, and only on CPU. A user who sets the option in
 `XLA_FLAGS` keeps their choice: the library then passes nothing.
 """
 

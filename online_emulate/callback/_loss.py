@@ -6,6 +6,7 @@ import functools
 
 import jax
 
+from .._compile import jit
 from .._rollout import bind
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, trajectory_shape
@@ -50,7 +51,7 @@ class LossCallback(Callback):
             sampler = WindowSampler(samples, levels, self.configuration.num_time_levels, 1)
             windows = evaluation_windows(sampler, data, self.max_windows)
             config, apply = self.configuration, ctx.apply
-            evaluate = jax.jit(
+            evaluate = jit(
                 lambda params, windows: config(
                     bind(apply, params), windows,
                     ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._compile import jit
 from .._rollout import bind
 from ._base import Callback, CallbackContext
 from ._evaluation_batch import evaluation_windows
@@ -39,7 +40,7 @@ class GradNormCallback(Callback):
                     ref_stepper=ctx.ref_stepper, residuum_fn=ctx.residuum_fn,
                 )
 
-            norm = jax.jit(lambda params, windows: optax.global_norm(jax.grad(loss)(params, windows)))
+            norm = jit(lambda params, windows: optax.global_norm(jax.grad(loss)(params, windows)))
             # windows stay an argument: closed over, they would be compiled in as constants
             return functools.partial(norm, windows=windows)
 

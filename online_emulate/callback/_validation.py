@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._compile import jit
 from .._rollout import bind
 from ..data import check_trajectories
 from ..metrics import nrmse, rollout
@@ -55,7 +56,7 @@ class ValidationRolloutCallback(Callback):
         def build():
             apply = ctx.apply
 
-            @jax.jit
+            @jit
             def error(params, ref):
                 pred = rollout(bind(apply, params), ref[:, 0], ref.shape[1] - 1)
                 return jnp.mean(nrmse(pred, ref[:, 1:]))
