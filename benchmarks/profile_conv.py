@@ -9,7 +9,15 @@ several implementations of the periodic convolution, each timed (min of `--reps`
 * while: per step of a `fori_loop` of 10 gradient + SGD steps (the trainer's shape of
   program), rollout as a Python loop / as a scan.
 
+With `--compiler-options`, instead: the per-update time of a 20-update `fori_loop` of
+SGD on the R-step MSE (R = 1 and 5) for several emulators, compiled with XLA's CPU
+defaults, with the library's `CPU_COMPILER_OPTIONS` (YNNPACK for reductions only) and
+with no YNNPACK fusion at all, interleaved, min of `--reps` calls; and the same for the
+9-layer net stepped as a batch against the vmap of its one-state path (what the
+configurations did before `BatchStepper`).
+
     python benchmarks/profile_conv.py [--reps 10] [--rollouts 1 5]
+    python benchmarks/profile_conv.py --compiler-options [--reps 5]
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from online_emulate.emulators import ConvNet, functional
+from online_emulate._compile import CPU_COMPILER_OPTIONS
+from online_emulate.emulators import ConvNet, LinearStencil, functional
 
 B, N, WIDTH, DEPTH = 20, 160, 26, 9
 
@@ -102,11 +111,96 @@ def _time(fn, args, reps, per):
     return 1e3 * best / per
 
 
+OPTION_SETS = {
+    "XLA default": None,
+    "library (YNN reduce only)": CPU_COMPILER_OPTIONS,
+    "no YNN fusion": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+
+OPTION_CASES = {
+    "stencil k=2, B=32, N=100": (lambda: LinearStencil(1, 1, 1, kernel_size=2), (32, 1, 100)),
+    "conv 8ch depth 2 res, B=16, N=64": (
+        lambda: ConvNet(1, 1, 1, hidden_channels=8, depth=2, residual=True), (16, 1, 64)),
+    "conv 32ch depth 4, B=16, N=128": (
+        lambda: ConvNet(1, 1, 1, hidden_channels=32, depth=4), (16, 1, 128)),
+    "2-D conv 16ch depth 4, B=8, 32x32": (
+        lambda: ConvNet(2, 1, 1, hidden_channels=16, depth=4), (8, 1, 32, 32)),
+    "1-D conv 26ch depth 9, B=20, N=160": (
+        lambda: ConvNet(1, 1, 1, hidden_channels=WIDTH, depth=DEPTH), (B, 1, N)),
+}
+
+
+def _sgd_updates(step, R, updates=20):
+    """`updates` SGD steps on the R-step MSE of `step(params, u)` on a batch."""
+
+    def loss(p, data):
+        x, total = data[:, 0], 0.0
+        for t in range(R):
+            x = step(p, x)
+            total = total + jnp.mean((x - data[:, t + 1]) ** 2)
+        return total
+
+    def train(p, data):
+        def body(i, p):
+            return jax.tree_util.tree_map(lambda a, b: a - 1e-4 * b, p, jax.grad(loss)(p, data))
+
+        return jax.lax.fori_loop(0, updates, body, p)
+
+    return train
+
+
+def _interleaved(programs, args, reps, per):
+    """min ms per update of each compiled program, timed in turns."""
+    for program in programs.values():
+        jax.block_until_ready(program(*args))
+    best = dict.fromkeys(programs, float("inf"))
+    for _ in range(reps):
+        for name, program in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(program(*args))
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 1e3 * t / per for name, t in best.items()}
+
+
+def compiler_option_study(reps, rollouts):
+    updates = 20
+    print(f"ms per SGD update (min of {reps}; 20-update fori_loop); ratio = XLA default / this")
+    print(f"{'model':<36} {'R':>2} | " + " | ".join(f"{n:>26}" for n in OPTION_SETS))
+    for name, (make, shape) in OPTION_CASES.items():
+        apply, params = functional(make())
+        for R in rollouts:
+            data = jax.random.normal(jax.random.PRNGKey(0), (shape[0], R + 1) + shape[1:])
+            train = jax.jit(_sgd_updates(apply, R, updates))
+            programs = {n: train.lower(params, data).compile(compiler_options=opts)
+                        for n, opts in OPTION_SETS.items()}
+            ms = _interleaved(programs, (params, data), reps, updates)
+            base = ms["XLA default"]
+            print(f"{name:<36} {R:>2} | " + " | ".join(
+                f"{ms[n]:>17.3f} ({base / ms[n]:.2f}x)" for n in OPTION_SETS), flush=True)
+
+    apply, params = functional(ConvNet(1, 1, 1, hidden_channels=WIDTH, depth=DEPTH))
+    print("\n1-D conv 26ch depth 9: the batch stepped whole vs the vmap of the one-state "
+          "path (library compiler options)")
+    for R in rollouts:
+        data = jax.random.normal(jax.random.PRNGKey(0), (B, R + 1, 1, N))
+        steps = {"batch": apply, "vmap of one state": jax.vmap(apply, in_axes=(None, 0))}
+        programs = {n: jax.jit(_sgd_updates(s, R, updates)).lower(params, data).compile(
+            compiler_options=CPU_COMPILER_OPTIONS) for n, s in steps.items()}
+        ms = _interleaved(programs, (params, data), reps, updates)
+        print(f"R={R}: " + ", ".join(f"{n} {t:.2f} ms" for n, t in ms.items())
+              + f"; vmap / batch = {ms['vmap of one state'] / ms['batch']:.2f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--rollouts", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--compiler-options", action="store_true",
+                        help="compare XLA compiler options and batch stepping instead")
     args = parser.parse_args()
+    if args.compiler_options:
+        compiler_option_study(args.reps, args.rollouts)
+        return
     apply, params = functional(ConvNet(1, 1, 1, hidden_channels=WIDTH, depth=DEPTH))
     data = jax.random.normal(jax.random.PRNGKey(0), (B, max(args.rollouts) + 1, 1, N))
     variants = {

@@ -6,10 +6,9 @@ YNNPACK library by default. For the small, skinny products of a convolutional em
 emitter is faster, while YNNPACK's reductions remain the faster choice (without them a
 2-D net's step took 2.3x longer). So the library's training programs keep YNNPACK for
 reductions only. Measured per parameter update of a 20-update `fori_loop`
-(`benchmarks/profile_conv.py --compiler-options`; benchmarks/RESULTS.md): 1.0x on a
-2-weight stencil, 1.18-1.52x on a 2-layer 8-channel net, 1.12-1.14x on a 4-layer
-32-channel net, 1.10x on a 2-D net, 1.24-1.27x on the 9-layer 26-channel net; nowhere
-slower.
+(`benchmarks/profile_conv.py --compiler-options`; benchmarks/RESULTS.md): 0.98-1.00x on a
+2-weight stencil (noise), 1.16-1.47x on a 2-layer 8-channel net, 1.16x on a 4-layer
+32-channel net, 1.07-1.10x on a 2-D net, 1.25x on the 9-layer 26-channel net.
 
 The options apply only to programs this library compiles (trainer chunks, the
 callbacks' evaluations), never jax-wide, and only on CPU. A user who sets the option in

@@ -54,8 +54,8 @@ class BatchStepper:
 
     Configurations and metrics call a plain stepper on ONE state and `jax.vmap` it over
     the batch. A model that steps batches itself is faster called on the batch: the
-    vmap of the built-in emulators' one-state path cost 11% of a 5-step BPTT update of
-    the 9-layer, 26-channel conv net on CPU (benchmarks/RESULTS.md). Wrapping a step in
+    vmap of the built-in emulators' one-state path cost 7-17% of a BPTT update of the
+    9-layer, 26-channel conv net on CPU (benchmarks/RESULTS.md). Wrapping a step in
     `BatchStepper` says that it takes batches; called on one state it must work too.
 
     Attributes:
