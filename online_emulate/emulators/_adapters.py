@@ -17,7 +17,10 @@ model of the kind that was passed in. Three kinds are accepted:
 * an `(apply, params)` pair with `apply(params, u)` pure, called on ONE state `(C, *N)`.
 
 Models called on one state are `jax.vmap`-ed over the batch where the library needs a
-batch; brainstate modules get a leading singleton axis where it needs one state.
+batch; brainstate modules get a leading singleton axis where it needs one state. On CPU,
+the convolutions of equinox modules and pairs are evaluated as matrix products
+(`_matmul_convs.matmul_convolutions`; same values up to float rounding), except under
+`lax_conv_ops()`, where K-FAC needs the convolution primitives.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from jaxtyping import PyTree
 
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
-from ._ops import lax_ops
+from ._matmul_convs import matmul_convolutions
+from ._ops import lax_ops, using_lax_conv_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
 
@@ -71,6 +75,10 @@ class ModelAdapter:
 
     kind = ""
     one_sample = True
+    #: whether apply evaluates the model's convolutions as matrix products on CPU
+    #: (`_matmul_convs`); the built-in emulators need not, user brainstate modules are
+    #: left to brainstate's own tracing
+    rewrites_convolutions = False
 
     def __init__(self, model: Any, state_ndim: int | None):
         self.model = model
@@ -136,17 +144,26 @@ class ModelAdapter:
     # -- shared --------------------------------------------------------------------
     def _make_apply(self) -> Callable:
         call, one_sample = self._call, self.one_sample
+        batch_call = jax.vmap(call, in_axes=(None, 0)) if one_sample else call
+        rewritten = {fn: matmul_convolutions(fn) for fn in (call, batch_call)}
+
+        def run(fn, params, u):
+            # on CPU, a user's convolutions become matrix products: XLA:CPU runs
+            # convolution primitives inside the trainers' loops several times slower
+            # (K-FAC traces under lax_conv_ops: its graph matcher needs the convolutions)
+            if (self.rewrites_convolutions and jax.default_backend() == "cpu"
+                    and not using_lax_conv_ops()):
+                fn = rewritten[fn]
+            return fn(params, u)
 
         def apply(params, u):
             nd = self.state_ndim
             if nd is None:
-                return call(params, u)
+                return run(call, params, u)
             if u.ndim == nd:
-                return call(params, u) if one_sample else call(params, u[None])[0]
+                return run(call, params, u) if one_sample else run(call, params, u[None])[0]
             if u.ndim == nd + 1:
-                if not one_sample:
-                    return call(params, u)
-                return jax.vmap(call, in_axes=(None, 0))(params, u)
+                return run(batch_call, params, u)
             raise ValueError(
                 f"u: expected one state with {nd} axes (channel, *space) or a batch with "
                 f"{nd + 1} axes, got shape {tuple(u.shape)}"
@@ -229,6 +246,7 @@ class BrainstateAdapter(ModelAdapter):
 
 class EquinoxAdapter(ModelAdapter):
     kind = "equinox"
+    rewrites_convolutions = True
 
     def __init__(self, model, state_ndim):
         # equinox is imported by whoever built the model; no import here
@@ -248,6 +266,7 @@ class EquinoxAdapter(ModelAdapter):
 
 class PairAdapter(ModelAdapter):
     kind = "pair"
+    rewrites_convolutions = True
 
     def __init__(self, model, state_ndim):
         self._fn, self.params = model

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["lax_ops", "using_lax_ops", "lax_conv_ops", "periodic_conv"]
+__all__ = ["lax_ops", "using_lax_ops", "lax_conv_ops", "using_lax_conv_ops", "periodic_conv"]
 
 _USE_LAX = contextvars.ContextVar("online_emulate_use_lax_ops", default=False)
 _USE_LAX_CONV = contextvars.ContextVar("online_emulate_use_lax_conv", default=False)
@@ -64,6 +64,11 @@ def lax_conv_ops() -> Iterator[None]:
 def using_lax_ops() -> bool:
     """Whether emulators currently evaluate with plain ``jax.lax`` ops."""
     return _USE_LAX.get()
+
+
+def using_lax_conv_ops() -> bool:
+    """Whether convolutions must stay ``lax.conv_general_dilated`` primitives now."""
+    return _USE_LAX_CONV.get()
 
 
 def periodic_pad(x: Float[Array, "batch *space channel"], kernel_size: tuple[int, ...]):

@@ -1,0 +1,148 @@
+"""Convolutions of any model re-expressed as matrix products (CPU only).
+
+XLA:CPU runs convolution primitives inside a `while`/`scan` body 2.5-9x slower than at
+the top level of a program, and every training step of this library runs inside the
+trainer's `while_loop` (benchmarks/RESULTS.md, "Training speed on a realistic network").
+The built-in emulators avoid convolution primitives themselves (`periodic_conv`); a
+user's equinox module, `(apply, params)` pair or brainstate module does not. For those,
+`matmul_convolutions(fn)` traces `fn` to a jaxpr and evaluates it again with each
+stride-1, undilated, ungrouped `conv_general_dilated` replaced by one matrix product of
+shifted slices of its padded input (im2col); every other operation is bound as traced.
+The values equal the convolution's up to float rounding, and `jax.grad`, `jax.vmap`
+and `jax.jit` see ordinary operations.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jcore
+
+__all__ = ["matmul_convolutions", "im2col_conv"]
+
+# call primitives whose body is evaluated (and rewritten) in line
+_CALLS = ("pjit", "jit", "closed_call", "core_call")
+
+
+def _rewritable(params) -> bool:
+    return (
+        all(s == 1 for s in params["window_strides"])
+        and all(d == 1 for d in params["lhs_dilation"])
+        and all(d == 1 for d in params["rhs_dilation"])
+        and params["feature_group_count"] == 1
+        and params["batch_group_count"] == 1
+    )
+
+
+def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
+                preferred_element_type=None) -> jax.Array:
+    """A stride-1 `lax.conv_general_dilated` as one matrix product.
+
+    With x the input moved to `(N, *S, C_in)` and zero-padded by `padding`, and w the
+    kernel moved to `(*K, C_in, C_out)`:
+
+        y[n, s, o] = sum_{u, i} x[n, s + u, i] * w[u, i, o]
+
+    a `(N * prod(S_out), prod(K) * C_in) @ (prod(K) * C_in, C_out)` product of the
+    prod(K) shifted slices of x, moved back to the output layout.
+
+    Arguments:
+        lhs, rhs: the convolution's operands.
+        padding: `((lo, hi), ...)` per spatial axis (negative values crop).
+        dimension_numbers: a `jax.lax.ConvDimensionNumbers`.
+        preferred_element_type: the output dtype, if the convolution names one.
+    """
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    d = len(lhs_spec) - 2
+    x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))
+    widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
+    w = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+    kernel, c_out = w.shape[:d], w.shape[-1]
+    out_space = tuple(x.shape[1 + j] - kernel[j] + 1 for j in range(d))
+    copies = [
+        x[(slice(None),) + tuple(slice(o, o + s) for o, s in zip(offset, out_space))]
+        for offset in itertools.product(*(range(k) for k in kernel))
+    ]
+    cols = copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=-1)
+    rows = x.shape[0] * math.prod(out_space)
+    y = (cols.reshape(rows, -1) @ w.reshape(-1, c_out)).reshape((x.shape[0], *out_space, c_out))
+    # y is (batch, *space, feature); out_spec says where each goes in the output
+    order = [0] * (d + 2)
+    order[out_spec[0]], order[out_spec[1]] = 0, d + 1
+    for j in range(d):
+        order[out_spec[2 + j]] = 1 + j
+    y = jnp.transpose(y, order)
+    return y if preferred_element_type is None else y.astype(preferred_element_type)
+
+
+def _bind(eqn, values):
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = ((), bound) if isinstance(bound, dict) else bound
+    out = eqn.primitive.bind(*subfuns, *values, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _evaluate(jaxpr, consts, args):
+    env = {}
+
+    def read(var):
+        return var.val if isinstance(var, jcore.Literal) else env[var]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        values = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name == "conv_general_dilated" and _rewritable(eqn.params):
+            p = eqn.params
+            out = [im2col_conv(*values, padding=p["padding"],
+                               dimension_numbers=p["dimension_numbers"],
+                               preferred_element_type=p.get("preferred_element_type"))]
+        elif name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
+            body = eqn.params["jaxpr"]
+            out = _evaluate(body.jaxpr, body.consts, values)
+        else:
+            out = _bind(eqn, values)
+        env.update(zip(eqn.outvars, out))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _has_convolution(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated" and _rewritable(eqn.params):
+            return True
+        if eqn.primitive.name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
+            if _has_convolution(eqn.params["jaxpr"].jaxpr):
+                return True
+    return False
+
+
+def matmul_convolutions(fn: Callable) -> Callable:
+    """`fn` with its convolutions evaluated as matrix products (see the module docstring).
+
+    Convolutions inside control flow (`scan`, `cond`, ...) and custom-derivative rules
+    stay convolution primitives, as do strided, dilated and grouped ones; a function
+    without a rewritable convolution is called as it is.
+
+    Arguments:
+        fn: a function of arrays / PyTrees of arrays.
+
+    Returns:
+        A function with the same signature and outputs (up to float rounding).
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        if not _has_convolution(closed.jaxpr):
+            return fn(*args)
+        out = _evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
+
+    return wrapped

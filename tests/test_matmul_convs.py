@@ -1,0 +1,116 @@
+"""Convolutions of user models evaluated as matrix products, against lax convolutions."""
+
+import equinox as eqx
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from online_emulate.emulators import adapt, lax_conv_ops
+from online_emulate.emulators._matmul_convs import im2col_conv, matmul_convolutions
+
+
+def _primitives(fn, *args):
+    names = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    # a fresh function each time: jax caches traces by function, not by our contexts
+    walk(jax.make_jaxpr(lambda *a: fn(*a))(*args).jaxpr)
+    return names
+
+
+CASES = [
+    # (lhs shape, rhs shape, dimension numbers, padding)
+    ((3, 2, 11), (4, 2, 3), ("NCH", "OIH", "NCH"), "SAME"),
+    ((3, 11, 2), (3, 2, 4), ("NHC", "HIO", "NHC"), "VALID"),
+    ((3, 2, 11), (4, 2, 2), ("NCH", "OIH", "NCH"), ((1, 0),)),
+    ((3, 2, 11), (4, 2, 3), ("NCH", "OIH", "NCH"), ((2, -1),)),
+    ((2, 3, 7, 6), (5, 3, 3, 2), ("NCHW", "OIHW", "NCHW"), "SAME"),
+    ((2, 7, 6, 3), (3, 2, 3, 5), ("NHWC", "HWIO", "NHWC"), ((1, 1), (0, 1))),
+    ((2, 3, 5, 4, 4), (2, 3, 3, 1, 2), ("NCDHW", "OIDHW", "NCDHW"), "SAME"),
+]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dims, padding", CASES)
+def test_im2col_equals_the_convolution_in_values_and_gradients(lhs_shape, rhs_shape, dims, padding):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    lhs, rhs = jax.random.normal(k1, lhs_shape), jax.random.normal(k2, rhs_shape)
+    strides = (1,) * (len(lhs_shape) - 2)
+
+    def conv(a, b):
+        return jax.lax.conv_general_dilated(a, b, strides, padding, dimension_numbers=dims)
+
+    eqn = jax.make_jaxpr(conv)(lhs, rhs).eqns[0]
+    p = eqn.params
+
+    def mm(a, b):
+        return im2col_conv(a, b, padding=p["padding"], dimension_numbers=p["dimension_numbers"])
+
+    np.testing.assert_allclose(mm(lhs, rhs), conv(lhs, rhs), rtol=1e-5, atol=1e-5)
+    g_mm = jax.grad(lambda a, b: jnp.sum(jnp.sin(mm(a, b))), argnums=(0, 1))(lhs, rhs)
+    g_cv = jax.grad(lambda a, b: jnp.sum(jnp.sin(conv(a, b))), argnums=(0, 1))(lhs, rhs)
+    for a, b in zip(g_mm, g_cv):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _eqx_net(key=0):
+    keys = jax.random.split(jax.random.PRNGKey(key), 3)
+    conv = lambda i, o, k: eqx.nn.Conv1d(i, o, 3, padding="SAME", padding_mode="CIRCULAR", key=k)  # noqa: E731
+    return eqx.nn.Sequential([conv(1, 6, keys[0]), eqx.nn.Lambda(jax.nn.relu),
+                              conv(6, 6, keys[1]), eqx.nn.Lambda(jnp.tanh), conv(6, 1, keys[2])])
+
+
+def test_an_equinox_network_loses_its_convolutions_not_its_values_or_gradients():
+    net = _eqx_net()
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    u = jax.random.normal(jax.random.PRNGKey(1), (4, 1, 16))
+
+    def batch_apply(p, x):
+        return jax.vmap(eqx.combine(p, static))(x)
+
+    fast = matmul_convolutions(batch_apply)
+    assert "conv_general_dilated" in _primitives(batch_apply, params, u)
+    assert "conv_general_dilated" not in _primitives(fast, params, u)
+    np.testing.assert_allclose(fast(params, u), batch_apply(params, u), rtol=1e-5, atol=1e-6)
+    loss = lambda f: lambda p: jnp.mean(f(p, f(p, u)) ** 2)  # noqa: E731  (two steps)
+    g_fast, g_ref = jax.grad(loss(fast))(params), jax.grad(loss(batch_apply))(params)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_fast, g_ref)
+
+
+def test_nested_jit_is_rewritten_and_strided_convolutions_are_kept():
+    w = jax.random.normal(jax.random.PRNGKey(2), (3, 2, 3))
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 2, 12))
+
+    @jax.jit
+    def inner(x):
+        return jax.lax.conv_general_dilated(x, w, (1,), "SAME")
+
+    w2 = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 3))
+
+    def strided(x):
+        return jax.lax.conv_general_dilated(inner(x), w2, (2,), "VALID")
+
+    fast = matmul_convolutions(strided)
+    eqns = [e for e in jax.make_jaxpr(fast)(x).eqns if e.primitive.name == "conv_general_dilated"]
+    assert len(eqns) == 1 and eqns[0].params["window_strides"] == (2,)
+    np.testing.assert_allclose(fast(x), strided(x), rtol=1e-5, atol=1e-5)
+    no_conv = lambda x: jnp.tanh(x) * 2  # noqa: E731
+    np.testing.assert_array_equal(matmul_convolutions(no_conv)(x), no_conv(x))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+def test_adapters_rewrite_user_convolutions_on_cpu_except_for_kfac():
+    net = _eqx_net()
+    adapter = adapt(net, state_ndim=2)
+    u = jax.random.normal(jax.random.PRNGKey(1), (4, 1, 16))
+    assert "conv_general_dilated" not in _primitives(adapter.apply, adapter.params, u)
+    assert "conv_general_dilated" not in _primitives(adapter.apply, adapter.params, u[0])
+    with lax_conv_ops():  # K-FAC's graph matcher needs the convolution primitives
+        assert "conv_general_dilated" in _primitives(adapter.apply, adapter.params, u)
+    np.testing.assert_allclose(adapter.apply(adapter.params, u), jax.vmap(net)(u), rtol=1e-5, atol=1e-6)
