@@ -88,14 +88,17 @@ def _loss(step, R, loop):
 def _program(step, R, mode):
     if mode in ("top", "scan"):
         return jax.grad(_loss(step, R, "python" if mode == "top" else "scan"))
-    loss = _loss(step, R, mode.split("/")[1])
+    return _sgd_updates(_loss(step, R, mode.split("/")[1]), 10)
+
+
+def _sgd_updates(loss, updates):
+    """`updates` SGD steps on `loss(params, data)` in one `fori_loop`."""
 
     def train(p, data):
         def body(i, p):
-            g = jax.grad(loss)(p, data)
-            return jax.tree_util.tree_map(lambda a, b: a - 1e-4 * b, p, g)
+            return jax.tree_util.tree_map(lambda a, b: a - 1e-4 * b, p, jax.grad(loss)(p, data))
 
-        return jax.lax.fori_loop(0, 10, body, p)
+        return jax.lax.fori_loop(0, updates, body, p)
 
     return train
 
@@ -130,25 +133,6 @@ OPTION_CASES = {
 }
 
 
-def _sgd_updates(step, R, updates=20):
-    """`updates` SGD steps on the R-step MSE of `step(params, u)` on a batch."""
-
-    def loss(p, data):
-        x, total = data[:, 0], 0.0
-        for t in range(R):
-            x = step(p, x)
-            total = total + jnp.mean((x - data[:, t + 1]) ** 2)
-        return total
-
-    def train(p, data):
-        def body(i, p):
-            return jax.tree_util.tree_map(lambda a, b: a - 1e-4 * b, p, jax.grad(loss)(p, data))
-
-        return jax.lax.fori_loop(0, updates, body, p)
-
-    return train
-
-
 def _interleaved(programs, args, reps, per):
     """min ms per update of each compiled program, timed in turns."""
     for program in programs.values():
@@ -170,7 +154,7 @@ def compiler_option_study(reps, rollouts):
         apply, params = functional(make())
         for R in rollouts:
             data = jax.random.normal(jax.random.PRNGKey(0), (shape[0], R + 1) + shape[1:])
-            train = jax.jit(_sgd_updates(apply, R, updates))
+            train = jax.jit(_sgd_updates(_loss(apply, R, "python"), updates))
             programs = {n: train.lower(params, data).compile(compiler_options=opts)
                         for n, opts in OPTION_SETS.items()}
             ms = _interleaved(programs, (params, data), reps, updates)
@@ -184,7 +168,7 @@ def compiler_option_study(reps, rollouts):
     for R in rollouts:
         data = jax.random.normal(jax.random.PRNGKey(0), (B, R + 1, 1, N))
         steps = {"batch": apply, "vmap of one state": jax.vmap(apply, in_axes=(None, 0))}
-        programs = {n: jax.jit(_sgd_updates(s, R, updates)).lower(params, data).compile(
+        programs = {n: jax.jit(_sgd_updates(_loss(s, R, "python"), updates)).lower(params, data).compile(
             compiler_options=CPU_COMPILER_OPTIONS) for n, s in steps.items()}
         ms = _interleaved(programs, (params, data), reps, updates)
         print(f"R={R}: " + ", ".join(f"{n} {t:.2f} ms" for n, t in ms.items())

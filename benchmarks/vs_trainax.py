@@ -12,8 +12,9 @@ repeats, summed over the three rollout lengths).
 Then the realistic network (the APEBench default family: 9 periodic convolutions of
 kernel 3, 26 hidden channels, relu, bias; 1-D Burgers N=160, batch 20, adam 1e-3):
 trainax with an equinox net of the same architecture against online_emulate's
-`ConvNet(1, 1, 1, hidden_channels=26, depth=9)` for rollouts 1 and 5 with every
-estimator that applies, steady-state ms/step (second call of the same trainer). The
+`ConvNet(1, 1, 1, hidden_channels=26, depth=9)` (and the same equinox net trained by
+online_emulate) for rollouts 1 and 5 with every estimator that applies, steady-state
+ms/step (second call of the same trainer). The
 last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
 rollouts 1 and 5>` (wall clock; the table also gives process CPU time, steadier
 when other jobs share the machine).
@@ -126,13 +127,15 @@ def realistic_trainax(data, r, steps):
     return run
 
 
-def realistic_ours(data, r, steps, estimator):
-    emulator = ConvNet(1, 1, 1, hidden_channels=REAL_WIDTH, depth=REAL_DEPTH, key=73)
+def realistic_ours(data, r, steps, estimator, model=None):
+    """Our trainer on the built-in `ConvNet`, or on `model` (e.g. the equinox twin)."""
+    if model is None:
+        model = ConvNet(1, 1, 1, hidden_channels=REAL_WIDTH, depth=REAL_DEPTH, key=73)
     trainer = SupervisedTrainer(data, num_rollout_steps=r, optimizer=optax.adam(1e-3), num_training_steps=steps, batch_size=REAL_BATCH, estimator=estimator, progress_bar=False)
 
     def run():
         trainer.reset()
-        _, history = trainer(emulator, key=42)
+        _, history = trainer(model, key=42)
         return float(history.loss[-1])
 
     return run
@@ -140,7 +143,9 @@ def realistic_ours(data, r, steps, estimator):
 
 def realistic_estimators(r):
     """(label, estimator or None, reason when skipped) for a rollout of r steps."""
-    rows = [("BPTT()", BPTT(), None), ("BPTT(checkpoint='sqrt')", BPTT(checkpoint="sqrt"), None),
+    rows = [("BPTT()", BPTT(), None), ("BPTT() + equinox net", BPTT(), None),
+            ("BPTT(checkpoint='sqrt')", BPTT(checkpoint="sqrt"), None),
+            ("BPTT(checkpoint='binomial', n=4)", BPTT(checkpoint="binomial", num_checkpoints=4), None),
             ("TruncatedBPTT(1)", TruncatedBPTT(1), None)]
     params = get_params(ConvNet(1, 1, 1, hidden_channels=REAL_WIDTH, depth=REAL_DEPTH))
     need = rtrl_memory_bytes(params, (REAL_BATCH, 1, REAL_N), jnp.float32)
@@ -168,21 +173,22 @@ def realistic(steps):
           f"Burgers 1-D N={REAL_N}, batch {REAL_BATCH}, adam 1e-3, {steps} steps per call")
     print("steady-state ms/step (second call of the same trainer; includes gather + update);")
     print("wall clock and process CPU time (all threads); ratios = trainax / ours")
-    print(f"{'rollout':>8} | {'library / estimator':<40} | {'wall ms':>8} | {'cpu ms':>8} | {'wall ratio':>10} | {'cpu ratio':>9}")
+    print(f"{'rollout':>8} | {'library / estimator':<48} | {'wall ms':>8} | {'cpu ms':>8} | {'wall ratio':>10} | {'cpu ratio':>9}")
     ratios = {}
     for r in REAL_ROLLOUTS:
         t_tx, c_tx = steady_ms(realistic_trainax(data, r, steps), steps)
-        print(f"{r:>8} | {'trainax 0.0.2 + equinox net':<40} | {t_tx:>8.2f} | {c_tx:>8.2f} | {'':>10} | {'':>9}", flush=True)
+        print(f"{r:>8} | {'trainax 0.0.2 + equinox net':<48} | {t_tx:>8.2f} | {c_tx:>8.2f} | {'':>10} | {'':>9}", flush=True)
         for label, estimator, reason in realistic_estimators(r):
             name = f"online_emulate {label}"
             if estimator is None:
-                print(f"{r:>8} | {name:<40} | {reason}", flush=True)
+                print(f"{r:>8} | {name:<48} | {reason}", flush=True)
                 continue
             # eligibility traces cost ~10x a BPTT step here: time fewer steps
             n = max(steps // 20, 5) if isinstance(estimator, ETrace) else steps
-            t, c = steady_ms(realistic_ours(data, r, n, estimator), n)
+            model = EqxConvNet(jax.random.PRNGKey(73)) if "equinox" in label else None
+            t, c = steady_ms(realistic_ours(data, r, n, estimator, model), n)
             note = "" if n == steps else f"   ({n} steps per call)"
-            print(f"{r:>8} | {name:<40} | {t:>8.2f} | {c:>8.2f} | {t_tx / t:>10.2f} | {c_tx / c:>9.2f}{note}", flush=True)
+            print(f"{r:>8} | {name:<48} | {t:>8.2f} | {c:>8.2f} | {t_tx / t:>10.2f} | {c_tx / c:>9.2f}{note}", flush=True)
             if label == "BPTT()":
                 ratios[r] = t_tx / t
     return min(ratios.values())
