@@ -1,5 +1,7 @@
 """Convolutions of user models evaluated as matrix products, against lax convolutions."""
 
+import brainstate
+import braintrace
 import equinox as eqx
 import jax
 import jax.extend
@@ -23,6 +25,21 @@ def _primitives(fn, *args):
     # a fresh function each time: jax caches traces by function, not by our contexts
     walk(jax.make_jaxpr(lambda *a: fn(*a))(*args).jaxpr)
     return names
+
+
+def _convolutions(fn, *args):
+    """The parameters of every conv_general_dilated in fn's jaxpr (nested ones too)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                found.append(eqn.params)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(lambda *a: fn(*a))(*args).jaxpr)
+    return found
 
 
 CASES = [
@@ -114,3 +131,45 @@ def test_adapters_rewrite_user_convolutions_on_cpu_except_for_kfac():
     with lax_conv_ops():  # K-FAC's graph matcher needs the convolution primitives
         assert "conv_general_dilated" in _primitives(adapter.apply, adapter.params, u)
     np.testing.assert_allclose(adapter.apply(adapter.params, u), jax.vmap(net)(u), rtol=1e-5, atol=1e-6)
+
+
+
+class _UserModule(brainstate.nn.Module):
+    """A user's brainstate network: a braintrace ETP convolution with a bias (an
+    `etp_conv` op), a plain brainstate convolution (lax), a strided ETP one (kept)."""
+
+    def __init__(self):
+        super().__init__()
+        self.etp = braintrace.nn.Conv1d((16, 1), 5, 3, padding="SAME", b_init=brainstate.init.Normal(0.0, 0.3))
+        self.lax = brainstate.nn.Conv1d((16, 5), 5, 3, padding="SAME")
+        self.strided = braintrace.nn.Conv1d((16, 5), 1, 2, stride=2, padding="SAME")
+        self.up = brainstate.nn.Linear(8, 16)
+
+    def __call__(self, x):  # (B, 16, 1), channel-last
+        h = jnp.tanh(self.lax(jnp.tanh(self.etp(x))))
+        return self.up(self.strided(h)[..., 0])[..., None]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+def test_user_brainstate_modules_lose_their_convolutions_etp_ops_included():
+    brainstate.random.seed(3)
+    adapter = adapt(_UserModule(), state_ndim=2)
+    u = jax.random.normal(jax.random.PRNGKey(1), (4, 1, 16))
+    with lax_conv_ops():  # the module as written: ETP ops and lax convolutions
+        assert {"etp_conv", "conv_general_dilated"} <= _primitives(adapter.apply, adapter.params, u)
+    assert "etp_conv" not in _primitives(adapter.apply, adapter.params, u)
+    convs = _convolutions(adapter.apply, adapter.params, u)
+    assert [c["window_strides"] for c in convs] == [(2,)]  # only the strided one is kept
+
+    def loss(p):
+        return jnp.mean(adapter.apply(p, adapter.apply(p, u)) ** 2)
+
+    def ref_loss(p):
+        with lax_conv_ops():
+            return loss(p)
+
+    np.testing.assert_allclose(loss(adapter.params), ref_loss(adapter.params), rtol=1e-5)
+    g, ref_g = jax.grad(loss)(adapter.params), jax.grad(ref_loss)(adapter.params)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g)):
+        assert float(jnp.abs(b).max()) > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

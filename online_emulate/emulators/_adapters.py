@@ -18,9 +18,10 @@ model of the kind that was passed in. Three kinds are accepted:
 
 Models called on one state are `jax.vmap`-ed over the batch where the library needs a
 batch; brainstate modules get a leading singleton axis where it needs one state. On CPU,
-the convolutions of equinox modules and pairs are evaluated as matrix products
-(`_matmul_convs.matmul_convolutions`; same values up to float rounding), except under
-`lax_conv_ops()`, where K-FAC needs the convolution primitives.
+the convolutions of equinox modules, pairs and user brainstate modules are evaluated as
+matrix products (`_matmul_convs.matmul_convolutions`; same values up to float
+rounding), except under `lax_conv_ops()`, where K-FAC needs the convolution primitives,
+and except for eligibility traces, which compile a brainstate module as it is.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ class ModelAdapter:
     kind = ""
     one_sample = True
     #: whether apply evaluates the model's convolutions as matrix products on CPU
-    #: (`_matmul_convs`); the built-in emulators need not, user brainstate modules are
-    #: left to brainstate's own tracing
+    #: (`_matmul_convs`); the built-in emulators need not: they have none on this path
     rewrites_convolutions = False
 
     def __init__(self, model: Any, state_ndim: int | None):
@@ -190,6 +190,9 @@ class BrainstateAdapter(ModelAdapter):
         # the built-in emulators take one state or a batch; a user module takes a batch
         self.one_sample = False
         self._own_layout = hasattr(model, "num_spatial_dims") and hasattr(model, "_forward")
+        # a user module's convolutions (lax or braintrace.nn) are rewritten on this path;
+        # eligibility traces compile the module itself (`recurrent_module`), untouched
+        self.rewrites_convolutions = not self._own_layout
         super().__init__(model, state_ndim)
 
     def _own_state_ndim(self):

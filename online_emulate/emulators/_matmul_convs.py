@@ -7,7 +7,9 @@ The built-in emulators avoid convolution primitives themselves (`periodic_conv`)
 user's equinox module, `(apply, params)` pair or brainstate module does not. For those,
 `matmul_convolutions(fn)` traces `fn` to a jaxpr and evaluates it again with each
 stride-1, undilated, ungrouped `conv_general_dilated` replaced by one matrix product of
-shifted slices of its padded input (im2col); every other operation is bound as traced.
+shifted slices of its padded input (im2col); braintrace's `etp_conv` ops (the
+`braintrace.nn` convolutions) are first inlined to their implementation, whose
+convolution is then replaced the same way; every other operation is bound as traced.
 The values equal the convolution's up to float rounding, and `jax.grad`, `jax.vmap`
 and `jax.jit` see ordinary operations.
 """
@@ -81,6 +83,21 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
     return y if preferred_element_type is None else y.astype(preferred_element_type)
 
 
+def _is_etp_conv(eqn) -> bool:
+    # braintrace's convolution ETP op: its implementation is a conv_general_dilated
+    # (plus the bias), which the jaxpr shows only once the op is inlined
+    return (eqn.primitive.name == "etp_conv"
+            and type(eqn.primitive).__module__.startswith("braintrace"))
+
+
+def _inlined(eqn, args) -> jcore.ClosedJaxpr:
+    """The jaxpr of a braintrace ETP op's own implementation, for `args` (arrays or
+    shape structs). Off the eligibility-trace path nothing needs the op itself: its
+    derivative rules are those of this implementation."""
+    impl = functools.partial(eqn.primitive.impl, **eqn.params)
+    return jax.make_jaxpr(impl)(*args)
+
+
 def _bind(eqn, values):
     bound = eqn.primitive.get_bind_params(eqn.params)
     subfuns, params = ((), bound) if isinstance(bound, dict) else bound
@@ -107,6 +124,9 @@ def _evaluate(jaxpr, consts, args):
         elif name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
             body = eqn.params["jaxpr"]
             out = _evaluate(body.jaxpr, body.consts, values)
+        elif _is_etp_conv(eqn):
+            body = _inlined(eqn, values)
+            out = _evaluate(body.jaxpr, body.consts, values)
         else:
             out = _bind(eqn, values)
         env.update(zip(eqn.outvars, out))
@@ -119,6 +139,10 @@ def _has_convolution(jaxpr) -> bool:
             return True
         if eqn.primitive.name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
             if _has_convolution(eqn.params["jaxpr"].jaxpr):
+                return True
+        if _is_etp_conv(eqn):
+            shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+            if _has_convolution(_inlined(eqn, shapes).jaxpr):
                 return True
     return False
 
