@@ -12,10 +12,10 @@ repeats, summed over the three rollout lengths).
 Then the realistic network (the APEBench default family: 9 periodic convolutions of
 kernel 3, 26 hidden channels, relu, bias; 1-D Burgers N=160, batch 20, adam 1e-3):
 trainax with an equinox net of the same architecture against online_emulate's
-`ConvNet(1, 1, 1, hidden_channels=26, depth=9)` (and the same equinox net trained by
-online_emulate) for rollouts 1 and 5 with every estimator that applies, steady-state
-ms/step (second call of the same trainer). The
-last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
+`ConvNet(1, 1, 1, hidden_channels=26, depth=9)` (and the same network trained by
+online_emulate as the equinox net and as a user's brainstate module) for rollouts 1
+and 5 with every estimator that applies, steady-state ms/step (second call of the
+same trainer). The last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
 rollouts 1 and 5>` (wall clock; the table also gives process CPU time, steadier
 when other jobs share the machine).
 
@@ -28,6 +28,7 @@ Needs the bench extra (`pip install -e ".[bench]"`); installs nothing itself.
 
     python benchmarks/vs_trainax.py [--repeats 3] [--steps 1000] [--realistic-steps 200]
     python benchmarks/vs_trainax.py --quick   # a few steps of everything
+    python benchmarks/vs_trainax.py --realistic-only
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import subprocess
 import sys
 import time
 
+import brainstate
+import braintrace
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -115,6 +118,25 @@ class EqxConvNet(eqx.Module):
         return self.layers[-1](u)
 
 
+class BrainstateConvNet(brainstate.nn.Module):
+    """The same network as a user's brainstate module: `braintrace.nn.Conv1d` layers on
+    channel-last batches `(B, N, C)`, periodic padding written by hand."""
+
+    def __init__(self):
+        super().__init__()
+        widths = [1] + [REAL_WIDTH] * (REAL_DEPTH - 1) + [1]
+        self.layers = [braintrace.nn.Conv1d((REAL_N + 2, widths[i]), widths[i + 1], 3, padding="VALID",
+                                            b_init=jnp.zeros(widths[i + 1]))
+                       for i in range(REAL_DEPTH)]
+
+    def __call__(self, u):
+        for i, layer in enumerate(self.layers):
+            u = layer(jnp.concatenate([u[:, -1:], u, u[:, :1]], axis=1))
+            if i < REAL_DEPTH - 1:
+                u = jax.nn.relu(u)
+        return u
+
+
 def realistic_trainax(data, r, steps):
     net = EqxConvNet(jax.random.PRNGKey(73))
     trainer = tx.trainer.SupervisedTrainer(data, num_rollout_steps=r, optimizer=optax.adam(1e-3), num_training_steps=steps, batch_size=REAL_BATCH)
@@ -144,6 +166,7 @@ def realistic_ours(data, r, steps, estimator, model=None):
 def realistic_estimators(r):
     """(label, estimator or None, reason when skipped) for a rollout of r steps."""
     rows = [("BPTT()", BPTT(), None), ("BPTT() + equinox net", BPTT(), None),
+            ("BPTT() + user brainstate net", BPTT(), None),
             ("BPTT(checkpoint='sqrt')", BPTT(checkpoint="sqrt"), None),
             ("BPTT(checkpoint='binomial', n=4)", BPTT(checkpoint="binomial", num_checkpoints=4), None),
             ("TruncatedBPTT(1)", TruncatedBPTT(1), None)]
@@ -185,7 +208,8 @@ def realistic(steps):
                 continue
             # eligibility traces cost ~10x a BPTT step here: time fewer steps
             n = max(steps // 20, 5) if isinstance(estimator, ETrace) else steps
-            model = EqxConvNet(jax.random.PRNGKey(73)) if "equinox" in label else None
+            model = (EqxConvNet(jax.random.PRNGKey(73)) if "equinox" in label
+                     else BrainstateConvNet() if "brainstate" in label else None)
             t, c = steady_ms(realistic_ours(data, r, n, estimator, model), n)
             note = "" if n == steps else f"   ({n} steps per call)"
             print(f"{r:>8} | {name:<48} | {t:>8.2f} | {c:>8.2f} | {t_tx / t:>10.2f} | {c_tx / c:>9.2f}{note}", flush=True)
@@ -200,9 +224,13 @@ def main():
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--realistic-steps", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 100 / 20 steps")
+    parser.add_argument("--realistic-only", action="store_true", help="only the realistic network's table")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.steps, args.realistic_steps = 1, 100, 20
+    if args.realistic_only:
+        print(f"speedup_vs_trainax_realistic={realistic(args.realistic_steps):.2f}")
+        return
     quick = quickstart(args)
     whole = whole_process(args.repeats)
     real = realistic(args.realistic_steps)

@@ -140,7 +140,7 @@ class _UserModule(brainstate.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.etp = braintrace.nn.Conv1d((16, 1), 5, 3, padding="SAME", b_init=brainstate.init.Normal(0.0, 0.3))
+        self.etp = braintrace.nn.Conv1d((16, 1), 5, 3, padding="SAME", b_init=0.3 * jax.random.normal(jax.random.PRNGKey(5), (5,)))
         self.lax = brainstate.nn.Conv1d((16, 5), 5, 3, padding="SAME")
         self.strided = braintrace.nn.Conv1d((16, 5), 1, 2, stride=2, padding="SAME")
         self.up = brainstate.nn.Linear(8, 16)
