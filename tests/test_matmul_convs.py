@@ -22,8 +22,7 @@ def _primitives(fn, *args):
             for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                 walk(sub)
 
-    # a fresh function each time: jax caches traces by function, not by our contexts
-    walk(jax.make_jaxpr(lambda *a: fn(*a))(*args).jaxpr)
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return names
 
 
@@ -38,7 +37,7 @@ def _convolutions(fn, *args):
             for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                 walk(sub)
 
-    walk(jax.make_jaxpr(lambda *a: fn(*a))(*args).jaxpr)
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
 
 
@@ -131,6 +130,25 @@ def test_adapters_rewrite_user_convolutions_on_cpu_except_for_kfac():
     with lax_conv_ops():  # K-FAC's graph matcher needs the convolution primitives
         assert "conv_general_dilated" in _primitives(adapter.apply, adapter.params, u)
     np.testing.assert_allclose(adapter.apply(adapter.params, u), jax.vmap(net)(u), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+def test_the_same_jitted_apply_is_traced_again_in_another_mode():
+    # jax caches traces by function: the mode must be part of its cache key, or a
+    # function jitted outside lax_conv_ops() would hand K-FAC its matrix products
+    adapter = adapt(_eqx_net(), state_ndim=2)
+    u = jax.random.normal(jax.random.PRNGKey(1), (4, 1, 16))
+    fast = jax.jit(adapter.apply)
+
+    def convolutions(jitted):
+        return jitted.lower(adapter.params, u).as_text().count("stablehlo.convolution")
+
+    assert convolutions(fast) == 0
+    with lax_conv_ops():
+        assert convolutions(fast) == 3
+        with_convs = fast(adapter.params, u)
+    assert convolutions(fast) == 0
+    np.testing.assert_allclose(fast(adapter.params, u), with_convs, rtol=1e-5, atol=1e-6)
 
 
 

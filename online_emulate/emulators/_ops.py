@@ -6,7 +6,6 @@ ETP primitive (so ``braintrace.compile`` can build eligibility traces) and a pla
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import itertools
 import math
 from typing import Iterator
@@ -17,8 +16,12 @@ from jaxtyping import Array, Float
 
 __all__ = ["lax_ops", "using_lax_ops", "lax_conv_ops", "using_lax_conv_ops", "periodic_conv"]
 
-_USE_LAX = contextvars.ContextVar("online_emulate_use_lax_ops", default=False)
-_USE_LAX_CONV = contextvars.ContextVar("online_emulate_use_lax_conv", default=False)
+# Which ops the emulators (and the adapters' convolution rewrite) trace: "etp" (braintrace
+# ETP primitives), "lax" (plain jax, convolutions as matrix products) or "lax_conv"
+# (plain jax, convolutions as conv_general_dilated). A jax user context, not a Python
+# contextvar: jax's trace and compile caches key on it, so a function jitted in one
+# mode is traced again, not reused, in another.
+_MODE = jax.make_user_context(default_value="etp")
 
 # Channel-last layouts: braintrace's ES_D_RTRL handles a conv bias only channel-last
 # (NOTES.md section 2), and K-FAC matches NHWC/HWIO convolutions.
@@ -36,11 +39,9 @@ def lax_ops() -> Iterator[None]:
     The outputs are identical to the braintrace ETP path; only the primitive that
     appears in the traced program differs.
     """
-    token = _USE_LAX.set(True)
-    try:
+    # inside lax_conv_ops() the convolutions stay convolution primitives
+    with _MODE("lax_conv" if _MODE.value == "lax_conv" else "lax"):
         yield
-    finally:
-        _USE_LAX.reset(token)
 
 
 @contextlib.contextmanager
@@ -53,22 +54,18 @@ def lax_conv_ops() -> Iterator[None]:
     primitives, so the K-FAC optimizer traces its model inside this block. The outputs
     are the same up to float rounding.
     """
-    tokens = _USE_LAX.set(True), _USE_LAX_CONV.set(True)
-    try:
+    with _MODE("lax_conv"):
         yield
-    finally:
-        _USE_LAX_CONV.reset(tokens[1])
-        _USE_LAX.reset(tokens[0])
 
 
 def using_lax_ops() -> bool:
     """Whether emulators currently evaluate with plain ``jax.lax`` ops."""
-    return _USE_LAX.get()
+    return _MODE.value in ("lax", "lax_conv")
 
 
 def using_lax_conv_ops() -> bool:
     """Whether convolutions must stay ``lax.conv_general_dilated`` primitives now."""
-    return _USE_LAX_CONV.get()
+    return _MODE.value == "lax_conv"
 
 
 def periodic_pad(x: Float[Array, "batch *space channel"], kernel_size: tuple[int, ...]):
@@ -111,14 +108,14 @@ def periodic_conv(
     """
     num_spatial_dims = x.ndim - 2
     lifted = kernel.ndim == num_spatial_dims + 3 and num_spatial_dims == 1
-    if _USE_LAX.get() and not lifted and not _USE_LAX_CONV.get():
+    if _MODE.value == "lax" and not lifted:
         y = _shifted_matmul_conv(x, kernel)
         if bias is not None:
             y = y + bias
         return y
     kernel_size = kernel.shape[1:2] if lifted else kernel.shape[: kernel.ndim - 2]
     padded = periodic_pad(x, kernel_size)
-    if _USE_LAX.get():
+    if using_lax_ops():
         y = _lax_conv(padded[:, None] if lifted else padded, kernel)
         if bias is not None:
             y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
