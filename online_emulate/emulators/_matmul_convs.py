@@ -98,6 +98,16 @@ def _inlined(eqn, args) -> jcore.ClosedJaxpr:
     return jax.make_jaxpr(impl)(*args)
 
 
+def _body(eqn, args) -> jcore.ClosedJaxpr | None:
+    """The jaxpr evaluated in line for `eqn` (and searched for convolutions): a call's
+    body, or braintrace's `etp_conv` implementation for `args`; None for other ops."""
+    if eqn.primitive.name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
+        return eqn.params["jaxpr"]
+    if _is_etp_conv(eqn):
+        return _inlined(eqn, args)
+    return None
+
+
 def _bind(eqn, values):
     bound = eqn.primitive.get_bind_params(eqn.params)
     subfuns, params = ((), bound) if isinstance(bound, dict) else bound
@@ -121,11 +131,7 @@ def _evaluate(jaxpr, consts, args):
             out = [im2col_conv(*values, padding=p["padding"],
                                dimension_numbers=p["dimension_numbers"],
                                preferred_element_type=p.get("preferred_element_type"))]
-        elif name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
-            body = eqn.params["jaxpr"]
-            out = _evaluate(body.jaxpr, body.consts, values)
-        elif _is_etp_conv(eqn):
-            body = _inlined(eqn, values)
+        elif (body := _body(eqn, values)) is not None:
             out = _evaluate(body.jaxpr, body.consts, values)
         else:
             out = _bind(eqn, values)
@@ -137,13 +143,10 @@ def _has_convolution(jaxpr) -> bool:
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "conv_general_dilated" and _rewritable(eqn.params):
             return True
-        if eqn.primitive.name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
-            if _has_convolution(eqn.params["jaxpr"].jaxpr):
-                return True
-        if _is_etp_conv(eqn):
-            shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-            if _has_convolution(_inlined(eqn, shapes).jaxpr):
-                return True
+        shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+        body = _body(eqn, shapes)
+        if body is not None and _has_convolution(body.jaxpr):
+            return True
     return False
 
 

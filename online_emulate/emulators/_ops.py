@@ -108,7 +108,7 @@ def periodic_conv(
     """
     num_spatial_dims = x.ndim - 2
     lifted = kernel.ndim == num_spatial_dims + 3 and num_spatial_dims == 1
-    if _MODE.value == "lax" and not lifted:
+    if using_lax_ops() and not using_lax_conv_ops() and not lifted:
         y = _shifted_matmul_conv(x, kernel)
         if bias is not None:
             y = y + bias
