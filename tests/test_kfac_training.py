@@ -171,3 +171,21 @@ def test_preconditioned_sgd_in_trainer_beats_sgd(burgers, net, sgd_run, estimato
     assert [name for name, _ in pre.blocks] == ["Conv2DTwoKroneckerFactored"] * 3
     assert np.isfinite(losses).all() and losses[-5:].mean() < 0.05 * losses[0]
     assert losses[-5:].mean() < 0.3 * sgd_run[-5:].mean(), (losses[-5:], sgd_run[-5:])
+
+
+def test_kfac_trains_an_equinox_conv2d_model_its_kernels_on_diagonal_blocks():
+    """kfac-jax 0.0.8 crashed (IndexError) on an (out, in, H, W) kernel; now such a kernel
+    is read in (H, W, in, out) order, gets a diagonal block, and is named."""
+    eqx = pytest.importorskip("equinox")
+    data = 0.3 * jax.random.normal(jax.random.PRNGKey(0), (6, 5, 1, 8, 8))
+    k = jax.random.split(jax.random.PRNGKey(0), 2)
+    net = eqx.nn.Sequential([eqx.nn.Conv2d(1, 4, 3, padding="SAME", key=k[0]), eqx.nn.Lambda(jnp.tanh),
+                             eqx.nn.Conv2d(4, 1, 3, padding="SAME", key=k[1])])
+    kfac = KFAC(inverse_update_period=1)
+    with pytest.warns(RuntimeWarning, match=r"layers/0/\.weight"):
+        trained, losses, _ = _train(data, net, kfac, 2, steps=6)
+    assert sorted(kfac.fallback_params) == sorted(
+        f".layers/{i}/.{leaf} ({block})" for i in (0, 2)
+        for leaf, block in (("weight", "NaiveDiagonal"), ("bias", "ScaleAndShiftDiagonal")))
+    assert isinstance(trained, eqx.nn.Sequential)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from online_emulate.emulators import adapt, lax_conv_ops
-from online_emulate.emulators._matmul_convs import im2col_conv, matmul_convolutions
+from online_emulate.emulators._matmul_convs import im2col_conv, kernel_space_first, matmul_convolutions
 
 
 def _primitives(fn, *args):
@@ -191,3 +191,18 @@ def test_user_brainstate_modules_lose_their_convolutions_etp_ops_included():
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g)):
         assert float(jnp.abs(b).max()) > 0
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_kernel_space_first_reorders_kernels_and_keeps_outputs():
+    w = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3, 3))  # OIHW
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 2, 6, 5))
+
+    def conv(x):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    (eqn,) = [e for e in jax.make_jaxpr(kernel_space_first(conv))(x).eqns if e.primitive.name == "conv_general_dilated"]
+    assert tuple(eqn.params["dimension_numbers"].rhs_spec) == (3, 2, 0, 1)  # HWIO
+    np.testing.assert_allclose(kernel_space_first(conv)(x), conv(x), rtol=1e-6, atol=1e-6)
+    hwio = lambda x: jax.lax.conv_general_dilated(x, jnp.transpose(w, (2, 3, 1, 0)), (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW"))  # noqa: E731
+    # a kernel already (*space, in, out) is left as written
+    assert str(jax.make_jaxpr(kernel_space_first(hwio))(x)) == str(jax.make_jaxpr(hwio)(x))

@@ -20,8 +20,9 @@ Models called on one state are `jax.vmap`-ed over the batch where the library ne
 batch; brainstate modules get a leading singleton axis where it needs one state. On CPU,
 the convolutions of equinox modules, pairs and user brainstate modules are evaluated as
 matrix products (`_matmul_convs.matmul_convolutions`; same values up to float
-rounding), except under `lax_conv_ops()`, where K-FAC needs the convolution primitives,
-and except for eligibility traces, which compile a brainstate module as it is.
+rounding), except under `lax_conv_ops()`, where K-FAC needs the convolution primitives
+(with kernels in the order kfac-jax reads, `_matmul_convs.kernel_space_first`), and
+except for eligibility traces, which compile a brainstate module as it is.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from jaxtyping import PyTree
 
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
-from ._matmul_convs import matmul_convolutions
+from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
@@ -146,14 +147,19 @@ class ModelAdapter:
         call, one_sample = self._call, self.one_sample
         batch_call = jax.vmap(call, in_axes=(None, 0)) if one_sample else call
         rewritten = {fn: matmul_convolutions(fn) for fn in (call, batch_call)}
+        for_kfac = {fn: kernel_space_first(fn) for fn in (call, batch_call)}
 
         def run(fn, params, u):
+            if not self.rewrites_convolutions:
+                return fn(params, u)
+            # K-FAC traces under lax_conv_ops: its graph matcher needs convolutions, with
+            # kernels in the order kfac-jax can read
+            if using_lax_conv_ops():
+                return for_kfac[fn](params, u)
             # on CPU, a user's convolutions become matrix products: XLA:CPU runs
             # convolution primitives inside the trainers' loops several times slower
-            # (K-FAC traces under lax_conv_ops: its graph matcher needs the convolutions)
-            if (self.rewrites_convolutions and jax.default_backend() == "cpu"
-                    and not using_lax_conv_ops()):
-                fn = rewritten[fn]
+            if jax.default_backend() == "cpu":
+                return rewritten[fn](params, u)
             return fn(params, u)
 
         def apply(params, u):

@@ -12,10 +12,14 @@ shifted slices of its padded input (im2col); braintrace's `etp_conv` ops (the
 convolution is then replaced the same way; every other operation is bound as traced.
 The values equal the convolution's up to float rounding, and `jax.grad`, `jax.vmap`
 and `jax.jit` see ordinary operations.
+
+The same interpreter serves K-FAC (`kernel_space_first`): there the convolutions stay,
+with their kernels transposed into the order kfac-jax can read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -25,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-__all__ = ["matmul_convolutions", "im2col_conv"]
+__all__ = ["matmul_convolutions", "im2col_conv", "kernel_space_first"]
 
 # call primitives whose body is evaluated (and rewritten) in line
 _CALLS = ("pjit", "jit", "closed_call", "core_call")
@@ -98,12 +102,13 @@ def _inlined(eqn, args) -> jcore.ClosedJaxpr:
     return jax.make_jaxpr(impl)(*args)
 
 
-def _body(eqn, args) -> jcore.ClosedJaxpr | None:
+def _body(eqn, args, inline_etp: bool) -> jcore.ClosedJaxpr | None:
     """The jaxpr evaluated in line for `eqn` (and searched for convolutions): a call's
-    body, or braintrace's `etp_conv` implementation for `args`; None for other ops."""
+    body, or braintrace's `etp_conv` implementation for `args` when `inline_etp`; None
+    for other ops."""
     if eqn.primitive.name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
         return eqn.params["jaxpr"]
-    if _is_etp_conv(eqn):
+    if inline_etp and _is_etp_conv(eqn):
         return _inlined(eqn, args)
     return None
 
@@ -115,39 +120,63 @@ def _bind(eqn, values):
     return out if eqn.primitive.multiple_results else [out]
 
 
-def _evaluate(jaxpr, consts, args):
-    env = {}
+@dataclasses.dataclass(frozen=True)
+class _Rewrite:
+    """Which convolutions to replace (`wants(params)`), by what (`replace(values,
+    params)`, one output), and whether braintrace's etp_conv ops are opened first."""
 
-    def read(var):
-        return var.val if isinstance(var, jcore.Literal) else env[var]
+    wants: Callable
+    replace: Callable
+    inline_etp: bool
 
-    env.update(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    for eqn in jaxpr.eqns:
-        values = [read(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        if name == "conv_general_dilated" and _rewritable(eqn.params):
-            p = eqn.params
-            out = [im2col_conv(*values, padding=p["padding"],
-                               dimension_numbers=p["dimension_numbers"],
-                               preferred_element_type=p.get("preferred_element_type"))]
-        elif (body := _body(eqn, values)) is not None:
-            out = _evaluate(body.jaxpr, body.consts, values)
-        else:
-            out = _bind(eqn, values)
-        env.update(zip(eqn.outvars, out))
-    return [read(v) for v in jaxpr.outvars]
+    def evaluate(self, jaxpr, consts, args):
+        env = {}
+
+        def read(var):
+            return var.val if isinstance(var, jcore.Literal) else env[var]
+
+        env.update(zip(jaxpr.constvars, consts))
+        env.update(zip(jaxpr.invars, args))
+        for eqn in jaxpr.eqns:
+            values = [read(v) for v in eqn.invars]
+            if eqn.primitive.name == "conv_general_dilated" and self.wants(eqn.params):
+                out = [self.replace(values, eqn.params)]
+            elif (body := _body(eqn, values, self.inline_etp)) is not None:
+                out = self.evaluate(body.jaxpr, body.consts, values)
+            else:
+                out = _bind(eqn, values)
+            env.update(zip(eqn.outvars, out))
+        return [read(v) for v in jaxpr.outvars]
+
+    def applies(self, jaxpr) -> bool:
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated" and self.wants(eqn.params):
+                return True
+            shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+            body = _body(eqn, shapes, self.inline_etp)
+            if body is not None and self.applies(body.jaxpr):
+                return True
+        return False
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapped(*args):
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+            if not self.applies(closed.jaxpr):
+                return fn(*args)
+            out = self.evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args))
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
+
+        return wrapped
 
 
-def _has_convolution(jaxpr) -> bool:
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated" and _rewritable(eqn.params):
-            return True
-        shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-        body = _body(eqn, shapes)
-        if body is not None and _has_convolution(body.jaxpr):
-            return True
-    return False
+def _im2col(values, params):
+    return im2col_conv(*values, padding=params["padding"],
+                       dimension_numbers=params["dimension_numbers"],
+                       preferred_element_type=params.get("preferred_element_type"))
+
+
+_MATMUL = _Rewrite(wants=_rewritable, replace=_im2col, inline_etp=True)
 
 
 def matmul_convolutions(fn: Callable) -> Callable:
@@ -163,13 +192,42 @@ def matmul_convolutions(fn: Callable) -> Callable:
     Returns:
         A function with the same signature and outputs (up to float rounding).
     """
+    return _MATMUL(fn)
 
-    @functools.wraps(fn)
-    def wrapped(*args):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        if not _has_convolution(closed.jaxpr):
-            return fn(*args)
-        out = _evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args))
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
 
-    return wrapped
+def _kernel_space_trails(params) -> bool:
+    rhs_spec = params["dimension_numbers"].rhs_spec
+    return tuple(rhs_spec[2:]) != tuple(range(len(rhs_spec) - 2))
+
+
+def _kernel_space_first(values, params):
+    lhs, rhs = values
+    dims = params["dimension_numbers"]
+    d = len(dims.rhs_spec) - 2
+    # (*space, in, out): the HWIO order, whatever the kernel's own order was
+    kernel = jnp.transpose(rhs, (*dims.rhs_spec[2:], dims.rhs_spec[1], dims.rhs_spec[0]))
+    spec = jax.lax.ConvDimensionNumbers(dims.lhs_spec, (d + 1, d, *range(d)), dims.out_spec)
+    return jax.lax.conv_general_dilated_p.bind(lhs, kernel, **{**params, "dimension_numbers": spec})
+
+
+_KERNEL_SPACE_FIRST = _Rewrite(wants=_kernel_space_trails, replace=_kernel_space_first,
+                               inline_etp=False)
+
+
+def kernel_space_first(fn: Callable) -> Callable:
+    """`fn` with every convolution's kernel read in the `(*space, in, out)` order.
+
+    kfac-jax 0.0.8 reads a convolution kernel's spatial sizes from the kernel's
+    leading axes: a kernel stored `(out, in, *space)` (equinox, PyTorch order) fails
+    inside kfac-jax with an IndexError. Here such a kernel is transposed before the
+    convolution. The transpose also hides the kernel from kfac-jax's graph matcher, so
+    that parameter gets a diagonal curvature block (named in the K-FAC optimizer's
+    warning) instead of a crash. Same outputs, exactly.
+
+    Arguments:
+        fn: a function of arrays / PyTrees of arrays.
+
+    Returns:
+        A function with the same signature and outputs.
+    """
+    return _KERNEL_SPACE_FIRST(fn)
