@@ -189,3 +189,25 @@ def test_kfac_trains_an_equinox_conv2d_model_its_kernels_on_diagonal_blocks():
         for leaf, block in (("weight", "NaiveDiagonal"), ("bias", "ScaleAndShiftDiagonal")))
     assert isinstance(trained, eqx.nn.Sequential)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_kfac_gives_kronecker_blocks_to_a_users_hwio_convolutions():
+    """An (apply, params) pair whose 2-D kernels are (H, W, in, out): Kronecker blocks."""
+    data = 0.3 * jax.random.normal(jax.random.PRNGKey(0), (6, 5, 1, 8, 8))
+    k = jax.random.split(jax.random.PRNGKey(0), 2)
+    params = {"w1": 0.3 * jax.random.normal(k[0], (3, 3, 1, 4)), "w2": 0.3 * jax.random.normal(k[1], (3, 3, 4, 1))}
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def apply(p, u):  # one state (C, H, W)
+        x = jnp.moveaxis(u, 0, -1)[None]
+        return jnp.moveaxis(conv(jnp.tanh(conv(x, p["w1"])), p["w2"])[0], -1, 0)
+
+    kfac = KFAC(inverse_update_period=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no parameter may fall back
+        (_, trained), losses, _ = _train(data, (apply, params), kfac, 2, steps=6)
+    assert [name for name, _ in kfac.blocks] == ["Conv2DTwoKroneckerFactored"] * 2
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert set(trained) == {"w1", "w2"}
