@@ -15,9 +15,9 @@ trainax with an equinox net of the same architecture against online_emulate's
 `ConvNet(1, 1, 1, hidden_channels=26, depth=9)` (and the same network trained by
 online_emulate as the equinox net and as a user's brainstate module) for rollouts 1
 and 5 with every estimator that applies, steady-state ms/step (second call of the
-same trainer). The last line is `speedup_vs_trainax_realistic=<the smaller of the BPTT ratios of
-rollouts 1 and 5>` (wall clock; the table also gives process CPU time, steadier
-when other jobs share the machine).
+same trainer). The last line is `speedup_vs_trainax_realistic=<the smaller of the
+BPTT ratios of rollouts 1 and 5>` (wall clock; the table also gives process CPU
+time, steadier when other jobs share the machine).
 
 Finally the whole process, as a user meets it: the README quickstart (its first Python
 block, run as written) and trainax's README quickstart, each as a fresh

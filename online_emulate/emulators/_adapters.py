@@ -77,8 +77,9 @@ class ModelAdapter:
 
     kind = ""
     one_sample = True
-    #: whether apply evaluates the model's convolutions as matrix products on CPU
-    #: (`_matmul_convs`); the built-in emulators need not: they have none on this path
+    #: whether apply rewrites the model's convolutions (`_matmul_convs`): as matrix
+    #: products on CPU, with kernels in kfac-jax's order under `lax_conv_ops()`; the
+    #: built-in emulators need neither (their convolutions are written for both)
     rewrites_convolutions = False
 
     def __init__(self, model: Any, state_ndim: int | None):

@@ -45,6 +45,11 @@ def _rewritable(params) -> bool:
     )
 
 
+def _kernel_space_in_out(rhs: jax.Array, rhs_spec) -> jax.Array:
+    """A convolution kernel moved to `(*space, in, out)` (HWIO) order."""
+    return jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+
+
 def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
                 preferred_element_type=None) -> jax.Array:
     """A stride-1 `lax.conv_general_dilated` as one matrix product.
@@ -68,7 +73,7 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
     x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))
     widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
-    w = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+    w = _kernel_space_in_out(rhs, rhs_spec)
     kernel, c_out = w.shape[:d], w.shape[-1]
     out_space = tuple(x.shape[1 + j] - kernel[j] + 1 for j in range(d))
     copies = [
@@ -96,7 +101,7 @@ def _is_etp_conv(eqn) -> bool:
 
 def _inlined(eqn, args) -> jcore.ClosedJaxpr:
     """The jaxpr of a braintrace ETP op's own implementation, for `args` (arrays or
-    shape structs). Off the eligibility-trace path nothing needs the op itself: its
+    abstract values). Off the eligibility-trace path nothing needs the op itself: its
     derivative rules are those of this implementation."""
     impl = functools.partial(eqn.primitive.impl, **eqn.params)
     return jax.make_jaxpr(impl)(*args)
@@ -152,8 +157,7 @@ class _Rewrite:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "conv_general_dilated" and self.wants(eqn.params):
                 return True
-            shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-            body = _body(eqn, shapes, self.inline_etp)
+            body = _body(eqn, [v.aval for v in eqn.invars], self.inline_etp)
             if body is not None and self.applies(body.jaxpr):
                 return True
         return False
@@ -204,8 +208,7 @@ def _kernel_space_first(values, params):
     lhs, rhs = values
     dims = params["dimension_numbers"]
     d = len(dims.rhs_spec) - 2
-    # (*space, in, out): the HWIO order, whatever the kernel's own order was
-    kernel = jnp.transpose(rhs, (*dims.rhs_spec[2:], dims.rhs_spec[1], dims.rhs_spec[0]))
+    kernel = _kernel_space_in_out(rhs, dims.rhs_spec)
     spec = jax.lax.ConvDimensionNumbers(dims.lhs_spec, (d + 1, d, *range(d)), dims.out_spec)
     return jax.lax.conv_general_dilated_p.bind(lhs, kernel, **{**params, "dimension_numbers": spec})
 
