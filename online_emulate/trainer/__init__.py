@@ -13,7 +13,7 @@ from ._configuration_trainers import (
 )
 from ._base import Trainer
 from ._general import GeneralTrainer
-from ._history import TrainingDiverged, TrainingHistory
+from ._history import SeedsDiverged, TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "OnlineTrainer",
     "TrainingHistory",
     "TrainingDiverged",
+    "SeedsDiverged",
     "save_checkpoint",
     "load_checkpoint",
 ]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._checks import check_real
 from ..callback import Callback, CallbackContext
 from ._checkpoint import save_checkpoint
+from ._guard import Anchor, start_anchor
 from ._history import TrainingHistory
 
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
@@ -83,6 +87,8 @@ class Trainer:
         self.history = TrainingHistory()
         self._adapter = None
         self._stop_request = None
+        self._anchor = None  # the state a divergence falls back to (`_guard.Anchor`)
+        self._divergence = None  # (failed step, kept state's loss) after a divergence
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -127,6 +133,32 @@ class Trainer:
                 "resume: the trainer has not been called yet; call trainer(emulator, key) first"
             )
         self.history = self.history.copy()
+
+    def _chunk_anchor(self, state: Any) -> Anchor:
+        """The anchor a chunk starting at `state` (the trainer's current state, step
+        `self.step`) begins with: the last chunk's, or `state` itself when none is known;
+        its recent losses read from the history."""
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(self.params))
+        fresh = start_anchor(state, self.step, self.history.loss, dtype)
+        return fresh if self._anchor is None else self._anchor._replace(recent=fresh.recent)
+
+    def _record_chunk(self, losses, done: int, bad: bool, anchor: Anchor) -> Any:
+        """Book a chunk that applied `done` updates: their losses go into the history.
+        After a divergence (`bad`), the run falls back to `anchor`: history and step are
+        cut back to it, `_divergence` says what happened, and its state is returned for
+        the caller to install; otherwise returns None and keeps `anchor` for the next chunk.
+        """
+        self.history.extend_loss(np.asarray(losses)[:done])  # host slice: no eager op
+        if not bad:
+            self.step += done
+            self._anchor = anchor
+            return None
+        kept = int(anchor.step)
+        loss = float(anchor.loss)
+        self._divergence = (self.step + done, loss if np.isfinite(loss) else None)
+        self.history.loss = self.history.loss[:kept]
+        self.step, self._anchor = kept, None
+        return anchor.state
 
     def _next_event(self, step: int, target: int, *periods: int | None) -> int:
         """The first step after `step` (at most `target`) at which a callback or one of

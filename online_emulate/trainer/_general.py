@@ -22,6 +22,7 @@ from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, check_clip, optax_transform
 from ._checkpoint import load_checkpoint, restore_tree
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
 from ._history import TrainingDiverged, TrainingHistory, _plain
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
@@ -62,6 +63,9 @@ class GeneralTrainer(Trainer):
             multiple of the device count. Results equal single-device training up to
             float rounding.
         check_finite_data: refuse trajectories holding NaN/inf (default True).
+        divergence_factor: on a divergence the trainer keeps the latest state whose loss
+            and gradient were finite and whose loss was at most this factor times the best
+            loss of the 100 steps before it (default 1e3; see `TrainingDiverged`).
         do_sub_stacking: trainax's name for `sub_stacking` (overrides it when given).
         callback_fn: trainax's callback argument; only None is accepted (a TypeError
             points to `callbacks=`).
@@ -81,8 +85,9 @@ class GeneralTrainer(Trainer):
     Raises:
         TypeError / ValueError: for invalid arguments (checked here and at call, before
             anything is compiled).
-        TrainingDiverged: when a loss or gradient becomes NaN/inf; the exception carries an
-            emulator with the last good parameters (and a checkpoint if configured).
+        TrainingDiverged: when a loss, gradient or update becomes NaN/inf; the exception
+            carries an emulator with the kept parameters (the last finite and sane state,
+            see `divergence_factor`) and their loss (and a checkpoint if configured).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class GeneralTrainer(Trainer):
         checkpoint_path: str | None = None,
         data_parallel: bool = False,
         check_finite_data: bool = True,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
         callback_fn: None = None,
         do_sub_stacking: bool | None = None,
     ):
@@ -153,6 +159,7 @@ class GeneralTrainer(Trainer):
             # an unsupported configuration/estimator pair fails here, not mid-compile
             online_spec_for(configuration, estimator, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         self.clip_grad_norm = clip_grad_norm
+        self.divergence_factor = check_divergence_factor(divergence_factor)
         self.optimizer = optimizer
         if getattr(optimizer, "is_kfac", False):
             check_clip(clip_grad_norm)
@@ -165,9 +172,10 @@ class GeneralTrainer(Trainer):
                     f"rollout), got {estimator!r}; for online estimators precondition with "
                     "online_emulate.optim.KFACPreconditioner instead"
                 )
-            self.rule = KFACRule(optimizer)
+            self.rule = KFACRule(optimizer, divergence_factor=self.divergence_factor)
         else:
-            self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm))
+            self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm),
+                                  divergence_factor=self.divergence_factor)
         self.progress_bar = progress_bar
         self.checkpoint_path = checkpoint_path
         self._compiled = None
@@ -186,7 +194,6 @@ class GeneralTrainer(Trainer):
         The compiled training program is kept: it does not depend on any of them.
         """
         super().reset()
-        self._prev = None  # (params, opt_state, True) one step before self.params, if known
         self._model_spec = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -336,7 +343,6 @@ class GeneralTrainer(Trainer):
         self.step = int(blob["step"])
         records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
         self.history = TrainingHistory(np.asarray(blob["loss"]), records)
-        self._prev = None
 
     def resume(self, num_training_steps: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the last call for `num_training_steps` more steps (default: the
@@ -379,22 +385,15 @@ class GeneralTrainer(Trainer):
                 first_epoch, table = self.sampler.permutation_table(
                     self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
                 )
-                prev = self._prev
-                if prev is None:
-                    prev = (self.params, self.opt_state, jnp.bool_(False))
-                params, opt_state, losses, good, bad, prev = chunk(
+                anchor = self._chunk_anchor((self.params, self.opt_state))
+                params, opt_state, losses, done, bad, anchor = chunk(
                     self.params, self.opt_state, self.data, self.key,
-                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table, prev,
+                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table, anchor,
                 )
-                good, bad = int(good), bool(bad)
-                if good >= 0:
-                    self.history.extend_loss(np.asarray(losses[:good]))
-                else:  # rolled back over the last step of the previous chunk
-                    self.history.loss = self.history.loss[:good]
-                self.params, self.opt_state = params, opt_state
-                self._prev = None if bad else prev
-                self.step += good
-                bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
+                bad = bool(bad)
+                kept = self._record_chunk(losses, int(done), bad, anchor)
+                self.params, self.opt_state = (params, opt_state) if kept is None else kept
+                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
                 if bad:
                     raise TrainingDiverged.from_trainer(self, adapter)
                 stop = self._stop_after_chunk(context)

@@ -24,7 +24,8 @@ from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
 from ._history import TrainingDiverged, TrainingHistory
-from ._program import all_finite, tree_where
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
+from ._program import all_finite
 from ._progress import ProgressBar
 
 __all__ = ["OnlineTrainer"]
@@ -84,6 +85,10 @@ class OnlineTrainer(Trainer):
         checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
             writes the last good state, and where `checkpoint_every` writes.
         checkpoint_every: also write a checkpoint every this many updates.
+        divergence_factor: on a divergence the trainer keeps the latest state (with the
+            stream's carry and position) whose update's loss and gradient were finite and
+            whose loss was at most this factor times the best of the 100 updates before
+            it (default 1e3; see `TrainingDiverged`).
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
@@ -95,8 +100,9 @@ class OnlineTrainer(Trainer):
 
     Raises:
         TypeError / ValueError: invalid arguments, before anything is compiled.
-        TrainingDiverged: a NaN/inf loss or gradient; the exception carries an emulator
-            with the parameters of the last finite update (and a checkpoint if configured).
+        TrainingDiverged: a NaN/inf loss, gradient or update; the exception carries an
+            emulator with the kept parameters (see `divergence_factor`), their loss, and a
+            checkpoint (if configured) from which a resume evaluates that loss again.
     """
 
     def __init__(
@@ -120,8 +126,10 @@ class OnlineTrainer(Trainer):
         clip_grad_norm: float | None = None,
         checkpoint_path: str | None = None,
         checkpoint_every: int | None = None,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
         transform = optax_transform(optimizer, clip_grad_norm)
+        self.divergence_factor = check_divergence_factor(divergence_factor)
         self.rollout_length = check_positive_int("rollout_length", rollout_length)
         self.num_rollouts = check_positive_int("num_rollouts", num_rollouts)
         self.update_every = min(
@@ -246,6 +254,7 @@ class OnlineTrainer(Trainer):
         one_step = self.target == "one_step"
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
         capacity = self.updates_per_call
+        factor = self.divergence_factor
         if ops.jittable:
             jit, while_loop, cond, scan = jax.jit, jax.lax.while_loop, jax.lax.cond, jax.lax.scan
         else:
@@ -253,7 +262,8 @@ class OnlineTrainer(Trainer):
             t = brainstate.transform
             jit, while_loop, cond, scan = t.jit, t.while_loop, t.cond, t.scan
 
-        def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels):
+        def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels,
+                  step0, rollout_index, anchor):
             carry = ops.reset(carry, new_rollout, u0)
             r = jnp.where(new_rollout, u0.astype(r.dtype), r)
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -284,7 +294,8 @@ class OnlineTrainer(Trainer):
                 return run
 
             def update_body(state):
-                n, params, opt_state, carry, r, pos, i, losses, bad = state
+                n, params, opt_state, carry, r, pos, i, losses, anchor, _ = state
+                before = (params, opt_state, carry, r, pos, rollout_index)
                 if T % U == 0:
                     (carry, r), (total, g) = segment(U)((params, carry, r, i))
                     length = jnp.int32(U)
@@ -297,26 +308,28 @@ class OnlineTrainer(Trainer):
                 if ops.holds(U) or (T % U != 0 and ops.holds(T % U)):
                     carry, dg = ops.flush(params, carry, term)
                     g = tree_add(g, dg)
-                finite = jnp.isfinite(total) & all_finite(g)
+                usable = jnp.isfinite(total) & all_finite(g)
+                # the state before this update, with the stream where it was: a resume
+                # from it evaluates this update's loss again
+                anchor = advance(anchor, n, before, step0 + n, total, usable, factor)
                 updates, new_opt_state = transform.update(g, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
-                params = tree_where(finite, new_params, params)
-                opt_state = tree_where(finite, new_opt_state, opt_state)
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                return (n + 1, params, opt_state, carry, r, pos + length, i + length, losses,
-                        ~finite)
+                # a bad update ends the loop: what it leaves in params is never used
+                return (n + 1, new_params, new_opt_state, carry, r, pos + length, i + length,
+                        losses, anchor, ~(usable & all_finite(new_params)))
 
             def keep_going(state):
                 n, bad = state[0], state[-1]
                 return (n < num_updates) & jnp.logical_not(bad)
 
             state = (jnp.int32(0), params, opt_state, carry, r, position, jnp.int32(0), losses,
-                     jnp.bool_(False))
-            n, params, opt_state, carry, r, pos, _, losses, bad = while_loop(
+                     anchor, jnp.bool_(False))
+            n, params, opt_state, carry, r, pos, _, losses, anchor, bad = while_loop(
                 keep_going, update_body, state)
-            return params, opt_state, carry, r, pos, losses, n, bad
+            return params, opt_state, carry, r, pos, losses, n - bad.astype(n.dtype), bad, anchor
 
         return compiled(chunk, jit_fn=jit)
 
@@ -460,19 +473,23 @@ class OnlineTrainer(Trainer):
                 n = min(self.updates_per_call, left_in_rollout,
                         self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
                 levels = self._levels(self.rollout, self.position, dtype) if stored else None
-                params, opt_state, carry, r, pos, losses, done, bad = chunk(
+                anchor = self._chunk_anchor((self.params, self.opt_state, self.carry,
+                                             self.reference_state, np.int32(self.position),
+                                             np.int32(self.rollout)))
+                params, opt_state, carry, r, pos, losses, done, bad, anchor = chunk(
                     self.params, self.opt_state, self.carry, self.reference_state, u0,
                     np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
+                    np.int32(self.step), np.int32(self.rollout), anchor,
                 )
-                done, bad = int(done), bool(bad)
-                good = done - 1 if bad else done
-                losses = np.asarray(losses)[:good]  # slice on the host: no eager slice op
-                self.history.extend_loss(losses)
-                self.params, self.opt_state = params, opt_state
-                self.step += good
-                bar.advance(good, losses[-1] if good else None)
+                bad = bool(bad)
+                kept = self._record_chunk(losses, int(done), bad, anchor)
+                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
                 if bad:
+                    (self.params, self.opt_state, self.carry, self.reference_state,
+                     position, rollout) = kept
+                    self.position, self.rollout = int(position), int(rollout)
                     raise TrainingDiverged.from_trainer(self, adapter)
+                self.params, self.opt_state = params, opt_state
                 self.carry, self.reference_state, self.position = carry, r, int(pos)
                 if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                     self.save_checkpoint()
