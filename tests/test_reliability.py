@@ -283,17 +283,20 @@ def _windows(trainer, key, step):
     return trainer.sampler.gather(trainer.data, jnp.asarray(trainer.sampler.window_ids(key, step)))
 
 
-def test_kept_state_has_the_reported_loss_and_a_smaller_rate_trains_on(tmp_path, data):
+@pytest.mark.parametrize("steps_per_call", [200, 1])
+def test_kept_state_has_the_reported_loss_and_a_smaller_rate_trains_on(tmp_path, data,
+                                                                       steps_per_call):
     # issue 25: sgd(1e3) makes a finite but enormous update at step 0 (step 1's loss is
     # ~1e15), the next update overflows. The old trainer kept the enormous state and
     # reported step 0's loss; the kept state must be the one that loss was evaluated at.
+    # One step per chunk: the kept state lies in an earlier chunk than the failure.
     path = str(tmp_path / "diverged.npz")
 
     def make(optimizer, steps, **kw):
         return SupervisedTrainer(data, optimizer=optimizer, num_training_steps=steps, batch_size=8,
                                  num_rollout_steps=2, progress_bar=False, **kw)
 
-    trainer = make(optax.sgd(1e3), 50, checkpoint_path=path)
+    trainer = make(optax.sgd(1e3), 50, checkpoint_path=path, steps_per_call=steps_per_call)
     with pytest.raises(TrainingDiverged) as info:
         trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
     err = info.value

@@ -12,7 +12,7 @@ import optax
 from .._checks import check_real
 from ..callback import Callback, CallbackContext
 from ._checkpoint import save_checkpoint
-from ._guard import Anchor, start_anchor
+from ._guard import Anchor, AnchorSource, recent_losses, start_anchor
 from ._history import TrainingHistory
 
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
@@ -88,6 +88,7 @@ class Trainer:
         self._adapter = None
         self._stop_request = None
         self._anchor = None  # the state a divergence falls back to (`_guard.Anchor`)
+        self._anchor_source = None  # how to rebuild it (`_guard.AnchorSource`)
         self._divergence = None  # (failed step, kept state's loss) after a divergence
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
@@ -134,31 +135,37 @@ class Trainer:
             )
         self.history = self.history.copy()
 
-    def _chunk_anchor(self, state: Any) -> Anchor:
-        """The anchor a chunk starting at `state` (the trainer's current state, step
-        `self.step`) begins with: the last chunk's, or `state` itself when none is known;
-        its recent losses read from the history."""
+    def _chunk_anchor(self) -> Anchor:
+        """The anchor the next chunk (from step `self.step`) begins with: the last chunk's,
+        or the current state when none is known; its recent losses read from the history."""
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(self.params))
-        fresh = start_anchor(state, self.step, self.history.loss, dtype)
-        return fresh if self._anchor is None else self._anchor._replace(recent=fresh.recent)
+        if self._anchor is None:
+            return start_anchor(self.step, self.history.loss, dtype)
+        return self._anchor._replace(recent=recent_losses(self.history.loss, dtype))
 
-    def _record_chunk(self, losses, done: int, bad: bool, anchor: Anchor) -> Any:
-        """Book a chunk that applied `done` updates: their losses go into the history.
-        After a divergence (`bad`), the run falls back to `anchor`: history and step are
-        cut back to it, `_divergence` says what happened, and its state is returned for
-        the caller to install; otherwise returns None and keeps `anchor` for the next chunk.
+    def _record_chunk(self, losses, done: int, bad: bool, anchor: Anchor,
+                      source: AnchorSource) -> Any:
+        """Book a chunk that started at step `source.step0` and applied `done` updates:
+        their losses go into the history. After a divergence (`bad`) the run falls back to
+        `anchor`: history and step are cut back to it, `_divergence` says what happened,
+        and its state (kept by the rule, or rebuilt by the chunk it lies in) is returned
+        for the caller to install; otherwise returns None and keeps `anchor`.
         """
         self.history.extend_loss(np.asarray(losses)[:done])  # host slice: no eager op
+        kept = int(anchor.step)
+        if kept >= source.step0:  # the anchor lies in this chunk
+            self._anchor_source = source
         if not bad:
             self.step += done
             self._anchor = anchor
             return None
-        kept = int(anchor.step)
         loss = float(anchor.loss)
         self._divergence = (self.step + done, loss if np.isfinite(loss) else None)
+        origin = self._anchor_source
+        state = anchor.state if anchor.state is not None else origin.replay(kept - origin.step0)
         self.history.loss = self.history.loss[:kept]
-        self.step, self._anchor = kept, None
-        return anchor.state
+        self.step, self._anchor, self._anchor_source = kept, None, None
+        return state
 
     def _next_event(self, step: int, target: int, *periods: int | None) -> int:
         """The first step after `step` (at most `target`) at which a callback or one of

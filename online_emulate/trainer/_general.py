@@ -22,12 +22,12 @@ from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, check_clip, optax_transform
 from ._checkpoint import load_checkpoint, restore_tree
-from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, AnchorSource, check_divergence_factor
 from ._history import TrainingDiverged, TrainingHistory, _plain
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
 from ._seeds import train_seeds
-from ._update_rules import KFACRule, OptaxRule
+from ._update_rules import KFACRule, OptaxRule, replay as _replay
 
 __all__ = ["GeneralTrainer"]
 
@@ -385,13 +385,12 @@ class GeneralTrainer(Trainer):
                 first_epoch, table = self.sampler.permutation_table(
                     self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
                 )
-                anchor = self._chunk_anchor((self.params, self.opt_state))
-                params, opt_state, losses, done, bad, anchor = chunk(
-                    self.params, self.opt_state, self.data, self.key,
-                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table, anchor,
-                )
+                args = (self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
+                        jnp.int32(n), jnp.int32(first_epoch), table, self._chunk_anchor())
+                params, opt_state, losses, done, bad, anchor = chunk(*args)
                 bad = bool(bad)
-                kept = self._record_chunk(losses, int(done), bad, anchor)
+                kept = self._record_chunk(losses, int(done), bad, anchor,
+                                          AnchorSource(self.step, _replay(chunk, args, 5, 2)))
                 self.params, self.opt_state = (params, opt_state) if kept is None else kept
                 bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
                 if bad:

@@ -24,8 +24,9 @@ from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
 from ._history import TrainingDiverged, TrainingHistory
-from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, AnchorSource, advance, check_divergence_factor
 from ._program import all_finite
+from ._update_rules import replay as _replay
 from ._progress import ProgressBar
 
 __all__ = ["OnlineTrainer"]
@@ -263,7 +264,7 @@ class OnlineTrainer(Trainer):
             jit, while_loop, cond, scan = t.jit, t.while_loop, t.cond, t.scan
 
         def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels,
-                  step0, rollout_index, anchor):
+                  step0, anchor):
             carry = ops.reset(carry, new_rollout, u0)
             r = jnp.where(new_rollout, u0.astype(r.dtype), r)
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -295,7 +296,6 @@ class OnlineTrainer(Trainer):
 
             def update_body(state):
                 n, params, opt_state, carry, r, pos, i, losses, anchor, _ = state
-                before = (params, opt_state, carry, r, pos, rollout_index)
                 if T % U == 0:
                     (carry, r), (total, g) = segment(U)((params, carry, r, i))
                     length = jnp.int32(U)
@@ -309,17 +309,19 @@ class OnlineTrainer(Trainer):
                     carry, dg = ops.flush(params, carry, term)
                     g = tree_add(g, dg)
                 usable = jnp.isfinite(total) & all_finite(g)
-                # the state before this update, with the stream where it was: a resume
-                # from it evaluates this update's loss again
-                anchor = advance(anchor, n, before, step0 + n, total, usable, factor)
+                # the anchor is the state before this update, with the stream where it
+                # was: a resume from it evaluates this update's loss again
+                anchor = advance(anchor, n, step0 + n, total, usable, factor)
                 updates, new_opt_state = transform.update(g, opt_state, params)
                 new_params = optax.apply_updates(params, updates)
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                # a bad update ends the loop: what it leaves in params is never used
+                # a bad update ends the loop: what it leaves in params is never used. An
+                # overflowing update shows as the next update's non-finite loss; the last
+                # update of the chunk is checked below
                 return (n + 1, new_params, new_opt_state, carry, r, pos + length, i + length,
-                        losses, anchor, ~(usable & all_finite(new_params)))
+                        losses, anchor, ~usable)
 
             def keep_going(state):
                 n, bad = state[0], state[-1]
@@ -329,7 +331,9 @@ class OnlineTrainer(Trainer):
                      anchor, jnp.bool_(False))
             n, params, opt_state, carry, r, pos, _, losses, anchor, bad = while_loop(
                 keep_going, update_body, state)
-            return params, opt_state, carry, r, pos, losses, n - bad.astype(n.dtype), bad, anchor
+            done = n - bad.astype(n.dtype)
+            bad = bad | ~all_finite(params)
+            return params, opt_state, carry, r, pos, losses, done, bad, anchor
 
         return compiled(chunk, jit_fn=jit)
 
@@ -473,16 +477,15 @@ class OnlineTrainer(Trainer):
                 n = min(self.updates_per_call, left_in_rollout,
                         self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
                 levels = self._levels(self.rollout, self.position, dtype) if stored else None
-                anchor = self._chunk_anchor((self.params, self.opt_state, self.carry,
-                                             self.reference_state, np.int32(self.position),
-                                             np.int32(self.rollout)))
-                params, opt_state, carry, r, pos, losses, done, bad, anchor = chunk(
-                    self.params, self.opt_state, self.carry, self.reference_state, u0,
-                    np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
-                    np.int32(self.step), np.int32(self.rollout), anchor,
-                )
+                args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
+                        np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
+                        np.int32(self.step), self._chunk_anchor())
+                params, opt_state, carry, r, pos, losses, done, bad, anchor = chunk(*args)
                 bad = bool(bad)
-                kept = self._record_chunk(losses, int(done), bad, anchor)
+                replay = _replay(chunk, args, 7, 5)
+                rollout_index = self.rollout
+                source = AnchorSource(self.step, lambda k: (*replay(k), rollout_index))
+                kept = self._record_chunk(losses, int(done), bad, anchor, source)
                 bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
                 if bad:
                     (self.params, self.opt_state, self.carry, self.reference_state,

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._checks import key_data
 from .._compile import jit
-from ._guard import Anchor, start_anchor
+from ._guard import Anchor, recent_losses
 from ._history import SeedsDiverged
 from ._update_rules import OptaxRule
 
@@ -48,48 +48,67 @@ def train_seeds(trainer, emulators, keys):
     params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a.params for a in adapters])
     opt_state = jax.vmap(trainer.rule.transform.init)(params)
     chunk = trainer._chunk_fn(adapters[0])
-    vchunk = jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, None, None, 0, 0)))
+    # the step count varies per seed: a diverged seed's state is rebuilt by running its
+    # chunk again for its own number of steps
+    vchunk = jit(jax.vmap(chunk, in_axes=(0, 0, None, 0, None, 0, None, 0, 0)))
     key_batch = jnp.stack(keys)
     sampler, per_call = trainer.sampler, trainer.steps_per_call
     rows = sampler.max_epochs_per_chunk(per_call)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
-    step, losses_all, anchor = 0, np.zeros((len(keys), 0), np.float32), None
+    num = len(keys)
+    step, losses_all, anchor, sources = 0, np.zeros((num, 0), np.float32), None, []
     while step < trainer.num_training_steps:
         n = min(per_call, trainer.num_training_steps - step)
         tables = [sampler.permutation_table(k, step, n, rows) for k in keys]
         first_epoch = tables[0][0]
         table = np.stack([t for _, t in tables])
-        fresh = [start_anchor(None, step, row, dtype) for row in losses_all]
-        recent = np.stack([f.recent for f in fresh])
+        recent = np.stack([recent_losses(row, dtype) for row in losses_all])
         if anchor is None:
-            anchor = Anchor((params, opt_state), np.full(len(keys), step, np.int32),
-                            np.full(len(keys), np.nan, dtype), recent)
+            anchor = Anchor(np.full(num, step, np.int32), np.full(num, np.nan, dtype), recent)
         else:
             anchor = anchor._replace(recent=recent)
-        params, opt_state, losses, _, bad, anchor = vchunk(
-            params, opt_state, trainer.data, key_batch, jnp.int32(step), jnp.int32(n),
-            jnp.int32(first_epoch), table, anchor,
-        )
+        args = (params, opt_state, trainer.data, key_batch, jnp.int32(step),
+                np.full(num, n, np.int32), jnp.int32(first_epoch), table, anchor)
+        params, opt_state, losses, _, bad, anchor = vchunk(*args)
+        # the chunks the seeds' anchors lie in (to rebuild their states from)
+        sources.append((step, args))
+        oldest = max(s0 for s0, _ in sources if s0 <= int(np.min(anchor.step)))
+        sources = [src for src in sources if src[0] >= oldest]
         losses_all = np.concatenate([losses_all, np.asarray(losses[:, :n])], axis=1)
         bad = np.asarray(bad)
         if bad.any():
-            raise _diverged(adapters, params, opt_state, anchor, bad, losses_all, step, n)
+            kept = _kept_states(vchunk, sources, np.asarray(anchor.step), bad)
+            raise _diverged(adapters, params, kept, anchor, bad, losses_all, step, n)
         step += n
     trained = [a.merge(jax.tree_util.tree_map(lambda x: x[i], params)) for i, a in enumerate(adapters)]
     return trained, losses_all
 
 
-def _diverged(adapters, params, opt_state, anchor, bad, losses, step, n) -> SeedsDiverged:
+def _kept_states(vchunk, sources, anchor_steps, bad):
+    """Seed i's parameters at step `anchor_steps[i]`, for the seeds `bad`: the chunk that
+    step lies in, run again for each seed up to its own anchor."""
+    kept = {}
+    for i in np.flatnonzero(bad):
+        step0, args = max((src for src in sources if src[0] <= anchor_steps[i]),
+                          key=lambda src: src[0])
+        again = list(args)
+        again[5] = np.where(np.arange(len(bad)) == i, anchor_steps[i] - step0, 0).astype(np.int32)
+        params = vchunk(*again)[0]
+        kept[int(i)] = jax.tree_util.tree_map(lambda x, i=i: x[i], params)
+    return kept
+
+
+def _diverged(adapters, params, kept, anchor, bad, losses, step, n) -> SeedsDiverged:
     """The error of a chunk (steps `step`..`step + n`) in which the seeds `bad` diverged:
-    those fall back to their anchors, the others keep their state after the chunk."""
-    kept_params = anchor.state[0]
+    those fall back to their anchors (`kept`: seed -> parameters), the others keep their
+    state after the chunk."""
     models, steps, kept_losses, histories = [], [], {}, []
     for i, adapter in enumerate(adapters):
         if bad[i]:
             k = int(anchor.step[i])
             loss = float(anchor.loss[i])
             kept_losses[i] = loss if np.isfinite(loss) else None
-            models.append(adapter.merge(jax.tree_util.tree_map(lambda x: x[i], kept_params)))
+            models.append(adapter.merge(kept[i]))
         else:
             k = step + n
             models.append(adapter.merge(jax.tree_util.tree_map(lambda x: x[i], params)))

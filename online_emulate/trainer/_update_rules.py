@@ -1,13 +1,14 @@
 """How a trainer turns gradients into parameter updates, chunk by chunk.
 
 Both rules run `num_steps` steps from `step0` on the trainer's window schedule, starting
-from `anchor` (`_guard.Anchor` of `(params, opt_state)`: the state to fall back to), and
-return `(params, opt_state, losses, done, bad, anchor)`: `losses` the pre-update loss of
-each step (a fixed-capacity buffer), `done` the number of steps whose update was applied,
+from `anchor` (`_guard.Anchor`: which state to fall back to), and return
+`(params, opt_state, losses, done, bad, anchor)`: `losses` the pre-update loss of each
+step (a fixed-capacity buffer), `done` the number of steps whose update was applied,
 `bad` whether a non-finite loss, gradient or update stopped the chunk, and `anchor` the
 state a divergence keeps (see `_guard`: the latest state whose loss and gradient were
-finite and whose loss was sane). After a bad chunk the trainer continues from nothing
-but the anchor.
+finite and whose loss was sane). The optax chunk is deterministic: run again from its
+start for `anchor.step - step0` steps, it returns the anchor's state. The K-FAC loop
+keeps that state in `anchor.state`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,24 @@ import optax
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance
 from ._program import all_finite
 
-__all__ = ["UpdateRule", "OptaxRule", "KFACRule"]
+__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "replay"]
 
 _all_finite_jit = jax.jit(all_finite)
 _advance_jit = jax.jit(advance, static_argnames="factor")
+
+
+def replay(chunk: Callable, args: tuple, count_at: int, state_size: int) -> Callable:
+    """`replay(k)`: the state after the first `k` steps of the chunk call `chunk(*args)`
+    (the chunk run again with its step count, argument `count_at`, set to k; the first
+    `state_size` outputs are the state). The compiled chunks are deterministic, so this
+    is the state the original call passed through."""
+
+    def run(k: int):
+        again = list(args)
+        again[count_at] = np.asarray(k, np.int32)
+        return tuple(chunk(*again)[:state_size])
+
+    return run
 
 
 def _copy(tree):
@@ -106,7 +121,7 @@ class OptaxRule:
                 step = step0 + i
                 batch = sampler.gather(data, sampler.window_ids_from_table(step, first_epoch, table))
                 new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
-                anchor = advance(anchor, i, (params, opt_state), step, loss, usable, factor)
+                anchor = advance(anchor, i, step, loss, usable, factor)
                 losses = losses.at[i].set(loss.astype(loss_dtype))
                 # a bad step ends the loop: what it leaves in params is never used
                 return i + 1, new_params, new_opt_state, anchor, losses, ~finite
@@ -139,19 +154,21 @@ class KFACRule:
 
         def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, anchor):
             losses = np.full((capacity,), np.nan, np.float32)
-            # kfac donates the state it is given: the anchor needs a copy of its own (the
-            # chunk's may hold the very buffers of `opt_state`)
-            anchor = anchor._replace(state=_copy(anchor.state))
+            if anchor.state is None:  # the state the call started from
+                anchor = anchor._replace(state=(params, _copy(opt_state)))
             for i in range(int(num_steps)):
                 step = step0 + i
                 batch = gather(data, step, first_epoch, table)
+                # kfac donates the state it is given: the anchor needs a copy of its own
                 kept = _copy(opt_state)
                 new_params, new_state, loss = kfac.step(params, opt_state, batch, _step_key(key, step))
                 losses[i] = float(loss)
                 # kfac does not show its gradient: a finite loss with a non-finite update
                 # may come from a non-finite gradient, so such a state is not kept
                 usable = bool(np.isfinite(losses[i])) and bool(_all_finite_jit(new_params))
-                anchor = _advance_jit(anchor, i, (params, kept), step, losses[i], usable, factor=factor)
+                state, anchor = anchor.state, anchor._replace(state=None)
+                anchor = _advance_jit(anchor, i, step, losses[i], usable, factor=factor)
+                anchor = anchor._replace(state=(params, kept) if int(anchor.step) == step else state)
                 if not usable:
                     return params, kept, losses, i, True, anchor
                 params, opt_state = new_params, new_state
