@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from .._rollout import bind
+from .._storage import atomic_write
 from ..callback import CheckpointCallback
 from ..emulators import functional, load_emulator, save_emulator
 from ..estimators import compiled_temp_bytes
@@ -70,18 +71,10 @@ class RunDiverged(Exception):
 
 
 def write_json(path: str, payload) -> None:
-    """Write JSON atomically (temporary file + rename). numpy values become plain ones."""
+    """Write JSON atomically (temporary file + rename), with the mode the user's umask
+    gives new files. numpy values become plain ones."""
     text = json.dumps(_convert(payload, "payload"), indent=2, sort_keys=True)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".json-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text), text=True, prefix=".json-")
 
 
 def check_output_folder(path: str, option: str = "--output") -> str:
