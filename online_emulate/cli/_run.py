@@ -211,7 +211,8 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
             batch_size=run["batch_size"], ref_stepper=ref_stepper, residuum_fn=residuum_fn,
             estimator=estimator, callbacks=callbacks, progress_bar=progress,
-            checkpoint_path=os.path.join(partial, DIVERGED),
+            # the final state of the run (or, after a divergence, the last good one)
+            checkpoint_path=checkpoint,
         )
         write_json(os.path.join(partial, "config.json"), resolved)
         start = time.perf_counter()
@@ -227,7 +228,6 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
                     os.replace(err.checkpoint, path)
                 raise RunDiverged(str(err).replace(err.checkpoint or "\0", path or ""), path) from None
         train_seconds = time.perf_counter() - start
-        trainer.save_checkpoint(checkpoint)
         if stopper.received is not None:
             write_json(os.path.join(partial, "history.json"), history.as_dict())
             _publish(partial, output)

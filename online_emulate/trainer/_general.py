@@ -55,8 +55,10 @@ class GeneralTrainer(Trainer):
         steps_per_call: steps per jitted chunk (default 200).
         progress_bar: show a tqdm bar (console or notebook). Default True.
         clip_grad_norm: if set, clip the global gradient norm to this value first.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
         data_parallel: shard each minibatch over all local devices (`jax.devices()`)
             with a `Mesh` + `NamedSharding` over the batch axis; `batch_size` must be a
             multiple of the device count. Results equal single-device training up to
@@ -402,6 +404,7 @@ class GeneralTrainer(Trainer):
                 self.history.stopped_early = stop
         finally:
             bar.close()
+        self._end_of_run()
         return adapter.merge(self.params), self.history
 
     # ------------------------------------------------------- seed parallel

@@ -81,9 +81,12 @@ class OnlineTrainer(Trainer):
         callbacks: `online_emulate.callback.Callback` objects (`every` counts updates).
         progress_bar: show a bar over updates (default True).
         clip_grad_norm: clip the global gradient norm first, when set.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state, and where `checkpoint_every` writes.
-        checkpoint_every: also write a checkpoint every this many updates.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
+        checkpoint_every: also write a checkpoint to `checkpoint_path` every this many
+            updates.
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
@@ -481,6 +484,7 @@ class OnlineTrainer(Trainer):
                 self.history.stopped_early = stop
         finally:
             bar.close()
+        self._end_of_run()
         return adapter.merge(self.params), self.history
 
     def __repr__(self):
