@@ -38,6 +38,8 @@ from ._factories import (
     make_problem,
     make_residuum_fn,
 )
+from ._fit import check_choices_fit
+from ._run_folder import check_resumed_options, check_run_folder
 
 __all__ = [
     "run_training",
@@ -122,6 +124,7 @@ def resolve_run(run: dict):
         num_checkpoints = DEFAULT_NUM_CHECKPOINTS
     estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay,
                                num_checkpoints=num_checkpoints)
+    check_choices_fit(run, configuration, estimator)  # one line in the CLI's words
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
     optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
@@ -166,11 +169,14 @@ def _publish(partial: str, output: str) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def run_training(run: dict, *, output: str, progress: bool, resume: bool = False, on_start=None):
+def run_training(run: dict, *, output: str, progress: bool, resume: bool = False,
+                 overwrite: bool = False, on_start=None):
     """Train and evaluate one run described by the plain dict `run`; write its files.
 
     `run` holds every setting; `output/config.json` records it with every default
-    resolved, so a run is reproducible from that file alone.
+    resolved, so a run is reproducible from that file alone. A folder holding an earlier
+    run is refused unless `resume` (continue it: the options must be that run's, but
+    for `RESUMABLE_OPTIONS`) or `overwrite` (replace its files).
 
     Returns:
         `(result, history)`: the dict written to `metrics.json` and the `TrainingHistory`.
@@ -182,7 +188,10 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             step and `--resume` continues bit-identically.
     """
     output = check_output_folder(output)
+    check_run_folder(output, resume=resume, overwrite=overwrite)
     problem, configuration, estimator, emulator, optimizer, resolved = resolve_run(run)
+    if resume:
+        check_resumed_options(output, resolved)
     partial = os.path.join(output, _PARTIAL)
     resume_from = None
     if resume:
@@ -190,6 +199,7 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             if os.path.exists(candidate):
                 resume_from = candidate
                 break
+    original = resume_from  # errors name it, not the staged copy
     if resume_from is not None:  # read it now, so a bad file refuses the run early
         first_step = int(load_checkpoint(resume_from)["step"])
         staged_from = os.path.join(output, ".resume-" + CHECKPOINT)
@@ -221,6 +231,10 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
                 on_start()
             try:
                 trained, history = trainer(emulator, key=run["seed"], resume_from=resume_from)
+            except ValueError as err:
+                if resume_from is None or resume_from not in str(err):
+                    raise
+                raise ValueError(str(err).replace(resume_from, original)) from None
             except TrainingDiverged as err:
                 path = None
                 if err.checkpoint:

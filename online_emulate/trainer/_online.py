@@ -14,6 +14,7 @@ import optax
 from .. import estimators
 from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
 from .._compile import jit as compiled
+from .._input_checks import check_model_state, check_ref_stepper
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
@@ -326,7 +327,10 @@ class OnlineTrainer(Trainer):
     # ------------------------------------------------------------------ call
     def _check_emulator(self, adapter, u0):
         source = "ic_sampler" if self.reference_data is None else "reference_data"
-        adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
+        given = tuple(u0.shape) if self.reference_data is None else tuple(self.reference_data.shape)
+        check_model_state(adapter, tuple(u0.shape[1:]), u0.dtype, name=source, given=given)
+        if self.ref_stepper is not None:
+            check_ref_stepper(self.ref_stepper, tuple(u0.shape[1:]), u0.dtype)
 
     def __call__(
         self,
