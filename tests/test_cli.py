@@ -179,7 +179,7 @@ def test_failed_or_refused_runs_keep_the_previous_folder(tmp_path, capsys):
     assert _snapshot(out) == before
     # failed: divergence prints the message and the state's path, exit 3, no traceback
     diverging = _with(_with(SMALL, "--learning-rate", "1e30"), "--rollout-steps", "10")
-    assert main(["train", *diverging, "--optimizer", "sgd", "--output", str(out)]) == 3
+    assert main(["train", *diverging, "--optimizer", "sgd", "--output", str(out), "--overwrite"]) == 3
     err = _one_line_error(capsys, "training diverged")
     assert str(out / "diverged.npz") in err
     after = _snapshot(out)

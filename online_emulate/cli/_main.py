@@ -91,7 +91,8 @@ def _add_training_options(p):
     g = p.add_argument_group("output")
     g.add_argument("--output", default="runs/train", help="output folder (default: %(default)s)")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every k steps")
-    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz if present (after --checkpoint-every or Ctrl-C)")
+    g.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from OUTPUT/checkpoint.npz if present (after --checkpoint-every or Ctrl-C), with that run's options (--steps may grow)")
+    g.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUTPUT (without it or --resume, a non-empty OUTPUT is refused)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"training {args.estimator} on {args.problem} for {args.steps} steps "
                       "(Ctrl-C stops and writes a checkpoint)", flush=True)
 
-            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume, on_start=started)
+            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, on_start=started)
             m = result["metrics"]
             print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")

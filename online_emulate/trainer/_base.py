@@ -59,7 +59,10 @@ class Trainer:
     A call `trainer(model, key)` starts fresh from `model` (not modified) and returns
     `(trained_model, history)`; `resume()` continues the last call; the state after a
     call (`params`, `opt_state`, `step`, `key`, `history`) stays on the trainer, and
-    `save_checkpoint()` writes it. Callbacks run between compiled chunks at multiples of
+    `save_checkpoint()` writes it; with a `checkpoint_path` the trainer writes it there
+    itself at the end of every call and `resume()` (finished or stopped early; after a
+    divergence, the last good state), so `resume_from=checkpoint_path` continues the run
+    in another process. Callbacks run between compiled chunks at multiples of
     their `every`; `request_stop` ends a running call after its current chunk.
 
     Subclasses set `callbacks`, `checkpoint_path` and `progress_bar` in their
@@ -118,6 +121,12 @@ class Trainer:
         if self.params is None:
             raise RuntimeError("save_checkpoint: the trainer has not been called yet")
         return save_checkpoint(path, self.state_dict(), model=self._model_spec)
+
+    def _end_of_run(self) -> None:
+        """After a call or `resume()` that finished or stopped early: the run's state
+        goes to `checkpoint_path`, when the trainer has one."""
+        if self.checkpoint_path is not None:
+            self.save_checkpoint()
 
     def _continued_history(self) -> None:
         """Before `resume()`: a history object of its own for the continued run (the one

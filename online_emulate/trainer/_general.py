@@ -13,7 +13,7 @@ from jaxtyping import PyTree
 
 from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._compile import jit
-from .._input_checks import check_emulator_data
+from .._input_checks import check_emulator_data, check_model_state, check_ref_stepper, check_time_levels
 from ..callback import Callback, CallbackContext
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
@@ -55,8 +55,10 @@ class GeneralTrainer(Trainer):
         steps_per_call: steps per jitted chunk (default 200).
         progress_bar: show a tqdm bar (console or notebook). Default True.
         clip_grad_norm: if set, clip the global gradient norm to this value first.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
         data_parallel: shard each minibatch over all local devices (`jax.devices()`)
             with a `Mesh` + `NamedSharding` over the batch axis; `batch_size` must be a
             multiple of the device count. Results equal single-device training up to
@@ -123,6 +125,9 @@ class GeneralTrainer(Trainer):
         self.configuration = configuration
         self.data = check_trajectories(data, name="data", check_finite=check_finite_data)
         samples, levels = trajectory_shape(self.data)
+        for leaf in jax.tree_util.tree_leaves(self.data):  # a layout mistake named first
+            check_time_levels(leaf.shape, configuration.num_time_levels, name="data",
+                              why=" (the configuration's window)")
         self.num_training_steps = check_positive_int("num_training_steps", num_training_steps)
         self.steps_per_call = check_positive_int("steps_per_call", steps_per_call)
         self.sampler = WindowSampler(
@@ -214,15 +219,9 @@ class GeneralTrainer(Trainer):
         adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if single else None)
         if single:
             shape = leaves[0].shape
-            adapter.check_state(shape[2:], leaves[0].dtype, name="data")
-            one = jax.ShapeDtypeStruct(shape[2:], leaves[0].dtype)
+            check_model_state(adapter, shape[2:], leaves[0].dtype, name="data", given=shape)
             if self.ref_stepper is not None:
-                out = jax.eval_shape(self.ref_stepper, one)
-                if tuple(out.shape) != tuple(shape[2:]):
-                    raise ValueError(
-                        f"ref_stepper: expected it to map one state of shape {tuple(shape[2:])} "
-                        f"to the same shape, got {tuple(out.shape)}"
-                    )
+                check_ref_stepper(self.ref_stepper, shape[2:], leaves[0].dtype)
         if not self.estimator.jittable:
             adapter.recurrent_module()  # a model ETrace cannot trace fails here
         return adapter
@@ -402,6 +401,7 @@ class GeneralTrainer(Trainer):
                 self.history.stopped_early = stop
         finally:
             bar.close()
+        self._end_of_run()
         return adapter.merge(self.params), self.history
 
     # ------------------------------------------------------- seed parallel

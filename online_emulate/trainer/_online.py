@@ -14,6 +14,7 @@ import optax
 from .. import estimators
 from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
 from .._compile import jit as compiled
+from .._input_checks import check_model_state, check_ref_stepper
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
@@ -81,9 +82,12 @@ class OnlineTrainer(Trainer):
         callbacks: `online_emulate.callback.Callback` objects (`every` counts updates).
         progress_bar: show a bar over updates (default True).
         clip_grad_norm: clip the global gradient norm first, when set.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state, and where `checkpoint_every` writes.
-        checkpoint_every: also write a checkpoint every this many updates.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
+        checkpoint_every: also write a checkpoint to `checkpoint_path` every this many
+            updates.
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
@@ -323,7 +327,10 @@ class OnlineTrainer(Trainer):
     # ------------------------------------------------------------------ call
     def _check_emulator(self, adapter, u0):
         source = "ic_sampler" if self.reference_data is None else "reference_data"
-        adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
+        given = tuple(u0.shape) if self.reference_data is None else tuple(self.reference_data.shape)
+        check_model_state(adapter, tuple(u0.shape[1:]), u0.dtype, name=source, given=given)
+        if self.ref_stepper is not None:
+            check_ref_stepper(self.ref_stepper, tuple(u0.shape[1:]), u0.dtype)
 
     def __call__(
         self,
@@ -481,6 +488,7 @@ class OnlineTrainer(Trainer):
                 self.history.stopped_early = stop
         finally:
             bar.close()
+        self._end_of_run()
         return adapter.merge(self.params), self.history
 
     def __repr__(self):
