@@ -1,4 +1,4 @@
-"""`online-emulate`: demo, train, evaluate and bench from the command line."""
+"""`online-emulate`: demo, train, stream, evaluate and bench from the command line."""
 
 from __future__ import annotations
 
@@ -96,6 +96,27 @@ def _add_training_options(p):
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_stream_options(p):
+    g = p.add_argument_group("streaming from the solver (nothing stored)")
+    g.add_argument("--buffer-size", type=_positive_int, default=1024, help="windows the on-device buffer holds (default: %(default)s)")
+    g.add_argument("--streams", type=_positive_int, default=None, help="solver streams (default: --batch-size)")
+    g.add_argument("--stream-length", type=_positive_int, default=None, help="solver steps per initial condition (default: --horizon)")
+    g.add_argument("--solver-steps", type=_positive_int, default=1, help="solver steps of every stream per training step (default: %(default)s)")
+    g.add_argument("--sampling", choices=("fifo", "reservoir"), default="fifo", help="buffer policy (default: %(default)s)")
+    g.add_argument("--solver-in-the-loop", type=int, default=0, help="windows per step that start where the emulator goes (default: %(default)s)")
+    g.add_argument("--solver-in-the-loop-horizon", type=_positive_int, default=1, help="emulator steps before the solver takes over (default: %(default)s)")
+
+
+def _stream_run_dict(args) -> dict:
+    return {
+        "buffer_size": args.buffer_size, "num_streams": args.streams or args.batch_size,
+        "stream_length": args.stream_length or args.horizon,
+        "solver_steps_per_step": args.solver_steps, "sampling": args.sampling,
+        "solver_in_the_loop": args.solver_in_the_loop,
+        "solver_in_the_loop_horizon": args.solver_in_the_loop_horizon,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="online-emulate", description="Train autoregressive neural PDE emulators with unrolled (BPTT) or online (eligibility-trace) gradients.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -105,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train = sub.add_parser("train", help="train one emulator; writes config, checkpoint, metrics and plots")
     _add_training_options(train)
+    stream = sub.add_parser("stream", help="train one emulator on windows streamed from the problem's solver into an on-device buffer (StreamTrainer); the files of `train`")
+    _add_training_options(stream)
+    _add_stream_options(stream)
+    stream.set_defaults(output="runs/stream")
     ev = sub.add_parser("evaluate", help="evaluate the checkpoint of a train run on fresh test data")
     ev.add_argument("--run", required=True, help="folder of a `train` run (holds config.json and checkpoint.npz)")
     ev.add_argument("--problem", choices=PROBLEM_NAMES, default=None, help="problem to test on (default: the run's)")
@@ -154,12 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             run_demo(output=args.output, steps=args.steps, progress=not args.no_progress)
-        elif args.command == "train":
-            def started():
-                print(f"training {args.estimator} on {args.problem} for {args.steps} steps "
-                      "(Ctrl-C stops and writes a checkpoint)", flush=True)
+        elif args.command in ("train", "stream"):
+            run = _train_run_dict(args)
+            source = ""
+            if args.command == "stream":
+                run["stream"] = _stream_run_dict(args)
+                source = " streamed from the solver"
 
-            result, _ = run_training(_train_run_dict(args), output=args.output, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, on_start=started)
+            def started():
+                print(f"training {args.estimator} on {args.problem}{source} for {args.steps} "
+                      "steps (Ctrl-C stops and writes a checkpoint)", flush=True)
+
+            result, _ = run_training(run, output=args.output, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, on_start=started)
             m = result["metrics"]
             print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")

@@ -27,7 +27,7 @@ from ..estimators import compiled_temp_bytes
 from ..metrics import evaluate_rollout, rollout, to_json_dict
 from ..metrics._evaluate import _convert
 from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
-from ..trainer import GeneralTrainer, TrainingDiverged, load_checkpoint
+from ..trainer import GeneralTrainer, StreamTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
     DEFAULT_DECAY,
     DEFAULT_NUM_CHECKPOINTS,
@@ -110,6 +110,19 @@ def _datasets(problem, samples: int, test_samples: int, horizon: int, test_horiz
     train = problem.make_data(samples, horizon, key_train)
     test = problem.make_data(test_samples, test_horizon, key_test)
     return train, test
+
+
+def _trainer(run, problem, configuration, train, **options):
+    """The run's trainer: a `GeneralTrainer` on the stored `train` trajectories, or with
+    `run["stream"]` a `StreamTrainer` on the problem's solver (`train` is then None)."""
+    if run.get("stream") is None:
+        return GeneralTrainer(configuration, train, **options)
+    ref_stepper = problem.ref_stepper
+    options.pop("ref_stepper")
+    return StreamTrainer(
+        configuration, ref_stepper=ref_stepper,
+        ic_sampler=lambda key, num: problem.sample_initial_conditions(num, key),
+        **options, **run["stream"])
 
 
 def resolve_run(run: dict):
@@ -210,15 +223,21 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     try:
-        train, test = _datasets(problem, run["samples"], run["test_samples"], run["horizon"], run["test_horizon"], run["seed"])
+        streamed = run.get("stream") is not None
+        # a stream stores nothing: one training trajectory is drawn only to keep the
+        # test data of the seed the same as `train`'s
+        train, test = _datasets(problem, 1 if streamed else run["samples"], run["test_samples"],
+                                run["horizon"], run["test_horizon"], run["seed"])
+        if streamed:
+            train = None
         ref_stepper = problem.ref_stepper if configuration.needs_ref_stepper else None
         residuum_fn = make_residuum_fn(problem.ref_stepper) if configuration.needs_residuum_fn else None
         checkpoint = os.path.join(partial, CHECKPOINT)
         callbacks = []
         if run.get("checkpoint_every"):
             callbacks.append(CheckpointCallback(checkpoint, every=run["checkpoint_every"]))
-        trainer = GeneralTrainer(
-            configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
+        trainer = _trainer(
+            run, problem, configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
             batch_size=run["batch_size"], ref_stepper=ref_stepper, residuum_fn=residuum_fn,
             estimator=estimator, callbacks=callbacks, progress_bar=progress,
             # the final state of the run (or, after a divergence, the last good one)
@@ -248,7 +267,8 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             raise RunInterrupted(stopper.received, trainer.step, os.path.join(output, CHECKPOINT))
         save_emulator(os.path.join(partial, "emulator.npz"), trained)
 
-        window = train[: min(run["batch_size"], train.shape[0]), : configuration.num_time_levels]
+        windows = test if train is None else train  # a stream's windows: test-data shaped
+        window = windows[: min(run["batch_size"], windows.shape[0]), : configuration.num_time_levels]
         temp_bytes = compiled_temp_bytes(
             estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
         )

@@ -16,7 +16,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int, check_key, check_real
 
-__all__ = ["PDESpec", "PDES", "make_stepper", "trajectories", "check_band_limit"]
+__all__ = [
+    "PDESpec", "PDES", "make_stepper", "trajectories", "initial_conditions", "check_band_limit",
+]
 
 # How each physics argument is checked (see check_real).
 _SIGNS = {"positive": dict(positive=True), "nonnegative": dict(nonnegative=True), "real": {}}
@@ -91,14 +93,67 @@ def _band_limited_ic(num_spatial_dims: int, num_channels: int, highest_init_mode
     return ex.ic.RandomMultiChannelICGenerator((single,) * num_channels)
 
 
-@eqx.filter_jit
-def _generate(stepper, ic_generator, num_points, num_samples, temporal_horizon, warmup_steps, key):
+def _first_states(stepper, ic_generator, num_points, num_samples, warmup_steps, key):
+    # the one place that says how a data set's first level is drawn: the trajectories
+    # and the streamed initial conditions both start here
     keys = jax.random.split(key, num_samples)
     u0 = jax.vmap(lambda k: ic_generator(num_points, key=k))(keys)
     if warmup_steps > 0:
         u0 = jax.vmap(ex.repeat(stepper, warmup_steps))(u0)
+    return u0
+
+
+@eqx.filter_jit
+def _generate(stepper, ic_generator, num_points, num_samples, temporal_horizon, warmup_steps, key):
+    u0 = _first_states(stepper, ic_generator, num_points, num_samples, warmup_steps, key)
     trajectories = jax.vmap(ex.rollout(stepper, temporal_horizon, include_init=True))(u0)
     return trajectories.astype(jnp.float32)
+
+
+@eqx.filter_jit
+def _generate_first(stepper, ic_generator, num_points, num_samples, warmup_steps, key):
+    u0 = _first_states(stepper, ic_generator, num_points, num_samples, warmup_steps, key)
+    return u0.astype(jnp.float32)
+
+
+def _checked(spec, num_points, num_samples, key, highest_init_mode, warmup_steps, physics):
+    """Validate the arguments shared by `trajectories` and `initial_conditions`; the
+    stepper, the initial-condition generator and the checked integers."""
+    num_points = check_int("num_points", num_points, minimum=2)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+    check_key("key", key)
+    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
+    check_band_limit(highest_init_mode, num_points)
+    stepper = make_stepper(spec, num_points, **physics)
+    ic_generator = _band_limited_ic(spec.num_spatial_dims, spec.num_channels, highest_init_mode)
+    return stepper, ic_generator, num_points, num_samples, warmup_steps
+
+
+def initial_conditions(
+    spec: PDESpec,
+    num_points: int,
+    num_samples: int,
+    *,
+    key: PRNGKeyArray,
+    highest_init_mode: int,
+    warmup_steps: int,
+    **physics: Any,
+) -> Float[Array, "num_samples C ..."]:
+    """The first level of `trajectories` with the same arguments and key, without the
+    rollout: ``num_samples`` band-limited states (one key each,
+    ``jax.random.split(key, num_samples)``) advanced ``warmup_steps`` steps.
+    Traceable (a traced key works inside ``jax.jit``).
+
+    Returns:
+        float32 array ``(num_samples, C, *N)``.
+
+    Raises:
+        TypeError / ValueError: naming the offending argument.
+    """
+    stepper, ic_generator, num_points, num_samples, warmup_steps = _checked(
+        spec, num_points, num_samples, key, highest_init_mode, warmup_steps, physics)
+    return _generate_first(stepper, ic_generator, num_points, num_samples, warmup_steps, key)
 
 
 def trajectories(
@@ -124,15 +179,9 @@ def trajectories(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
-    num_points = check_int("num_points", num_points, minimum=2)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
     temporal_horizon = check_int("temporal_horizon", temporal_horizon, minimum=1)
-    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
-    check_key("key", key)
-    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
-    check_band_limit(highest_init_mode, num_points)
-    stepper = make_stepper(spec, num_points, **physics)
-    ic_generator = _band_limited_ic(spec.num_spatial_dims, spec.num_channels, highest_init_mode)
+    stepper, ic_generator, num_points, num_samples, warmup_steps = _checked(
+        spec, num_points, num_samples, key, highest_init_mode, warmup_steps, physics)
     return _generate(
         stepper, ic_generator, num_points, num_samples, temporal_horizon, warmup_steps, key
     )

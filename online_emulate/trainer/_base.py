@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._checks import check_real
 from ..callback import Callback, CallbackContext
-from ._checkpoint import save_checkpoint
-from ._history import TrainingHistory
+from ..emulators import describe_emulator
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._history import TrainingDiverged, TrainingHistory, _plain
 
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
 
@@ -164,3 +169,110 @@ class Trainer:
         `request_stop`; the reason to stop, if any."""
         stop = self._run_callbacks(self.step, context)
         return stop if stop is not None else self._take_stop_request()
+
+    def _begin_run(self, emulator, adapter, *, resume_from: str | None, key,
+                   resume: Callable[[str], None], init: Callable[[], None]) -> None:
+        """The start of a call of an update-loop trainer: the stored model description,
+        then either `resume(resume_from)` (which must set the run state; a checkpoint
+        beyond `num_training_steps` is refused) or a fresh run from the adapter's
+        parameters and `key`, completed by `init()` (the optimizer state and the rest)."""
+        try:
+            self._model_spec = describe_emulator(emulator)
+        except (TypeError, ValueError, AttributeError):  # a user model: weights only
+            self._model_spec = None
+        if resume_from is not None:
+            resume(resume_from)
+            if self.step > self.num_training_steps:
+                raise ValueError(
+                    f"resume_from: expected a checkpoint at step <= num_training_steps="
+                    f"{self.num_training_steps}, got step {self.step}"
+                )
+        else:
+            self.key = key
+            self.params = adapter.params
+            init()
+
+    def _run_state(self) -> dict[str, Any]:
+        """The entries every update-loop trainer's checkpoint holds (what `_load_run`
+        reads back)."""
+        return {
+            "params": self.params,
+            "opt_state": self.opt_state,
+            "step": self.step,
+            "key": self.key,
+            "loss": np.asarray(self.history.loss),
+            "records": {k: [[s, _plain(v)] for s, v in rec]
+                        for k, rec in self.history.records.items()},
+        }
+
+    def _load_run(self, path, params, *, kind: str, extra: Sequence[str] = ()) -> dict:
+        """Read a checkpoint of this kind of trainer (`load_checkpoint`, parameters
+        checked against `params`) and take its parameters, key, step and history.
+
+        Returns:
+            The checkpoint's entries (the caller restores the rest, e.g. the optimizer
+            state, against templates of its own).
+
+        Raises:
+            ValueError: a checkpoint without the entries `kind` writes (`extra` among
+                them), or a key that is not a raw key of shape (2,).
+        """
+        blob = load_checkpoint(path, like={"params": params})
+        for name in ("opt_state", "step", "key", "loss", "records", *extra):
+            if name not in blob:
+                raise ValueError(f"resume_from: expected a {kind} checkpoint, got "
+                                 f"{os.fspath(path)!r} (no {name})")
+        self.key = jnp.asarray(blob["key"], jnp.uint32)
+        if self.key.shape != (2,):
+            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
+                             f"{self.key.shape} in {os.fspath(path)!r}")
+        self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
+        self.step = int(blob["step"])
+        records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
+        self.history = TrainingHistory(np.asarray(blob["loss"]), records)
+        self._prev = None
+        return blob
+
+    def _run_update_chunks(self, adapter, target_step: int, run_chunk: Callable, bar,
+                           context: Callable[[], CallbackContext]):
+        """The host loop of a trainer whose chunks are loops of parameter updates
+        (`GeneralTrainer`, `StreamTrainer`): chunks of at most `steps_per_call` steps up
+        to the next callback, the loss history, the divergence error and stop requests.
+
+        Arguments:
+            adapter: the model adapter (merges the returned parameters).
+            target_step: the step to stop at.
+            run_chunk: `run_chunk(n, prev) -> (params, opt_state, losses, good, bad,
+                prev)`, `n` steps from `self.step` (the update rules' chunk returns).
+            bar: the `ProgressBar`, closed at the end.
+            context: builds what the callbacks see.
+
+        Returns:
+            `(trained_model, history)`.
+        """
+        try:
+            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
+            while self.step < target_step and stop is None:
+                n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
+                prev = self._prev
+                if prev is None:
+                    prev = (self.params, self.opt_state, jnp.bool_(False))
+                params, opt_state, losses, good, bad, prev = run_chunk(n, prev)
+                good, bad = int(good), bool(bad)
+                if good >= 0:
+                    self.history.extend_loss(np.asarray(losses)[:good])
+                else:  # rolled back over the last step of the previous chunk
+                    self.history.loss = self.history.loss[:good]
+                self.params, self.opt_state = params, opt_state
+                self._prev = None if bad else prev
+                self.step += good
+                bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
+                if bad:
+                    raise TrainingDiverged.from_trainer(self, adapter)
+                stop = self._stop_after_chunk(context)
+            if stop is not None:
+                self.history.stopped_early = stop
+        finally:
+            bar.close()
+        self._end_of_run()
+        return adapter.merge(self.params), self.history

@@ -17,12 +17,12 @@ from .._input_checks import check_emulator_data, check_model_state, check_ref_st
 from ..callback import Callback, CallbackContext
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
-from ..emulators import adapt, describe_emulator
+from ..emulators import adapt
 from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, check_clip, optax_transform
-from ._checkpoint import load_checkpoint, restore_tree
-from ._history import TrainingDiverged, TrainingHistory, _plain
+from ._checkpoint import restore_tree
+from ._history import TrainingHistory
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
 from ._seeds import train_seeds
@@ -196,14 +196,7 @@ class GeneralTrainer(Trainer):
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint of this trainer holds."""
-        return {
-            "params": self.params,
-            "opt_state": self.opt_state,
-            "step": self.step,
-            "key": self.key,
-            "loss": np.asarray(self.history.loss),
-            "records": {k: [[s, _plain(v)] for s, v in rec] for k, rec in self.history.records.items()},
-        }
+        return self._run_state()
 
     # ------------------------------------------------------------ validation
     def _adapt(self, emulator):
@@ -299,43 +292,21 @@ class GeneralTrainer(Trainer):
         self.reset()
         self._adapter = adapter
         apply, chunk = self._program(adapter)
-        try:
-            self._model_spec = describe_emulator(emulator)
-        except (TypeError, ValueError, AttributeError):  # a user model: weights only
-            self._model_spec = None
-        if resume_from is not None:
-            self._resume(resume_from, adapter.params, apply)
-            if self.step > self.num_training_steps:
-                raise ValueError(
-                    f"resume_from: expected a checkpoint at step <= num_training_steps="
-                    f"{self.num_training_steps}, got step {self.step}"
-                )
-        else:
-            self.key = new_key
-            self.params = adapter.params
+
+        def init():
             self.opt_state = self._init_optimizer(adapter.params, apply)
+
+        self._begin_run(emulator, adapter, resume_from=resume_from, key=new_key, init=init,
+                        resume=lambda path: self._resume(path, adapter.params, apply))
         return self._run(adapter, apply, chunk, self.num_training_steps)
 
     def _resume(self, path, params, apply):
         """Load a checkpoint, checked against this run's parameter and optimizer-state
         layout (the optimizer is initialised first: K-FAC must be built anyway)."""
-        blob = load_checkpoint(path, like={"params": params})
-        for name in ("opt_state", "step", "key", "loss", "records"):
-            if name not in blob:
-                raise ValueError(f"resume_from: expected a trainer checkpoint, got "
-                                 f"{os.fspath(path)!r} (no {name})")
-        self.key = jnp.asarray(blob["key"], jnp.uint32)
-        if self.key.shape != (2,):
-            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
-                             f"{self.key.shape} in {os.fspath(path)!r}")
+        blob = self._load_run(path, params, kind="trainer")
         template = self._init_optimizer(params, apply)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
-        self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
-        self.step = int(blob["step"])
-        records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
-        self.history = TrainingHistory(np.asarray(blob["loss"]), records)
-        self._prev = None
 
     def resume(self, num_training_steps: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the last call for `num_training_steps` more steps (default: the
@@ -370,39 +341,16 @@ class GeneralTrainer(Trainer):
             total=target_step, initial=self.step, enabled=self.progress_bar and jax.process_index() == 0,
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
         )
-        context = lambda: self._callback_context(apply)  # noqa: E731
-        try:
-            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
-            while self.step < target_step and stop is None:
-                n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
-                first_epoch, table = self.sampler.permutation_table(
-                    self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
-                )
-                prev = self._prev
-                if prev is None:
-                    prev = (self.params, self.opt_state, jnp.bool_(False))
-                params, opt_state, losses, good, bad, prev = chunk(
-                    self.params, self.opt_state, self.data, self.key,
-                    jnp.int32(self.step), jnp.int32(n), jnp.int32(first_epoch), table, prev,
-                )
-                good, bad = int(good), bool(bad)
-                if good >= 0:
-                    self.history.extend_loss(np.asarray(losses[:good]))
-                else:  # rolled back over the last step of the previous chunk
-                    self.history.loss = self.history.loss[:good]
-                self.params, self.opt_state = params, opt_state
-                self._prev = None if bad else prev
-                self.step += good
-                bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
-                if bad:
-                    raise TrainingDiverged.from_trainer(self, adapter)
-                stop = self._stop_after_chunk(context)
-            if stop is not None:
-                self.history.stopped_early = stop
-        finally:
-            bar.close()
-        self._end_of_run()
-        return adapter.merge(self.params), self.history
+
+        def run_chunk(n, prev):
+            first_epoch, table = self.sampler.permutation_table(
+                self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
+            )
+            return chunk(self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
+                         jnp.int32(n), jnp.int32(first_epoch), table, prev)
+
+        return self._run_update_chunks(adapter, target_step, run_chunk, bar,
+                                       lambda: self._callback_context(apply))
 
     # ------------------------------------------------------- seed parallel
     def train_seeds(

@@ -12,14 +12,22 @@ import numpy as np
 import optax
 
 from .. import estimators
-from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
+from .._checks import (
+    as_key,
+    check_callable,
+    check_flag,
+    check_int,
+    check_positive_int,
+    check_real,
+    key_data,
+)
 from .._compile import jit as compiled
 from .._input_checks import check_model_state, check_ref_stepper
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
-from ..estimators import OnlineEstimator
+from ..estimators import ForwardRTRL, OnlineEstimator, TruncatedBPTT
 from ..estimators._base import online_spec_for
 from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
@@ -88,6 +96,24 @@ class OnlineTrainer(Trainer):
             file continues the run, in another process too.
         checkpoint_every: also write a checkpoint to `checkpoint_path` every this many
             updates.
+        reanchor_every: re-anchor the stream to the solver every this many steps (with
+            `target="trajectory"`): after rollout step t (0-based) with (t + 1) %
+            reanchor_every == 0 the emulator's state is replaced by the solver's state
+            at t + 1. Gradient and carry: the replaced state carries no gradient, so the
+            estimator's carry is reset there (`CarryOps.reset`: no gradient of a later
+            step reaches the steps before the anchor, also across updates with
+            `persist_carry`); the loss of step t is taken before the anchor.
+        teacher_forcing: alpha in (0, 1] (with `target="trajectory"`; ForwardRTRL and
+            TruncatedBPTT): generalized teacher forcing. After every step the state
+            entering the next one is `(1 - alpha) * pred + alpha * solver`, `pred` the
+            emulator's prediction and `solver` the solver's state at the same time.
+            Gradient: exactly that of the forced rollout, the gradient path through
+            `pred` scaled by `1 - alpha` at every step, none through `solver`
+            (`CarryOps.force`: ForwardRTRL's sensitivity and TruncatedBPTT's window
+            are scaled; the scaled carry persists across updates with
+            `persist_carry`). The loss of a step compares the prediction (before the
+            mix) with the solver. alpha = 1 is re-anchoring at every step. With both
+            options the mix comes first, then the anchor.
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
@@ -124,6 +150,8 @@ class OnlineTrainer(Trainer):
         clip_grad_norm: float | None = None,
         checkpoint_path: str | None = None,
         checkpoint_every: int | None = None,
+        reanchor_every: int | None = None,
+        teacher_forcing: float | None = None,
     ):
         transform = optax_transform(optimizer, clip_grad_norm)
         self.rollout_length = check_positive_int("rollout_length", rollout_length)
@@ -176,6 +204,8 @@ class OnlineTrainer(Trainer):
             if target == "one_step":
                 check_callable("ref_stepper", ref_stepper,
                                expected="a callable on one sample (target='one_step' needs it)")
+        self.reanchor_every, self.teacher_forcing = self._check_coupling(
+            reanchor_every, teacher_forcing, target, estimator)
         self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
         self._transform = transform
@@ -195,6 +225,43 @@ class OnlineTrainer(Trainer):
         self.updates_per_call = max(1, self.steps_per_call // self.update_every)
         self._compiled = None
         self.reset()
+
+    @staticmethod
+    def _check_coupling(reanchor_every, teacher_forcing, target, estimator):
+        """The checked `reanchor_every` and `teacher_forcing` (see the class docstring)."""
+        reanchor_every = check_positive_int("reanchor_every", reanchor_every, allow_none=True)
+        teacher_forcing = check_real("teacher_forcing", teacher_forcing, positive=True,
+                                     maximum=1.0, allow_none=True)
+        for name, value in (("reanchor_every", reanchor_every),
+                            ("teacher_forcing", teacher_forcing)):
+            if value is not None and target != "trajectory":
+                raise ValueError(f"{name}: expected None with target={target!r} (the "
+                                 f"solver's state is followed with target='trajectory'), "
+                                 f"got {value!r}")
+        if teacher_forcing is not None and not isinstance(estimator, (ForwardRTRL,
+                                                                      TruncatedBPTT)):
+            raise ValueError(
+                "teacher_forcing: expected None with this estimator (generalized teacher "
+                "forcing scales the carry of ForwardRTRL() and TruncatedBPTT(k) only; "
+                f"reanchor_every works with every online estimator), got {teacher_forcing!r} "
+                f"with {estimator!r}")
+        return reanchor_every, teacher_forcing
+
+    def _coupling(self, ops):
+        """`couple(carry, x, t) -> carry` after rollout step t (x: the solver's state at
+        t + 1), or None without re-anchoring and teacher forcing."""
+        K, alpha = self.reanchor_every, self.teacher_forcing
+        if K is None and alpha is None:
+            return None
+
+        def couple(carry, x, t):
+            if alpha is not None:
+                carry = ops.force(carry, alpha, x)
+            if K is not None:
+                carry = ops.reset(carry, (t + 1) % K == 0, x)
+            return carry
+
+        return couple
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -249,6 +316,7 @@ class OnlineTrainer(Trainer):
         streamed_trajectory = self.target == "trajectory" and not stored
         one_step = self.target == "one_step"
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
+        couple = self._coupling(ops)
         capacity = self.updates_per_call
         if ops.jittable:
             jit, while_loop, cond, scan = jax.jit, jax.lax.while_loop, jax.lax.cond, jax.lax.scan
@@ -281,6 +349,8 @@ class OnlineTrainer(Trainer):
                         else:
                             x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
                         carry, loss, dg = ops.step(params, carry, x, term)
+                        if couple is not None:  # chunks never cross rollouts
+                            carry = couple(carry, x, position + i)
                         return (carry, r), (loss.astype(loss_dtype), dg)
 
                     return rollout(stream_step, (carry, r), length, accumulate=zeros,

@@ -22,7 +22,7 @@ import optax
 
 from ._program import all_finite, tree_where
 
-__all__ = ["UpdateRule", "OptaxRule", "KFACRule"]
+__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "guarded_step", "kept_state"]
 
 _all_finite_jit = jax.jit(all_finite)
 
@@ -100,16 +100,11 @@ class OptaxRule:
                 i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = carry
                 step = step0 + i
                 batch = sampler.gather(data, sampler.window_ids_from_table(step, first_epoch, table))
-                new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
-                prev_params = tree_where(finite, params, prev_params)
-                prev_opt_state = tree_where(finite, opt_state, prev_opt_state)
-                params = tree_where(finite, new_params, params)
-                opt_state = tree_where(finite, new_opt_state, opt_state)
+                params, opt_state, prev_params, prev_opt_state, loss, bad, rollback = guarded_step(
+                    update, params, opt_state, prev_params, prev_opt_state, batch,
+                    (i > 0) | has_prev)
                 losses = losses.at[i].set(loss.astype(loss_dtype))
-                # parameters whose loss or gradient is non-finite cannot continue at any
-                # learning rate: fall back one step
-                rollback = ~usable & ((i > 0) | has_prev)
-                return (i + 1, params, opt_state, prev_params, prev_opt_state, losses, ~finite,
+                return (i + 1, params, opt_state, prev_params, prev_opt_state, losses, bad,
                         rollback)
 
             carry = (jnp.int32(0), params, opt_state, prev_params, prev_opt_state, losses,
@@ -117,12 +112,48 @@ class OptaxRule:
             i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = while_loop(
                 keep_going, body, carry
             )
-            good = i - bad.astype(i.dtype) - rollback.astype(i.dtype)
-            params = tree_where(rollback, prev_params, params)
-            opt_state = tree_where(rollback, prev_opt_state, opt_state)
+            params, opt_state, good = kept_state(i, bad, rollback, params, opt_state,
+                                                 prev_params, prev_opt_state)
             return params, opt_state, losses, good, bad, (prev_params, prev_opt_state, ~bad)
 
         return chunk
+
+
+def guarded_step(update: Callable, params, opt_state, prev_params, prev_opt_state, batch,
+                 can_roll_back) -> tuple:
+    """One step of `update` (`OptaxRule.update`) with the divergence bookkeeping of a
+    compiled chunk; shared by every trainer whose chunk is a while loop of updates.
+
+    Arguments:
+        update: `update(params, opt_state, batch) -> (params, opt_state, loss, finite,
+            usable)`.
+        params, opt_state: the state before the step.
+        prev_params, prev_opt_state: the state one step before that.
+        batch: the step's minibatch.
+        can_roll_back: whether a state one step back exists (traced bool).
+
+    Returns:
+        `(params, opt_state, prev_params, prev_opt_state, loss, bad, rollback)`: the
+        state after the step (unchanged where the update is non-finite), the state one
+        step before it, the pre-update loss, whether the chunk must stop, and whether the
+        kept state is the one step back (a non-finite loss or gradient cannot continue at
+        any learning rate).
+    """
+    new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
+    prev_params = tree_where(finite, params, prev_params)
+    prev_opt_state = tree_where(finite, opt_state, prev_opt_state)
+    params = tree_where(finite, new_params, params)
+    opt_state = tree_where(finite, new_opt_state, opt_state)
+    return params, opt_state, prev_params, prev_opt_state, loss, ~finite, ~usable & can_roll_back
+
+
+def kept_state(i, bad, rollback, params, opt_state, prev_params, prev_opt_state) -> tuple:
+    """After a chunk's loop of `guarded_step`s (`i` steps run): `(params, opt_state,
+    good)`, the state to keep and the number of steps whose state is kept."""
+    good = i - bad.astype(i.dtype) - rollback.astype(i.dtype)
+    params = tree_where(rollback, prev_params, params)
+    opt_state = tree_where(rollback, prev_opt_state, opt_state)
+    return params, opt_state, good
 
 
 class KFACRule:
