@@ -16,7 +16,7 @@ from online_emulate._storage import load_checkpoint, new_file_mode, save_checkpo
 from online_emulate.cli import main
 from online_emulate.cli._run import write_json
 from online_emulate.configuration import Supervised
-from online_emulate.emulators import LinearStencil
+from online_emulate.emulators import LinearStencil, load_emulator
 from online_emulate.estimators import ForwardRTRL
 from online_emulate.sample_data import advection_1d_periodic
 from online_emulate.trainer import DivertedChainBranchOneTrainer, OnlineTrainer, SupervisedTrainer
@@ -60,8 +60,12 @@ def _supervised(data, steps, **kw):
 
 def test_a_finished_run_writes_checkpoint_path_and_a_fresh_trainer_resumes_it(tmp_path, data):
     path = str(tmp_path / "x.npz")
-    _supervised(data, 6, checkpoint_path=path)(_eqx_net(), jax.random.PRNGKey(0))
+    first, _ = _supervised(data, 6, checkpoint_path=path)(_eqx_net(), jax.random.PRNGKey(0))
     assert os.path.exists(path)  # written at the end of a normal run
+    # the checkpoint of an equinox model loads for inference into a model of its architecture
+    import equinox as eqx
+
+    assert eqx.tree_equal(load_emulator(path, like=_eqx_net()), first)
     # another trainer object (as in a new process): continue to 12 steps in total
     resumed, history = _supervised(data, 12)(_eqx_net(), resume_from=path)
     straight, straight_history = _supervised(data, 12)(_eqx_net(), jax.random.PRNGKey(0))

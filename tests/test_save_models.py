@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import equinox as eqx
 import jax
@@ -168,3 +167,10 @@ def test_a_builtin_still_loads_without_like_and_into_like(tmp_path):
     into = load_emulator(tmp_path / "s.npz", like=LinearStencil(1, 1, 1, kernel_size=2, use_bias=False, key=0))
     for model in (loaded, into):
         np.testing.assert_array_equal(model.stencil, stencil.stencil)
+
+
+def test_save_weights_points_an_equinox_model_to_save_emulator(tmp_path):
+    from online_emulate.emulators import save_weights
+
+    with pytest.raises(TypeError, match="^emulator_or_params: expected a brainstate module .*save_emulator stores every model kind"):
+        save_weights(tmp_path / "w.npz", _sequential())

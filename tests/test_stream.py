@@ -11,7 +11,8 @@ import pytest
 from online_emulate import configuration as cfg
 from online_emulate import sample_data as sd
 from online_emulate.callback import WeightNormCallback
-from online_emulate.estimators import TruncatedBPTT
+from online_emulate.emulators import ConvNet
+from online_emulate.estimators import ETrace, TruncatedBPTT
 from online_emulate.trainer import StreamTrainer, TrainingDiverged
 from online_emulate.trainer._solver_streams import SolverStreams
 from online_emulate.trainer._stream import solver_in_the_loop_windows
@@ -173,8 +174,10 @@ def test_solver_in_the_loop_windows_start_where_the_emulator_goes():
 # ------------------------------------------------------------------------ trainer
 
 
-def hand_run(problem, configuration_loss, L, key, *, S, T, M, B, steps, lr, spp=1):
-    """The whole StreamTrainer pipeline by hand: streams, FIFO, draws, jax.grad, SGD."""
+def hand_run(problem, configuration_loss, L, key, *, S, T, M, B, steps, lr, spp=1, sil=0,
+             sil_horizon=1):
+    """The whole StreamTrainer pipeline by hand: streams, FIFO, draws, solver-in-the-loop
+    windows, jax.grad, SGD."""
     ref = jax.jit(problem.ref_stepper)
     ic = ics(problem)
     stream_key = jax.random.fold_in(key, 1)
@@ -199,6 +202,14 @@ def hand_run(problem, configuration_loss, L, key, *, S, T, M, B, steps, lr, spp=
                     ring[n % M], n = w, n + 1
         ids = jax.random.randint(jax.random.fold_in(jax.random.fold_in(key, 3), s), (B,), 0, M)
         batch = jnp.asarray(np.stack([ring[i] for i in np.asarray(ids)]))
+        for start in np.asarray(batch[:sil, 0]):  # emulator steps, then the solver
+            v = start
+            for _ in range(sil_horizon):
+                v = np.asarray(apply(params, v))
+            levels = [v]
+            for _ in range(L - 1):
+                levels.append(np.asarray(ref(levels[-1])))
+            ring[n % M], n = np.stack(levels), n + 1
         loss, g = grad(params, batch)
         losses.append(float(loss))
         params = jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g)
@@ -221,11 +232,13 @@ def stream_trainer(problem, configuration, **kw):
     return StreamTrainer(configuration, **options)
 
 
-@pytest.mark.parametrize("estimator", [None, TruncatedBPTT(1)], ids=["bptt", "tbptt1"])
-def test_training_equals_the_hand_written_pipeline(problem, estimator):
+@pytest.mark.parametrize("estimator, sil", [(None, 0), (TruncatedBPTT(1), 0), (None, 2)],
+                         ids=["bptt", "tbptt1", "bptt-solver-in-the-loop"])
+def test_training_equals_the_hand_written_pipeline(problem, estimator, sil):
     key = jax.random.PRNGKey(7)
     trainer = stream_trainer(problem, cfg.Supervised(2), estimator=estimator,
-                             solver_steps_per_step=2, steps_per_call=4)
+                             solver_steps_per_step=2, steps_per_call=4, solver_in_the_loop=sil,
+                             solver_in_the_loop_horizon=2)
     (_, got), hist = trainer(stencil_model(), key=key)
     if estimator is None:
         loss = supervised_loss
@@ -236,7 +249,8 @@ def test_training_equals_the_hand_written_pipeline(problem, estimator):
                 pred = apply(params, jax.lax.stop_gradient(pred))
                 total = total + jnp.mean((pred - batch[:, t]) ** 2)
             return total
-    want, losses = hand_run(problem, loss, 3, key, S=3, T=5, M=7, B=4, steps=6, lr=0.1, spp=2)
+    want, losses = hand_run(problem, loss, 3, key, S=3, T=5, M=7, B=4, steps=6, lr=0.1, spp=2,
+                            sil=sil, sil_horizon=2)
     np.testing.assert_allclose(np.asarray(hist), losses, rtol=2e-5)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5)
@@ -245,7 +259,7 @@ def test_training_equals_the_hand_written_pipeline(problem, estimator):
 def test_training_reduces_the_loss_towards_the_upwind_stencil(problem):
     trainer = stream_trainer(problem, cfg.Supervised(1), optimizer=optax.adam(2e-2),
                              num_training_steps=300, batch_size=8, buffer_size=32,
-                             num_streams=4, stream_length=20)
+                             num_streams=4, stream_length=20, data_parallel=True)
     (_, params), hist = trainer(stencil_model(), key=0)
     loss = np.asarray(hist)
     assert loss[-20:].mean() < 0.05 * loss[:5].mean()
@@ -305,3 +319,13 @@ def test_validation(problem):
         bad(stencil_model(), key=0)
     with pytest.raises(TypeError, match="^key:"):
         stream_trainer(problem, cfg.Supervised(1))(stencil_model())
+
+
+@pytest.mark.slow  # braintrace compiles its learner (about 25 s)
+def test_etrace_trains_from_the_stream(problem):
+    trainer = stream_trainer(problem, cfg.Supervised(2), estimator=ETrace("d_rtrl"),
+                             optimizer=optax.adam(1e-2), num_training_steps=60,
+                             batch_size=8, buffer_size=32, solver_in_the_loop=2)
+    _, hist = trainer(ConvNet(1, 1, 1, hidden_channels=4, depth=1, key=0), key=0)
+    loss = np.asarray(hist)
+    assert np.all(np.isfinite(loss)) and loss[-10:].mean() < 0.5 * loss[:5].mean()

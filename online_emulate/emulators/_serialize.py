@@ -250,9 +250,19 @@ def _set_checked(emulator, params, path):
 
 
 def save_weights(path: str | os.PathLike, emulator_or_params: brainstate.nn.Module | Params) -> str:
-    """Store only the weights (a module's `get_params`, or a parameter dict). Returns
-    the path. Restore with `set_params(model, load_weights(path))`."""
+    """Store only the weights (a brainstate module's `get_params`, or a parameter dict).
+    Returns the path. Restore with `set_params(model, load_weights(path))`.
+
+    Raises:
+        TypeError: for anything else (`save_emulator` stores every model kind).
+    """
     params = emulator_or_params
+    if not isinstance(params, (dict, brainstate.nn.Module)):
+        raise TypeError(
+            "emulator_or_params: expected a brainstate module or a parameter dict, got "
+            f"{type(params).__name__}; save_emulator stores every model kind (equinox "
+            "modules and (apply, params) pairs too)"
+        )
     if not isinstance(params, dict):
         params = get_params(emulator_or_params)
     return save_checkpoint(path, {"params": params})

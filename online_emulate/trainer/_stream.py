@@ -271,18 +271,24 @@ class StreamTrainer(Trainer):
             )
         return shape[1:], out.dtype
 
+    def _keys(self, key):
+        """The streams' and the buffer's keys of the run's `key`."""
+        return tuple(jax.random.fold_in(key, t) for t in (_STREAM_KEY, _BUFFER_KEY))
+
+    def _tick(self, stream_state, buffer, keys):
+        """One tick of the pool, its whole windows offered to the buffer."""
+        skey, bkey = keys
+        stream_state = self.streams.advance(stream_state, skey)
+        return stream_state, offer(buffer, stream_state.window,
+                                   self.streams.complete(stream_state), bkey,
+                                   policy=self.sampling)
+
     def _feed(self, stream_state, buffer, key):
-        """`solver_steps_per_step` ticks of the pool, each writing its whole windows."""
-        skey, bkey = (jax.random.fold_in(key, t) for t in (_STREAM_KEY, _BUFFER_KEY))
-
-        def tick(carry, _):
-            s, b = carry
-            s = self.streams.advance(s, skey)
-            return (s, offer(b, s.window, self.streams.complete(s), bkey,
-                             policy=self.sampling)), None
-
-        (stream_state, buffer), _ = jax.lax.scan(tick, (stream_state, buffer), None,
-                                                 length=self.solver_steps_per_step)
+        """`solver_steps_per_step` ticks (a training step's solver work)."""
+        keys = self._keys(key)
+        (stream_state, buffer), _ = jax.lax.scan(
+            lambda carry, _: (self._tick(*carry, keys), None), (stream_state, buffer), None,
+            length=self.solver_steps_per_step)
         return stream_state, buffer
 
     def _prefill_fn(self, state_shape, dtype):
@@ -291,18 +297,13 @@ class StreamTrainer(Trainer):
         streams, M, L = self.streams, self.buffer_size, self.window_length
 
         def prefill(key):
-            skey, bkey = (jax.random.fold_in(key, t) for t in (_STREAM_KEY, _BUFFER_KEY))
-            s = streams.init(skey)
+            keys = self._keys(key)
+            s = streams.init(keys[0])
             s = s._replace(window=s.window.astype(dtype))
             b = offer(init_buffer(M, (L, *state_shape), dtype), s.window, streams.complete(s),
-                      bkey, policy=self.sampling)
-
-            def tick(carry):
-                s, b = carry
-                s = streams.advance(s, skey)
-                return s, offer(b, s.window, streams.complete(s), bkey, policy=self.sampling)
-
-            return jax.lax.while_loop(lambda c: c[1].count < M, tick, (s, b))
+                      keys[1], policy=self.sampling)
+            return jax.lax.while_loop(lambda c: c[1].count < M,
+                                      lambda c: self._tick(*c, keys), (s, b))
 
         return prefill
 
@@ -324,7 +325,7 @@ class StreamTrainer(Trainer):
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
             prev_params, prev_opt_state, has_prev = prev
             batch_key = jax.random.fold_in(key, _BATCH_KEY)
-            buffer_key = jax.random.fold_in(key, _BUFFER_KEY)
+            buffer_key = self._keys(key)[1]
 
             def keep_going(carry):
                 return (carry[0] < num_steps) & jnp.logical_not(carry[-2])
