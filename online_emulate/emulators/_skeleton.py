@@ -30,12 +30,6 @@ class _Unsupported(Exception):
     """A part of the model no description covers."""
 
 
-def _type_name(node) -> str:
-    cls = type(node)
-    module = cls.__module__.split(".")[0]
-    return f"{module}.{'nn.' if module == 'equinox' else 'arch.' if module == 'pdequinox' else ''}{cls.__name__}"
-
-
 def _dtype(array) -> str:
     return str(np.dtype(array.dtype))
 
@@ -48,28 +42,31 @@ def _plain(value):
 
 
 def _describe(node) -> dict:
-    name = _type_name(node)
-    if name in (f"equinox.nn.{c}" for c in _CONVS) and type(node) is getattr(eqx.nn, name[11:]):
+    cls = type(node)  # exact types: a subclass may hold or do more than its base
+    if cls in (eqx.nn.Conv, eqx.nn.Conv1d, eqx.nn.Conv2d, eqx.nn.Conv3d):
         spec = {
-            "type": name, "in_channels": node.in_channels, "out_channels": node.out_channels,
-            "kernel_size": _plain(node.kernel_size), "stride": _plain(node.stride),
-            "padding": _plain(node.padding), "dilation": _plain(node.dilation),
-            "groups": node.groups, "use_bias": node.use_bias, "padding_mode": node.padding_mode,
+            "type": f"equinox.nn.{cls.__name__}", "in_channels": node.in_channels,
+            "out_channels": node.out_channels, "kernel_size": _plain(node.kernel_size),
+            "stride": _plain(node.stride), "padding": _plain(node.padding),
+            "dilation": _plain(node.dilation), "groups": node.groups,
+            "use_bias": node.use_bias, "padding_mode": node.padding_mode,
             "dtype": _dtype(node.weight),
         }
-        if name == "equinox.nn.Conv":
+        if cls is eqx.nn.Conv:
             spec["num_spatial_dims"] = node.num_spatial_dims
         return spec
-    if name == "equinox.nn.Linear" and type(node) is eqx.nn.Linear:
-        return {"type": name, "in_features": node.in_features, "out_features": node.out_features,
-                "use_bias": node.use_bias, "dtype": _dtype(node.weight)}
-    if name == "equinox.nn.Sequential" and type(node) is eqx.nn.Sequential:
-        return {"type": name, "layers": [_describe(layer) for layer in node.layers]}
-    if name == "equinox.nn.Lambda" and type(node) is eqx.nn.Lambda:
-        return {"type": name, "fn": _activation(node.fn)}
-    if name == _PDX_CONV_NET and type(node) is sys.modules["pdequinox"].arch.ConvNet:
+    if cls is eqx.nn.Linear:
+        return {"type": "equinox.nn.Linear", "in_features": node.in_features,
+                "out_features": node.out_features, "use_bias": node.use_bias,
+                "dtype": _dtype(node.weight)}
+    if cls is eqx.nn.Sequential:
+        return {"type": "equinox.nn.Sequential", "layers": [_describe(layer) for layer in node.layers]}
+    if cls is eqx.nn.Lambda:
+        return {"type": "equinox.nn.Lambda", "fn": _activation(node.fn)}
+    pdx = sys.modules.get("pdequinox")  # a pdequinox model exists only once it is imported
+    if pdx is not None and cls is pdx.arch.ConvNet:
         return _describe_pdx_conv_net(node)
-    raise _Unsupported(name)
+    raise _Unsupported(cls.__name__)
 
 
 def _activation(fn) -> str:
