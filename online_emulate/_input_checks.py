@@ -1,4 +1,8 @@
-"""Checks of the data given together with an emulator, before anything is compiled."""
+"""Checks of the data given together with an emulator, before anything is compiled.
+
+Data is `(samples, time, C, *N)`: a layout mistake (the time axis last, the channel axis
+missing, one state where a batch belongs) is named as such, with the likely fix.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,111 @@ import jax.numpy as jnp
 import numpy as np
 
 from .configuration import BaseConfiguration
-from .emulators import Emulator
+from .emulators import Emulator, adapt
 
-__all__ = ["check_emulator_data"]
+__all__ = ["check_emulator_data", "check_time_levels", "check_model_state", "check_ref_stepper"]
+
+
+def check_time_levels(shape: tuple, min_levels: int, *, name: str = "data",
+                      why: str = "") -> None:
+    """Raise unless `shape` `(samples, time, C, *N)` has at least `min_levels` time levels.
+
+    A short time axis followed by a longer one where the channels belong, with a last
+    axis long enough for the window, is named as a time axis put last
+    `(samples, C, *N, time)`.
+
+    Raises:
+        ValueError: naming `name`, the levels needed and the likely mistake.
+    """
+    shape = tuple(shape)
+    if shape[1] >= min_levels:
+        return
+    if len(shape) >= 4 and shape[2] > shape[1] and shape[-1] >= min_levels:
+        fix = (f"; the time axis may be last: trajectories are (samples, time, C, *N), so "
+               f"move it with jnp.moveaxis({name}, -1, 1)")
+    else:
+        fix = "; use longer trajectories or fewer rollout steps"
+    raise ValueError(f"{name}: expected trajectories of at least {min_levels} time levels{why}, "
+                     f"got {shape[1]} (shape {shape}, read as (samples, time, C, *N)){fix}")
+
+
+def check_model_state(adapter, shape: tuple, dtype, *, name: str = "data",
+                      given: tuple | None = None) -> None:
+    """`adapter.check_state(shape, dtype)`, with a layout mistake named: when the model
+    fails on one state of `shape` but takes one with an extra leading axis, the axis
+    missing from `name` is said (the channel axis of data, the batch axis of an
+    `ic_sampler`'s initial conditions). `given` is the full shape `name` had.
+
+    Raises:
+        ValueError: naming `name` for a missing axis, otherwise as `check_state`.
+    """
+    try:
+        adapter.check_state(shape, dtype, name=name)
+        return
+    except ValueError as err:
+        failure = err
+    wider = (1, *tuple(shape))
+    try:
+        adapt(adapter.model, state_ndim=len(wider)).check_state(wider, dtype, name=name)
+    except (ValueError, TypeError):
+        raise failure from None
+    raise ValueError(_missing_axis(name, tuple(given or shape), wider)) from None
+
+
+def _missing_axis(name: str, given: tuple, wider: tuple) -> str:
+    if name == "ic_sampler":
+        return (f"ic_sampler: expected a batch of initial conditions (B, C, *N), i.e. (B, "
+                f"{', '.join(map(str, wider))}) for this model, got shape {given}: an axis is "
+                "missing (a single state needs its batch axis, u[None]; a batch without "
+                "its channel axis needs u[:, None])")
+    return (f"{name}: expected trajectories (samples, time, C, *N), got shape {given}: the "
+            f"channel axis is missing (this model steps states {wider}; add it with "
+            f"{name}[:, :, None])")
+
+
+def check_ref_stepper(ref_stepper, shape: tuple, dtype, *, name: str = "ref_stepper") -> None:
+    """Check, by tracing only, that `ref_stepper` is a JAX function of one state `shape`
+    `(C, *N)` that the library can trace and vmap, returning a state of that shape.
+
+    Raises:
+        TypeError: naming `name`, for a stepper that cannot be traced (NumPy calls on
+            its input, Python branching on its values).
+        ValueError: naming `name`, for an output of another shape.
+    """
+    shape = tuple(shape)
+    batch = jax.ShapeDtypeStruct((1, *shape), dtype)
+    try:
+        out = jax.eval_shape(jax.vmap(ref_stepper), batch)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+            jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError) as err:
+        raise TypeError(
+            f"{name}: expected a JAX function of one state {shape} (C, *N), which the "
+            "library traces (jit) and vmaps over the batch, so it must use jax.numpy on "
+            f"its input, not NumPy or Python branches on its values; got "
+            f"{getattr(ref_stepper, '__name__', type(ref_stepper).__name__)}, which fails "
+            f"when traced with {type(err).__name__}"
+        ) from None
+    if tuple(getattr(out, "shape", ())) != (1, *shape):
+        got = tuple(out.shape[1:]) if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"{name}: expected it to map one state of shape {shape} to the "
+                         f"same shape, got {got}")
 
 
 def _param_dtype(emulator):
-    if not isinstance(emulator, Emulator):  # other model kinds: their adapters check
-        return None
-    leaves = [np.asarray(s.value) for s in emulator.states().values()
-              if hasattr(s, "value") and jnp.issubdtype(np.asarray(s.value).dtype, jnp.floating)]
-    return leaves[0].dtype if leaves else None
+    """The dtype jax computes the model's first floating-point parameter in (None when
+    it has none, or for something that is not a model: its own checks name it)."""
+    if isinstance(emulator, Emulator):
+        leaves = [s.value for s in emulator.states().values() if hasattr(s, "value")]
+    else:
+        try:
+            leaves = jax.tree_util.tree_leaves(adapt(emulator).params)
+        except TypeError:
+            return None
+    for leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)  # arrays only: Python scalars take any dtype
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+            return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    return None
 
 
 def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int = 1,
@@ -25,7 +123,8 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
     """`data` as one jax array `(batch, time, C, *N)` the emulator can step.
 
     Integer or bool data is cast to the emulator's parameter dtype (the values are
-    exact up to 2**24 in float32); a float dtype other than the parameters' is refused,
+    exact up to 2**24 in float32); a float dtype other than the parameters' (of any
+    model kind: the first floating-point parameter's) is refused,
     as is a PyTree under the library's configurations (they hand data leaves to an
     emulator that steps one array; a user configuration may take PyTree data apart
     itself), a missing channel axis, too few time levels, and NaN/inf values unless
@@ -85,8 +184,7 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
                 f"{name}: expected {expected} for this {d}-D emulator with {c} channel(s), "
                 f"got shape {tuple(data.shape)}"
             )
-    if data.shape[1] < min_levels:
-        raise ValueError(f"{name}: expected at least {min_levels} time levels, got {data.shape[1]}")
+    check_time_levels(data.shape, min_levels, name=name)
     data = jnp.asarray(data)
     if not allow_nonfinite:
         finite = np.asarray(jnp.isfinite(data).reshape(data.shape[0], data.shape[1], -1).all(-1))

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import zipfile
-from typing import Any
+from typing import IO, Any, Callable
 
 import jax
 import numpy as np
@@ -27,6 +27,8 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "write_npz",
     "read_npz",
+    "atomic_write",
+    "new_file_mode",
 ]
 
 CHECKPOINT_FORMAT = 2
@@ -182,6 +184,48 @@ def restore_tree(stored, like, *, path: str = "checkpoint", name: str = "tree"):
 
 
 # ------------------------------------------------------------------- files
+def new_file_mode() -> int:
+    """The permission bits `open(path, "w")` would give a new file: 0o666 less the
+    process's umask (read from /proc where it is shown, so the umask is never changed,
+    not even for a moment)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, text: bool = False,
+                 prefix: str = ".tmp-", suffix: str = "") -> str:
+    """Write a file at `path` atomically: `write(f)` fills a temporary file in the same
+    folder, which is flushed to disk, given the mode a plain `open` would give a new
+    file (the user's umask; a temporary file is created 0o600) and renamed over `path`.
+    A crash leaves the old file or the new one, never a part of either.
+
+    Returns:
+        The path, as a string.
+    """
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w" if text else "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _host(x):
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
@@ -192,28 +236,16 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict
     """Write `arrays` and the JSON `meta` into one `.npz` at `path`, atomically, from
     process 0 only (other processes of a multi-host run return without writing).
 
-    The bytes go to a temporary file in the same folder, are flushed to disk, and the
-    file is then renamed over `path`: a crash leaves the old file or the new one.
+    See `atomic_write`: a crash leaves the old file or the new one, and the file gets
+    the user's umask.
     """
     path = os.fspath(path)
     if jax.process_index() != 0:
         return path
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     text = json.dumps({"magic": _MAGIC, "format": CHECKPOINT_FORMAT, **meta}, allow_nan=False)
     entries = {_META: np.frombuffer(text.encode("utf-8"), np.uint8), **arrays}
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **entries), prefix=".ckpt-", suffix=".npz")
 
 
 def read_npz(path: str | os.PathLike, *, kind: str) -> tuple[dict, dict[str, np.ndarray]]:

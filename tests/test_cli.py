@@ -179,7 +179,7 @@ def test_failed_or_refused_runs_keep_the_previous_folder(tmp_path, capsys):
     assert _snapshot(out) == before
     # failed: divergence prints the message and the state's path, exit 3, no traceback
     diverging = _with(_with(SMALL, "--learning-rate", "1e30"), "--rollout-steps", "10")
-    assert main(["train", *diverging, "--optimizer", "sgd", "--output", str(out)]) == 3
+    assert main(["train", *diverging, "--optimizer", "sgd", "--output", str(out), "--overwrite"]) == 3
     err = _one_line_error(capsys, "training diverged")
     assert str(out / "diverged.npz") in err
     after = _snapshot(out)
@@ -212,7 +212,9 @@ def _train_command(out, steps):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    steps = 1500
+    # enough steps that training (about 0.3 ms a step here) still runs when the signal
+    # arrives; 1,500 steps ended before it and the signal met the evaluation instead
+    steps = 30000
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(_train_command(out, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # printed once the handlers are installed

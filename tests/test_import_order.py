@@ -31,8 +31,9 @@ LAYERS = [
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
 # Dependencies that may be imported inside a function: optional extras, and braintrace,
-# loaded when an eligibility-trace path first needs it (it pulls in scipy.stats).
-LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace"}
+# loaded when an eligibility-trace path first needs it (it pulls in scipy.stats), and
+# pdequinox, not a dependency: only loading a stored pdequinox model needs it.
+LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace", "pdequinox"}
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")

@@ -122,8 +122,13 @@ def test_user_models_store_weights_with_documented_restore(tmp_path):
         pass
 
     model = Mine(1, 1, 1, key=2)
-    with pytest.raises(TypeError, match="save_weights"):
-        save_emulator(tmp_path / "x.npz", model)
+    # your own brainstate module is stored too; loading needs a module to put it in
+    save_emulator(tmp_path / "x.npz", model)
+    with pytest.raises(ValueError, match="^like: expected a brainstate module .*Mine"):
+        load_emulator(tmp_path / "x.npz")
+    loaded = load_emulator(tmp_path / "x.npz", like=Mine(1, 1, 1, key=9))
+    assert type(loaded) is Mine
+    jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(loaded), get_params(model))
     save_weights(tmp_path / "w.npz", model)
     with pytest.raises(ValueError, match="set_params"):
         load_emulator(tmp_path / "w.npz")

@@ -100,6 +100,47 @@ def test_reproducible_from_key(name, small_problems, small_data):
     assert not np.allclose(small_data[name][0], small_data[name][1])
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_sample_initial_conditions_is_make_datas_first_level(name, small_problems, small_data):
+    """The streamed initial conditions are the stored data's first level for the same key
+    (the same draws and warm-up), also with the key traced inside jit, and the rollout
+    of the problem's own stepper from them is the stored trajectory."""
+    p = small_problems[name]
+    u0 = p.sample_initial_conditions(NUM_SAMPLES, KEY)
+    assert u0.dtype == jnp.float32 and u0.shape == (NUM_SAMPLES,) + p.state_shape
+    np.testing.assert_array_equal(np.asarray(u0), np.asarray(small_data[name][:, 0]))
+    traced = jax.jit(lambda k: p.sample_initial_conditions(NUM_SAMPLES, k))(KEY)
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(u0))
+    one = p.sample_initial_conditions(1, KEY)  # a different count: a different split
+    assert one.shape == (1,) + p.state_shape
+    nxt = jax.vmap(p.ref_stepper)(u0)
+    np.testing.assert_allclose(np.asarray(nxt), np.asarray(small_data[name][:, 1]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_sample_initial_conditions_equals_direct_exponax_draw():
+    """Against exponax called by hand: one key per sample, then the warm-up steps."""
+    import exponax as ex
+
+    p = sd.get_problem("ks_1d", num_points=32, warmup_steps=10)
+    ic = ex.ic.RandomTruncatedFourierSeries(1, cutoff=5, max_one=True)
+    ks = ex.stepper.KuramotoSivashinskyConservative(1, 32.0, 32, 0.5)
+    keys = jax.random.split(KEY, 3)
+    want = jax.vmap(ex.repeat(ks, 10))(jax.vmap(lambda k: ic(32, key=k))(keys))
+    np.testing.assert_allclose(np.asarray(p.sample_initial_conditions(3, KEY)),
+                               np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_sample_initial_conditions_validation():
+    p = sd.get_problem("advection_1d", num_points=16)
+    with pytest.raises(ValueError, match="^num:"):
+        p.sample_initial_conditions(0, KEY)
+    with pytest.raises(TypeError, match="^key:"):
+        p.sample_initial_conditions(2, 3)
+    with pytest.raises(TypeError, match="^key:"):
+        sd.get_problem("burgers_1d", num_points=32).sample_initial_conditions(2, "k")
+
+
 def test_typed_key_accepted():
     a = DIRECT["diffusion_1d"](jax.random.key(3))
     assert a.shape == (NUM_SAMPLES, HORIZON + 1, 1, 16)

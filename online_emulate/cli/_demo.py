@@ -35,7 +35,8 @@ def run_demo(*, output: str, steps: int, progress: bool) -> list[dict]:
         for estimator in DEMO_ESTIMATORS:
             run = dict(_BASE, problem=problem, emulator=emulator, learning_rate=lr, steps=steps, estimator=estimator)
             print(f"== {problem}: Supervised(R={run['rollout_steps']}) trained with {estimator}", flush=True)
-            result, history = run_training(run, output=os.path.join(output, problem, estimator), progress=progress)
+            result, history = run_training(run, output=os.path.join(output, problem, estimator), progress=progress,
+                                           overwrite=True)  # a demo is run again and again
             m = result["metrics"]
             curves[estimator] = m["nrmse"]
             losses[estimator] = history.loss

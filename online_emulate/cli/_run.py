@@ -20,13 +20,14 @@ import jax
 import numpy as np
 
 from .._rollout import bind
+from .._storage import atomic_write
 from ..callback import CheckpointCallback
 from ..emulators import functional, load_emulator, save_emulator
 from ..estimators import compiled_temp_bytes
 from ..metrics import evaluate_rollout, rollout, to_json_dict
 from ..metrics._evaluate import _convert
 from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
-from ..trainer import GeneralTrainer, TrainingDiverged, load_checkpoint
+from ..trainer import GeneralTrainer, StreamTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
     DEFAULT_DECAY,
     DEFAULT_NUM_CHECKPOINTS,
@@ -37,6 +38,8 @@ from ._factories import (
     make_problem,
     make_residuum_fn,
 )
+from ._fit import check_choices_fit
+from ._run_folder import check_resumed_options, check_run_folder
 
 __all__ = [
     "run_training",
@@ -70,18 +73,10 @@ class RunDiverged(Exception):
 
 
 def write_json(path: str, payload) -> None:
-    """Write JSON atomically (temporary file + rename). numpy values become plain ones."""
+    """Write JSON atomically (temporary file + rename), with the mode the user's umask
+    gives new files. numpy values become plain ones."""
     text = json.dumps(_convert(payload, "payload"), indent=2, sort_keys=True)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".json-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text), text=True, prefix=".json-")
 
 
 def check_output_folder(path: str, option: str = "--output") -> str:
@@ -117,6 +112,19 @@ def _datasets(problem, samples: int, test_samples: int, horizon: int, test_horiz
     return train, test
 
 
+def _trainer(run, problem, configuration, train, **options):
+    """The run's trainer: a `GeneralTrainer` on the stored `train` trajectories, or with
+    `run["stream"]` a `StreamTrainer` on the problem's solver (`train` is then None)."""
+    if run.get("stream") is None:
+        return GeneralTrainer(configuration, train, **options)
+    ref_stepper = problem.ref_stepper
+    options.pop("ref_stepper")
+    return StreamTrainer(
+        configuration, ref_stepper=ref_stepper,
+        ic_sampler=lambda key, num: problem.sample_initial_conditions(num, key),
+        **options, **run["stream"])
+
+
 def resolve_run(run: dict):
     """Build every object of a run and fill in every default (the resolved config)."""
     problem = make_problem(run["problem"], run.get("num_points"))
@@ -129,6 +137,7 @@ def resolve_run(run: dict):
         num_checkpoints = DEFAULT_NUM_CHECKPOINTS
     estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay,
                                num_checkpoints=num_checkpoints)
+    check_choices_fit(run, configuration, estimator)  # one line in the CLI's words
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
     optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
@@ -173,11 +182,14 @@ def _publish(partial: str, output: str) -> None:
     shutil.rmtree(partial, ignore_errors=True)
 
 
-def run_training(run: dict, *, output: str, progress: bool, resume: bool = False, on_start=None):
+def run_training(run: dict, *, output: str, progress: bool, resume: bool = False,
+                 overwrite: bool = False, on_start=None):
     """Train and evaluate one run described by the plain dict `run`; write its files.
 
     `run` holds every setting; `output/config.json` records it with every default
-    resolved, so a run is reproducible from that file alone.
+    resolved, so a run is reproducible from that file alone. A folder holding an earlier
+    run is refused unless `resume` (continue it: the options must be that run's, but
+    for `RESUMABLE_OPTIONS`) or `overwrite` (replace its files).
 
     Returns:
         `(result, history)`: the dict written to `metrics.json` and the `TrainingHistory`.
@@ -189,7 +201,10 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             step and `--resume` continues bit-identically.
     """
     output = check_output_folder(output)
+    check_run_folder(output, resume=resume, overwrite=overwrite)
     problem, configuration, estimator, emulator, optimizer, resolved = resolve_run(run)
+    if resume:
+        check_resumed_options(output, resolved)
     partial = os.path.join(output, _PARTIAL)
     resume_from = None
     if resume:
@@ -197,6 +212,7 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             if os.path.exists(candidate):
                 resume_from = candidate
                 break
+    original = resume_from  # errors name it, not the staged copy
     if resume_from is not None:  # read it now, so a bad file refuses the run early
         first_step = int(load_checkpoint(resume_from)["step"])
         staged_from = os.path.join(output, ".resume-" + CHECKPOINT)
@@ -207,18 +223,25 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     try:
-        train, test = _datasets(problem, run["samples"], run["test_samples"], run["horizon"], run["test_horizon"], run["seed"])
+        streamed = run.get("stream") is not None
+        # a stream stores nothing: one training trajectory is drawn only to keep the
+        # test data of the seed the same as `train`'s
+        train, test = _datasets(problem, 1 if streamed else run["samples"], run["test_samples"],
+                                run["horizon"], run["test_horizon"], run["seed"])
+        if streamed:
+            train = None
         ref_stepper = problem.ref_stepper if configuration.needs_ref_stepper else None
         residuum_fn = make_residuum_fn(problem.ref_stepper) if configuration.needs_residuum_fn else None
         checkpoint = os.path.join(partial, CHECKPOINT)
         callbacks = []
         if run.get("checkpoint_every"):
             callbacks.append(CheckpointCallback(checkpoint, every=run["checkpoint_every"]))
-        trainer = GeneralTrainer(
-            configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
+        trainer = _trainer(
+            run, problem, configuration, train, optimizer=optimizer, num_training_steps=run["steps"],
             batch_size=run["batch_size"], ref_stepper=ref_stepper, residuum_fn=residuum_fn,
             estimator=estimator, callbacks=callbacks, progress_bar=progress,
-            checkpoint_path=os.path.join(partial, DIVERGED),
+            # the final state of the run (or, after a divergence, the last good one)
+            checkpoint_path=checkpoint,
         )
         write_json(os.path.join(partial, "config.json"), resolved)
         start = time.perf_counter()
@@ -227,6 +250,10 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
                 on_start()
             try:
                 trained, history = trainer(emulator, key=run["seed"], resume_from=resume_from)
+            except ValueError as err:
+                if resume_from is None or resume_from not in str(err):
+                    raise
+                raise ValueError(str(err).replace(resume_from, original)) from None
             except TrainingDiverged as err:
                 path = None
                 if err.checkpoint:
@@ -234,14 +261,14 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
                     os.replace(err.checkpoint, path)
                 raise RunDiverged(str(err).replace(err.checkpoint or "\0", path or ""), path) from None
         train_seconds = time.perf_counter() - start
-        trainer.save_checkpoint(checkpoint)
         if stopper.received is not None:
             write_json(os.path.join(partial, "history.json"), history.as_dict())
             _publish(partial, output)
             raise RunInterrupted(stopper.received, trainer.step, os.path.join(output, CHECKPOINT))
         save_emulator(os.path.join(partial, "emulator.npz"), trained)
 
-        window = train[: min(run["batch_size"], train.shape[0]), : configuration.num_time_levels]
+        windows = test if train is None else train  # a stream's windows: test-data shaped
+        window = windows[: min(run["batch_size"], windows.shape[0]), : configuration.num_time_levels]
         temp_bytes = compiled_temp_bytes(
             estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
         )

@@ -166,6 +166,10 @@ class CarryOps(Protocol):
       traced bool `where` holds, the gradient path through the past ends (a
       `cut_bptt` cut, a teacher-forcing reset, a new rollout) and, if `u` is given,
       the state is replaced by `u`.
+    * `force(carry, alpha, u) -> carry` (ForwardRTRL and TruncatedBPTT only): a
+      generalized teacher-forcing mix, the state becomes `(1 - alpha) * state + alpha *
+      u` (`u` carries no gradient) and the gradient path through the past is scaled by
+      `1 - alpha` (alpha = 1 is a reset).
     * `step(params, carry, x, term) -> (carry, loss, grads)`: one network step
       `nxt = apply(params, prev)`; `loss = term(prev, nxt, x)` (the weighted loss of
       the step, `x` its input: targets or a time index) and this step's gradient

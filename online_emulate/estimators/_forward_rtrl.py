@@ -44,6 +44,12 @@ class _RTRLOps:
         # a reset state does not depend on theta
         return (state, jnp.where(where, jnp.zeros_like(J), J))
 
+    def force(self, carry, alpha, u):
+        state, J = carry
+        # the forced state (1 - alpha) state + alpha u depends on theta through its first
+        # part only
+        return ((1 - alpha) * state + alpha * u.astype(state.dtype), (1 - alpha) * J)
+
     def step(self, params, carry, x, term):
         u, J = carry
         flat, unravel = ravel_pytree(params)

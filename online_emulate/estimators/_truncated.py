@@ -19,11 +19,14 @@ def _sg(tree):
 class _WindowOps:
     """The TruncatedBPTT carry: the current state and the open window.
 
-    `(u, pending_cut, prev_states (k, ...), inputs (k, ...), cut_before (k,), n)`: the
-    states entering each step of the window and the step inputs, so that the window's
-    reverse pass can be taken when it closes (after k steps, or at a `flush`). The
-    window's forward pass is recomputed there; the stored states fix its values
-    exactly and carry the gradient only between steps of the window.
+    `(u, pending, prev_states (k, ...), inputs (k, ...), kept (k,), n)`: the states
+    entering each step of the window and the step inputs, so that the window's reverse
+    pass can be taken when it closes (after k steps, or at a `flush`). The window's
+    forward pass is recomputed there; the stored states fix its values exactly and carry
+    the gradient only between steps of the window. `kept[j]` is the share of the
+    gradient that reaches step j's input from the step before it: 0 after a cut or reset
+    (and at the window's first step), `1 - alpha` after a teacher-forcing mix, else 1;
+    `pending` is that share for the next step.
     """
 
     jittable = True
@@ -35,23 +38,28 @@ class _WindowOps:
         out = jax.eval_shape(self.apply, params, u0)
         u0 = u0.astype(out.dtype)
         buf = lambda a: jnp.zeros((self.k,) + jnp.shape(a), jnp.asarray(a).dtype)  # noqa: E731
-        return (u0, jnp.asarray(True), buf(u0), jax.tree_util.tree_map(buf, x),
-                jnp.ones((self.k,), bool), jnp.zeros((), jnp.int32))
+        return (u0, jnp.zeros((), u0.dtype), buf(u0), jax.tree_util.tree_map(buf, x),
+                jnp.zeros((self.k,), u0.dtype), jnp.zeros((), jnp.int32))
 
     def reset(self, carry, where, u=None):
         state, pending, *rest = carry
         if u is not None:
             state = jnp.where(where, u.astype(state.dtype), state)
-        return (state, pending | where, *rest)
+        return (state, jnp.where(where, jnp.zeros_like(pending), pending), *rest)
+
+    def force(self, carry, alpha, u):
+        state, pending, *rest = carry
+        return ((1 - alpha) * state + alpha * u.astype(state.dtype),
+                (1 - alpha) * pending, *rest)
 
     def step(self, params, carry, x, term):
-        u, pending, prevs, xs, cuts, n = carry
+        u, pending, prevs, xs, kept, n = carry
         v = self.apply(params, u)
         loss = term(u, v, x)
         prevs = prevs.at[n].set(u)
         xs = jax.tree_util.tree_map(lambda b, a: b.at[n].set(a), xs, x)
-        cuts = cuts.at[n].set(pending | (n == 0))
-        carry = (v, jnp.asarray(False), prevs, xs, cuts, n + 1)
+        kept = kept.at[n].set(jnp.where(n == 0, jnp.zeros_like(pending), pending))
+        carry = (v, jnp.ones_like(pending), prevs, xs, kept, n + 1)
         if self.k == 1:  # every step closes its one-step window
             carry, g = self._close(params, carry, term, full=True)
             return carry, loss, g
@@ -72,15 +80,15 @@ class _WindowOps:
     def _close(self, params, carry, term, *, full: bool):
         """The open window's gradient, and the carry with an empty window. `full` (static):
         the window holds all k steps, so no step is masked and it cannot be empty."""
-        u, pending, prevs, xs, cuts, n = carry
+        u, pending, prevs, xs, kept, n = carry
         apply = self.apply
 
         def window_loss(p):
             def body(u_c, j):
                 stored = _sg(prevs[j])
-                # the value is the stored state; the gradient flows along the window
-                # except where a cut or reset ended it
-                prev = jnp.where(cuts[j], stored, stored + (u_c - jax.lax.stop_gradient(u_c)))
+                # the value is the stored state; the gradient flows along the window,
+                # scaled by the share kept (0 where a cut or reset ended it)
+                prev = stored + kept[j].astype(stored.dtype) * (u_c - jax.lax.stop_gradient(u_c))
                 x = jax.tree_util.tree_map(lambda b: b[j], xs)
 
                 def live(prev):
@@ -102,7 +110,7 @@ class _WindowOps:
             # an empty window (a flush right after the window closed by itself) costs nothing
             g = jax.lax.cond(n > 0, jax.grad(window_loss),
                              lambda p: jax.tree_util.tree_map(jnp.zeros_like, p), params)
-        return (u, jnp.asarray(True), prevs, xs, cuts, jnp.zeros((), jnp.int32)), g
+        return (u, jnp.zeros_like(pending), prevs, xs, kept, jnp.zeros((), jnp.int32)), g
 
     def state(self, carry):
         return carry[0]

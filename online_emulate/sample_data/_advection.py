@@ -97,6 +97,18 @@ def _draw_coefficients(
     return jax.vmap(draw)(jax.random.split(key, num_samples))
 
 
+def _coefficients(num_points, num_samples, cfl, highest_init_mode, key):
+    """Validate the arguments shared by the trajectories and their first level; the
+    checked `num_points` and `cfl` and the drawn sine and cosine amplitudes."""
+    num_points = check_int("num_points", num_points, minimum=2)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    cfl = check_real("cfl", cfl)
+    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
+    check_band_limit(highest_init_mode, num_points)
+    check_key("key", key)
+    return (num_points, cfl, *_draw_coefficients(key, num_samples, highest_init_mode))
+
+
 def advection_1d_periodic(
     num_points: int = 30,
     num_samples: int = 20,
@@ -139,16 +151,9 @@ def advection_1d_periodic(
     Raises:
         TypeError / ValueError: naming the offending argument.
     """
-    num_points = check_int("num_points", num_points, minimum=2)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
-    cfl = check_real("cfl", cfl)
-    highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
-    check_band_limit(highest_init_mode, num_points)
     temporal_horizon = check_int("temporal_horizon", temporal_horizon, minimum=1)
-    check_key("key", key)
-    sine_amplitudes, cosine_amplitudes = _draw_coefficients(
-        key, num_samples, highest_init_mode
-    )
+    num_points, cfl, sine_amplitudes, cosine_amplitudes = _coefficients(
+        num_points, num_samples, cfl, highest_init_mode, key)
     # Level t is u_0 shifted by t * cfl cells: the one-step multiplier to the power
     # t, with the phases computed in float64 (no error accumulates over steps).
     modes = np.arange(num_points // 2 + 1, dtype=np.float64)
@@ -171,3 +176,33 @@ def _advect_series(sine_amplitudes, cosine_amplitudes, phases, num_points):
     u_hat = u0_hat[:, None, :] * phases.astype(u0_hat.dtype)[None]
     u = jnp.fft.irfft(u_hat, n=num_points, axis=-1).astype(jnp.float32)
     return u[:, :, None, :]
+
+
+def advection_1d_initial_conditions(
+    num_points: int = 30,
+    num_samples: int = 20,
+    *,
+    key: PRNGKeyArray,
+    highest_init_mode: int = 5,
+    cfl: float = 0.75,
+) -> Float[Array, "num_samples 1 num_points"]:
+    """The first level of :func:`advection_1d_periodic` with the same arguments and key
+    (the same coefficient draws, evaluated the same way), without the shifted levels.
+
+    Arguments:
+        num_points, num_samples, key, highest_init_mode: as for
+            :func:`advection_1d_periodic`.
+        cfl: accepted so that a problem's parameters can be passed whole; the initial
+            states do not depend on it.
+
+    Returns:
+        float32 array ``(num_samples, 1, num_points)``.
+
+    Raises:
+        TypeError / ValueError: naming the offending argument.
+    """
+    num_points, _, sine_amplitudes, cosine_amplitudes = _coefficients(
+        num_points, num_samples, cfl, highest_init_mode, key)
+    # level 0 of the series: the phase of step 0 is exactly one
+    phases = np.ones((1, num_points // 2 + 1), np.complex64)
+    return _advect_series(sine_amplitudes, cosine_amplitudes, phases, num_points)[:, 0]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._advection import advection_1d_periodic, advection_1d_stepper
+from ._advection import (
+    advection_1d_initial_conditions,
+    advection_1d_periodic,
+    advection_1d_stepper,
+)
 from ._burgers import burgers_1d, make_burgers_1d_stepper
 from ._burgers_2d import burgers_2d, make_burgers_2d_stepper
 from ._diffusion import diffusion_1d, make_diffusion_1d_stepper
@@ -18,7 +23,7 @@ from ._kuramoto_sivashinsky import (
     make_kuramoto_sivashinsky_1d_stepper,
 )
 from .._checks import check_int
-from ._exponax import PDES
+from ._exponax import PDES, initial_conditions
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,6 +43,12 @@ class Problem:
         ref_stepper: the stepper that made the data, acting on one sample
             ``(C, *N)``; jit/vmap/grad compatible.
         params: every parameter the problem was built with (read-only mapping).
+        sample_initial_conditions: ``sample_initial_conditions(num, key)`` -> float32
+            ``(num, C, *N)``: the first level of ``make_data(num, T, key)`` (drawn
+            the same way from the same key, after the same warm-up steps), without
+            the rollout. With ``ref_stepper`` it lets a trainer stream the problem
+            from its solver (``trainer.StreamTrainer``); it can be traced (a traced
+            ``key`` inside ``jax.jit``; ``num`` is static).
     """
 
     name: str
@@ -48,6 +59,7 @@ class Problem:
     make_data: Callable[..., Float[Array, "num_samples time C ..."]]
     ref_stepper: Callable[[Float[Array, "C ..."]], Float[Array, "C ..."]]
     params: Mapping[str, Any]
+    sample_initial_conditions: Callable[..., Float[Array, "num C ..."]]
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -71,6 +83,8 @@ class ProblemSpec:
     data_fn: Callable[..., Any]
     stepper_fn: Callable[..., Any]
     description: str
+    #: ``ic_fn(num_points, num_samples, key=, **data parameters)``: the data's first level
+    ic_fn: Callable[..., Any]
     extra_levels: int = 0
 
     def __call__(self, **overrides) -> Problem:
@@ -102,6 +116,16 @@ class ProblemSpec:
             f"Data of problem {self.name!r}: make_data(num_samples, temporal_horizon, "
             "key) -> float32 (num_samples, temporal_horizon + 1, C, *N)."
         )
+        ic_fn = self.ic_fn
+
+        def sample_initial_conditions(num: int, key: PRNGKeyArray):
+            num = check_int("num", num, minimum=1)
+            return ic_fn(num_points, num, key=key, **data_kwargs)
+
+        sample_initial_conditions.__doc__ = (
+            f"Initial conditions of problem {self.name!r}: sample_initial_conditions(num, "
+            "key) -> float32 (num, C, *N), make_data(num, T, key)[:, 0] without the rollout."
+        )
         return Problem(
             name=self.name,
             num_spatial_dims=self.num_spatial_dims,
@@ -111,10 +135,12 @@ class ProblemSpec:
             make_data=make_data,
             ref_stepper=ref_stepper,
             params=MappingProxyType(dict(params)),
+            sample_initial_conditions=sample_initial_conditions,
         )
 
 
-def _spec(name, channels_dims, data_fn, stepper_fn, stepper_keys, description, extra_levels=0):
+def _spec(name, channels_dims, data_fn, stepper_fn, stepper_keys, description, ic_fn,
+          extra_levels=0):
     # The overridable parameters and their defaults are the data generator's own keyword
     # defaults, so the registry cannot drift from the functions.
     skip = {"num_samples", "temporal_horizon", "key"}
@@ -133,6 +159,7 @@ def _spec(name, channels_dims, data_fn, stepper_fn, stepper_keys, description, e
         data_fn=data_fn,
         stepper_fn=stepper_fn,
         description=description,
+        ic_fn=ic_fn,
         extra_levels=extra_levels,
     )
 
@@ -140,7 +167,7 @@ def _spec(name, channels_dims, data_fn, stepper_fn, stepper_keys, description, e
 def _pde(name, data_fn, stepper_fn, description):
     pde = PDES[name]
     return _spec(name, (pde.num_spatial_dims, pde.num_channels), data_fn, stepper_fn,
-                 pde.physics_names, description)
+                 pde.physics_names, description, functools.partial(initial_conditions, pde))
 
 
 PROBLEMS: Mapping[str, ProblemSpec] = MappingProxyType(
@@ -149,7 +176,7 @@ PROBLEMS: Mapping[str, ProblemSpec] = MappingProxyType(
             "advection_1d", (1, 1), advection_1d_periodic,
             lambda n, cfl: advection_1d_stepper(n, cfl), ("cfl",),
             "exact 1-D advection u_t + c u_x = 0 (Fourier shift by cfl cells per step)",
-            extra_levels=1,
+            advection_1d_initial_conditions, extra_levels=1,
         ),
         "diffusion_1d": _pde(
             "diffusion_1d", diffusion_1d, make_diffusion_1d_stepper,

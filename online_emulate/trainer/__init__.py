@@ -1,4 +1,5 @@
-"""Trainers: a configuration, an estimator, trajectory data and an optimizer."""
+"""Trainers: a configuration, an estimator, trajectory data (or a solver streaming it) and an
+optimizer."""
 
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._configuration_trainers import (
@@ -15,6 +16,7 @@ from ._base import Trainer
 from ._general import GeneralTrainer
 from ._history import SeedsDiverged, TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
+from ._stream import StreamTrainer
 
 __all__ = [
     "Trainer",
@@ -28,6 +30,7 @@ __all__ = [
     "TeacherForcingTrainer",
     "TrainerOptions",
     "OnlineTrainer",
+    "StreamTrainer",
     "TrainingHistory",
     "TrainingDiverged",
     "SeedsDiverged",

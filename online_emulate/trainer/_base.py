@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -11,9 +12,10 @@ import optax
 
 from .._checks import check_real
 from ..callback import Callback, CallbackContext
-from ._checkpoint import save_checkpoint
+from ..emulators import describe_emulator
+from ._checkpoint import load_checkpoint, save_checkpoint
 from ._guard import Anchor, AnchorSource, recent_losses, start_anchor
-from ._history import TrainingHistory
+from ._history import TrainingDiverged, TrainingHistory, _plain
 
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
 
@@ -63,7 +65,10 @@ class Trainer:
     A call `trainer(model, key)` starts fresh from `model` (not modified) and returns
     `(trained_model, history)`; `resume()` continues the last call; the state after a
     call (`params`, `opt_state`, `step`, `key`, `history`) stays on the trainer, and
-    `save_checkpoint()` writes it. Callbacks run between compiled chunks at multiples of
+    `save_checkpoint()` writes it; with a `checkpoint_path` the trainer writes it there
+    itself at the end of every call and `resume()` (finished or stopped early; after a
+    divergence, the last good state), so `resume_from=checkpoint_path` continues the run
+    in another process. Callbacks run between compiled chunks at multiples of
     their `every`; `request_stop` ends a running call after its current chunk.
 
     Subclasses set `callbacks`, `checkpoint_path` and `progress_bar` in their
@@ -125,6 +130,12 @@ class Trainer:
         if self.params is None:
             raise RuntimeError("save_checkpoint: the trainer has not been called yet")
         return save_checkpoint(path, self.state_dict(), model=self._model_spec)
+
+    def _end_of_run(self) -> None:
+        """After a call or `resume()` that finished or stopped early: the run's state
+        goes to `checkpoint_path`, when the trainer has one."""
+        if self.checkpoint_path is not None:
+            self.save_checkpoint()
 
     def _continued_history(self) -> None:
         """Before `resume()`: a history object of its own for the continued run (the one
@@ -194,3 +205,119 @@ class Trainer:
         `request_stop`; the reason to stop, if any."""
         stop = self._run_callbacks(self.step, context)
         return stop if stop is not None else self._take_stop_request()
+
+    def _begin_run(self, emulator, adapter, *, resume_from: str | None, key,
+                   resume: Callable[[str], None], init: Callable[[], None]) -> None:
+        """The start of a call of an update-loop trainer: the stored model description,
+        then either `resume(resume_from)` (which must set the run state; a checkpoint
+        beyond `num_training_steps` is refused) or a fresh run from the adapter's
+        parameters and `key`, completed by `init()` (the optimizer state and the rest)."""
+        try:
+            self._model_spec = describe_emulator(emulator)
+        except (TypeError, ValueError, AttributeError):  # a user model: weights only
+            self._model_spec = None
+        if resume_from is not None:
+            resume(resume_from)
+            if self.step > self.num_training_steps:
+                raise ValueError(
+                    f"resume_from: expected a checkpoint at step <= num_training_steps="
+                    f"{self.num_training_steps}, got step {self.step}"
+                )
+        else:
+            self.key = key
+            self.params = adapter.params
+            init()
+
+    def _run_state(self) -> dict[str, Any]:
+        """The entries every update-loop trainer's checkpoint holds (what `_load_run`
+        reads back)."""
+        return {
+            "params": self.params,
+            "opt_state": self.opt_state,
+            "step": self.step,
+            "key": self.key,
+            "loss": np.asarray(self.history.loss),
+            "records": {k: [[s, _plain(v)] for s, v in rec]
+                        for k, rec in self.history.records.items()},
+        }
+
+    def _load_run(self, path, params, *, kind: str, extra: Sequence[str] = ()) -> dict:
+        """Read a checkpoint of this kind of trainer (`load_checkpoint`, parameters
+        checked against `params`) and take its parameters, key, step and history.
+
+        Returns:
+            The checkpoint's entries (the caller restores the rest, e.g. the optimizer
+            state, against templates of its own).
+
+        Raises:
+            ValueError: a checkpoint without the entries `kind` writes (`extra` among
+                them), or a key that is not a raw key of shape (2,).
+        """
+        blob = load_checkpoint(path, like={"params": params})
+        for name in ("opt_state", "step", "key", "loss", "records", *extra):
+            if name not in blob:
+                raise ValueError(f"resume_from: expected a {kind} checkpoint, got "
+                                 f"{os.fspath(path)!r} (no {name})")
+        self.key = jnp.asarray(blob["key"], jnp.uint32)
+        if self.key.shape != (2,):
+            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
+                             f"{self.key.shape} in {os.fspath(path)!r}")
+        self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
+        self.step = int(blob["step"])
+        records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
+        self.history = TrainingHistory(np.asarray(blob["loss"]), records)
+        return blob
+
+    def _install(self, state: tuple) -> None:
+        """Take a chunk's state (what `_run_update_chunks`' chunks return): the
+        parameters and optimizer state; trainers whose chunks carry more extend it."""
+        self.params, self.opt_state = state
+
+    def _run_update_chunks(self, adapter, target_step: int, launch: Callable, bar,
+                           context: Callable[[], CallbackContext], *,
+                           checkpoint_every: int | None = None):
+        """The host loop of every trainer whose chunks are compiled loops of parameter
+        updates: chunks up to the next callback (or checkpoint), the loss history, the
+        divergence guard (`_record_chunk`), checkpoints, stop requests and the progress
+        bar.
+
+        Arguments:
+            adapter: the model adapter (merges the returned parameters).
+            target_step: the step to stop at.
+            launch: `launch(limit, anchor) -> call` prepares the next chunk, at most
+                `limit` steps from the current state starting from `anchor`; `call(None)`
+                runs it and `call(k)` runs it again for its first k steps only (the
+                chunks are deterministic: that rebuilds a state it passed through). Both
+                return `(state, losses, done, bad, anchor)`, `state` what `_install` takes.
+            bar: the `ProgressBar`, closed at the end.
+            context: builds what the callbacks see.
+            checkpoint_every: also write a checkpoint every this many steps.
+
+        Returns:
+            `(trained_model, history)`.
+
+        Raises:
+            TrainingDiverged: after installing the kept state (see `_guard`).
+        """
+        try:
+            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
+            while self.step < target_step and stop is None:
+                limit = self._next_event(self.step, target_step, checkpoint_every) - self.step
+                call = launch(limit, self._chunk_anchor())
+                state, losses, done, bad, anchor = call(None)
+                source = AnchorSource(self.step, lambda k, call=call: call(k)[0])
+                bad = bool(bad)
+                kept = self._record_chunk(losses, int(done), bad, anchor, source)
+                self._install(state if kept is None else kept)
+                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
+                if bad:
+                    raise TrainingDiverged.from_trainer(self, adapter)
+                if checkpoint_every is not None and self.step % checkpoint_every == 0:
+                    self.save_checkpoint()
+                stop = self._stop_after_chunk(context)
+            if stop is not None:
+                self.history.stopped_early = stop
+        finally:
+            bar.close()
+        self._end_of_run()
+        return adapter.merge(self.params), self.history

@@ -13,21 +13,21 @@ from jaxtyping import PyTree
 
 from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._compile import jit
-from .._input_checks import check_emulator_data
+from .._input_checks import check_emulator_data, check_model_state, check_ref_stepper, check_time_levels
 from ..callback import Callback, CallbackContext
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
-from ..emulators import adapt, describe_emulator
+from ..emulators import adapt
 from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, check_clip, optax_transform
-from ._checkpoint import load_checkpoint, restore_tree
-from ._guard import DEFAULT_DIVERGENCE_FACTOR, AnchorSource, check_divergence_factor
-from ._history import TrainingDiverged, TrainingHistory, _plain
+from ._checkpoint import restore_tree
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
+from ._history import TrainingHistory
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
 from ._seeds import train_seeds
-from ._update_rules import KFACRule, OptaxRule, replay as _replay
+from ._update_rules import KFACRule, OptaxRule
 
 __all__ = ["GeneralTrainer"]
 
@@ -56,8 +56,10 @@ class GeneralTrainer(Trainer):
         steps_per_call: steps per jitted chunk (default 200).
         progress_bar: show a tqdm bar (console or notebook). Default True.
         clip_grad_norm: if set, clip the global gradient norm to this value first.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
         data_parallel: shard each minibatch over all local devices (`jax.devices()`)
             with a `Mesh` + `NamedSharding` over the batch axis; `batch_size` must be a
             multiple of the device count. Results equal single-device training up to
@@ -129,6 +131,9 @@ class GeneralTrainer(Trainer):
         self.configuration = configuration
         self.data = check_trajectories(data, name="data", check_finite=check_finite_data)
         samples, levels = trajectory_shape(self.data)
+        for leaf in jax.tree_util.tree_leaves(self.data):  # a layout mistake named first
+            check_time_levels(leaf.shape, configuration.num_time_levels, name="data",
+                              why=" (the configuration's window)")
         self.num_training_steps = check_positive_int("num_training_steps", num_training_steps)
         self.steps_per_call = check_positive_int("steps_per_call", steps_per_call)
         self.sampler = WindowSampler(
@@ -198,14 +203,7 @@ class GeneralTrainer(Trainer):
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint of this trainer holds."""
-        return {
-            "params": self.params,
-            "opt_state": self.opt_state,
-            "step": self.step,
-            "key": self.key,
-            "loss": np.asarray(self.history.loss),
-            "records": {k: [[s, _plain(v)] for s, v in rec] for k, rec in self.history.records.items()},
-        }
+        return self._run_state()
 
     # ------------------------------------------------------------ validation
     def _adapt(self, emulator):
@@ -221,15 +219,9 @@ class GeneralTrainer(Trainer):
         adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if single else None)
         if single:
             shape = leaves[0].shape
-            adapter.check_state(shape[2:], leaves[0].dtype, name="data")
-            one = jax.ShapeDtypeStruct(shape[2:], leaves[0].dtype)
+            check_model_state(adapter, shape[2:], leaves[0].dtype, name="data", given=shape)
             if self.ref_stepper is not None:
-                out = jax.eval_shape(self.ref_stepper, one)
-                if tuple(out.shape) != tuple(shape[2:]):
-                    raise ValueError(
-                        f"ref_stepper: expected it to map one state of shape {tuple(shape[2:])} "
-                        f"to the same shape, got {tuple(out.shape)}"
-                    )
+                check_ref_stepper(self.ref_stepper, shape[2:], leaves[0].dtype)
         if not self.estimator.jittable:
             adapter.recurrent_module()  # a model ETrace cannot trace fails here
         return adapter
@@ -307,42 +299,21 @@ class GeneralTrainer(Trainer):
         self.reset()
         self._adapter = adapter
         apply, chunk = self._program(adapter)
-        try:
-            self._model_spec = describe_emulator(emulator)
-        except (TypeError, ValueError, AttributeError):  # a user model: weights only
-            self._model_spec = None
-        if resume_from is not None:
-            self._resume(resume_from, adapter.params, apply)
-            if self.step > self.num_training_steps:
-                raise ValueError(
-                    f"resume_from: expected a checkpoint at step <= num_training_steps="
-                    f"{self.num_training_steps}, got step {self.step}"
-                )
-        else:
-            self.key = new_key
-            self.params = adapter.params
+
+        def init():
             self.opt_state = self._init_optimizer(adapter.params, apply)
+
+        self._begin_run(emulator, adapter, resume_from=resume_from, key=new_key, init=init,
+                        resume=lambda path: self._resume(path, adapter.params, apply))
         return self._run(adapter, apply, chunk, self.num_training_steps)
 
     def _resume(self, path, params, apply):
         """Load a checkpoint, checked against this run's parameter and optimizer-state
         layout (the optimizer is initialised first: K-FAC must be built anyway)."""
-        blob = load_checkpoint(path, like={"params": params})
-        for name in ("opt_state", "step", "key", "loss", "records"):
-            if name not in blob:
-                raise ValueError(f"resume_from: expected a trainer checkpoint, got "
-                                 f"{os.fspath(path)!r} (no {name})")
-        self.key = jnp.asarray(blob["key"], jnp.uint32)
-        if self.key.shape != (2,):
-            raise ValueError(f"resume_from: expected a key of shape (2,), got shape "
-                             f"{self.key.shape} in {os.fspath(path)!r}")
+        blob = self._load_run(path, params, kind="trainer")
         template = self._init_optimizer(params, apply)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
-        self.params = jax.tree_util.tree_map(jnp.asarray, blob["params"])
-        self.step = int(blob["step"])
-        records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
-        self.history = TrainingHistory(np.asarray(blob["loss"]), records)
 
     def resume(self, num_training_steps: int | None = None) -> tuple[Any, TrainingHistory]:
         """Continue the last call for `num_training_steps` more steps (default: the
@@ -377,30 +348,24 @@ class GeneralTrainer(Trainer):
             total=target_step, initial=self.step, enabled=self.progress_bar and jax.process_index() == 0,
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
         )
-        context = lambda: self._callback_context(apply)  # noqa: E731
-        try:
-            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
-            while self.step < target_step and stop is None:
-                n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
-                first_epoch, table = self.sampler.permutation_table(
-                    self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
-                )
-                args = (self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
-                        jnp.int32(n), jnp.int32(first_epoch), table, self._chunk_anchor())
-                params, opt_state, losses, done, bad, anchor = chunk(*args)
-                bad = bool(bad)
-                kept = self._record_chunk(losses, int(done), bad, anchor,
-                                          AnchorSource(self.step, _replay(chunk, args, 5, 2)))
-                self.params, self.opt_state = (params, opt_state) if kept is None else kept
-                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
-                if bad:
-                    raise TrainingDiverged.from_trainer(self, adapter)
-                stop = self._stop_after_chunk(context)
-            if stop is not None:
-                self.history.stopped_early = stop
-        finally:
-            bar.close()
-        return adapter.merge(self.params), self.history
+
+        def launch(limit, anchor):
+            n = min(self.steps_per_call, limit)
+            first_epoch, table = self.sampler.permutation_table(
+                self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
+            )
+            args = (self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
+                    jnp.int32(first_epoch), table, anchor)
+
+            def call(k):
+                params, opt_state, losses, done, bad, anchor_out = chunk(
+                    *args[:5], jnp.int32(n if k is None else k), *args[5:])
+                return (params, opt_state), losses, done, bad, anchor_out
+
+            return call
+
+        return self._run_update_chunks(adapter, target_step, launch, bar,
+                                       lambda: self._callback_context(apply))
 
     # ------------------------------------------------------- seed parallel
     def train_seeds(

@@ -12,22 +12,30 @@ import numpy as np
 import optax
 
 from .. import estimators
-from .._checks import as_key, check_callable, check_flag, check_int, check_positive_int, key_data
+from .._checks import (
+    as_key,
+    check_callable,
+    check_flag,
+    check_int,
+    check_positive_int,
+    check_real,
+    key_data,
+)
 from .._compile import jit as compiled
+from .._input_checks import check_model_state, check_ref_stepper
 from .._rollout import rollout, tree_add
 from ..callback import Callback, CallbackContext
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
-from ..estimators import OnlineEstimator
+from ..estimators import ForwardRTRL, OnlineEstimator, TruncatedBPTT
 from ..estimators._base import online_spec_for
 from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
-from ._history import TrainingDiverged, TrainingHistory
-from ._guard import DEFAULT_DIVERGENCE_FACTOR, AnchorSource, advance, check_divergence_factor
-from ._program import all_finite
-from ._update_rules import replay as _replay
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
+from ._history import TrainingHistory
 from ._progress import ProgressBar
+from ._update_rules import apply_update
 
 __all__ = ["OnlineTrainer"]
 
@@ -83,9 +91,30 @@ class OnlineTrainer(Trainer):
         callbacks: `online_emulate.callback.Callback` objects (`every` counts updates).
         progress_bar: show a bar over updates (default True).
         clip_grad_norm: clip the global gradient norm first, when set.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state, and where `checkpoint_every` writes.
-        checkpoint_every: also write a checkpoint every this many updates.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends (finished or stopped early), a divergence the last good state, and
+            `save_checkpoint()` without a path the current one; `resume_from=` that
+            file continues the run, in another process too.
+        checkpoint_every: also write a checkpoint to `checkpoint_path` every this many
+            updates.
+        reanchor_every: re-anchor the stream to the solver every this many steps (with
+            `target="trajectory"`): after rollout step t (0-based) with (t + 1) %
+            reanchor_every == 0 the emulator's state is replaced by the solver's state
+            at t + 1. Gradient and carry: the replaced state carries no gradient, so the
+            estimator's carry is reset there (`CarryOps.reset`: no gradient of a later
+            step reaches the steps before the anchor, also across updates with
+            `persist_carry`); the loss of step t is taken before the anchor.
+        teacher_forcing: alpha in (0, 1] (with `target="trajectory"`; ForwardRTRL and
+            TruncatedBPTT): generalized teacher forcing. After every step the state
+            entering the next one is `(1 - alpha) * pred + alpha * solver`, `pred` the
+            emulator's prediction and `solver` the solver's state at the same time.
+            Gradient: exactly that of the forced rollout, the gradient path through
+            `pred` scaled by `1 - alpha` at every step, none through `solver`
+            (`CarryOps.force`: ForwardRTRL's sensitivity and TruncatedBPTT's window
+            are scaled; the scaled carry persists across updates with
+            `persist_carry`). The loss of a step compares the prediction (before the
+            mix) with the solver. alpha = 1 is re-anchoring at every step. With both
+            options the mix comes first, then the anchor.
         divergence_factor: on a divergence the trainer keeps the latest state (with the
             stream's carry and position) whose update's loss and gradient were finite and
             whose loss was at most this factor times the best of the 100 updates before
@@ -127,6 +156,8 @@ class OnlineTrainer(Trainer):
         clip_grad_norm: float | None = None,
         checkpoint_path: str | None = None,
         checkpoint_every: int | None = None,
+        reanchor_every: int | None = None,
+        teacher_forcing: float | None = None,
         divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
         transform = optax_transform(optimizer, clip_grad_norm)
@@ -181,6 +212,8 @@ class OnlineTrainer(Trainer):
             if target == "one_step":
                 check_callable("ref_stepper", ref_stepper,
                                expected="a callable on one sample (target='one_step' needs it)")
+        self.reanchor_every, self.teacher_forcing = self._check_coupling(
+            reanchor_every, teacher_forcing, target, estimator)
         self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
         self._transform = transform
@@ -200,6 +233,43 @@ class OnlineTrainer(Trainer):
         self.updates_per_call = max(1, self.steps_per_call // self.update_every)
         self._compiled = None
         self.reset()
+
+    @staticmethod
+    def _check_coupling(reanchor_every, teacher_forcing, target, estimator):
+        """The checked `reanchor_every` and `teacher_forcing` (see the class docstring)."""
+        reanchor_every = check_positive_int("reanchor_every", reanchor_every, allow_none=True)
+        teacher_forcing = check_real("teacher_forcing", teacher_forcing, positive=True,
+                                     maximum=1.0, allow_none=True)
+        for name, value in (("reanchor_every", reanchor_every),
+                            ("teacher_forcing", teacher_forcing)):
+            if value is not None and target != "trajectory":
+                raise ValueError(f"{name}: expected None with target={target!r} (the "
+                                 f"solver's state is followed with target='trajectory'), "
+                                 f"got {value!r}")
+        if teacher_forcing is not None and not isinstance(estimator, (ForwardRTRL,
+                                                                      TruncatedBPTT)):
+            raise ValueError(
+                "teacher_forcing: expected None with this estimator (generalized teacher "
+                "forcing scales the carry of ForwardRTRL() and TruncatedBPTT(k) only; "
+                f"reanchor_every works with every online estimator), got {teacher_forcing!r} "
+                f"with {estimator!r}")
+        return reanchor_every, teacher_forcing
+
+    def _coupling(self, ops):
+        """`couple(carry, x, t) -> carry` after rollout step t (x: the solver's state at
+        t + 1), or None without re-anchoring and teacher forcing."""
+        K, alpha = self.reanchor_every, self.teacher_forcing
+        if K is None and alpha is None:
+            return None
+
+        def couple(carry, x, t):
+            if alpha is not None:
+                carry = ops.force(carry, alpha, x)
+            if K is not None:
+                carry = ops.reset(carry, (t + 1) % K == 0, x)
+            return carry
+
+        return couple
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -254,6 +324,7 @@ class OnlineTrainer(Trainer):
         streamed_trajectory = self.target == "trajectory" and not stored
         one_step = self.target == "one_step"
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
+        couple = self._coupling(ops)
         capacity = self.updates_per_call
         factor = self.divergence_factor
         if ops.jittable:
@@ -288,6 +359,8 @@ class OnlineTrainer(Trainer):
                         else:
                             x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
                         carry, loss, dg = ops.step(params, carry, x, term)
+                        if couple is not None:  # chunks never cross rollouts
+                            carry = couple(carry, x, position + i)
                         return (carry, r), (loss.astype(loss_dtype), dg)
 
                     return rollout(stream_step, (carry, r), length, accumulate=zeros,
@@ -308,20 +381,17 @@ class OnlineTrainer(Trainer):
                 if ops.holds(U) or (T % U != 0 and ops.holds(T % U)):
                     carry, dg = ops.flush(params, carry, term)
                     g = tree_add(g, dg)
-                usable = jnp.isfinite(total) & all_finite(g)
+                new_params, new_opt_state, finite, usable = apply_update(
+                    transform, params, opt_state, total, g)
                 # the anchor is the state before this update, with the stream where it
                 # was: a resume from it evaluates this update's loss again
                 anchor = advance(anchor, n, step0 + n, total, usable, factor)
-                updates, new_opt_state = transform.update(g, opt_state, params)
-                new_params = optax.apply_updates(params, updates)
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                # a bad update ends the loop: what it leaves in params is never used. An
-                # overflowing update shows as the next update's non-finite loss; the last
-                # update of the chunk is checked below
+                # a bad update ends the loop: what it leaves in params is never used
                 return (n + 1, new_params, new_opt_state, carry, r, pos + length, i + length,
-                        losses, anchor, ~usable)
+                        losses, anchor, ~finite)
 
             def keep_going(state):
                 n, bad = state[0], state[-1]
@@ -332,7 +402,6 @@ class OnlineTrainer(Trainer):
             n, params, opt_state, carry, r, pos, _, losses, anchor, bad = while_loop(
                 keep_going, update_body, state)
             done = n - bad.astype(n.dtype)
-            bad = bad | ~all_finite(params)
             return params, opt_state, carry, r, pos, losses, done, bad, anchor
 
         return compiled(chunk, jit_fn=jit)
@@ -340,7 +409,10 @@ class OnlineTrainer(Trainer):
     # ------------------------------------------------------------------ call
     def _check_emulator(self, adapter, u0):
         source = "ic_sampler" if self.reference_data is None else "reference_data"
-        adapter.check_state(tuple(u0.shape[1:]), u0.dtype, name=source)
+        given = tuple(u0.shape) if self.reference_data is None else tuple(self.reference_data.shape)
+        check_model_state(adapter, tuple(u0.shape[1:]), u0.dtype, name=source, given=given)
+        if self.ref_stepper is not None:
+            check_ref_stepper(self.ref_stepper, tuple(u0.shape[1:]), u0.dtype)
 
     def __call__(
         self,
@@ -459,49 +531,37 @@ class OnlineTrainer(Trainer):
             sampler=None, trainer=self,
         )
 
+    def _install(self, state: tuple) -> None:
+        self.params, self.opt_state, self.carry, self.reference_state, position, rollout = state
+        self.position, self.rollout = int(position), int(rollout)
+
     def _run(self, adapter, apply, chunk, target_step, dtype):
         T, U = self.rollout_length, self.update_every
         bar = ProgressBar(total=target_step, initial=self.step, enabled=self.progress_bar,
                           epochs_per_step=1.0 / self.updates_per_rollout, desc="online")
         stored = self.reference_data is not None
-        context = lambda: self._callback_context(apply)  # noqa: E731
-        try:
-            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
-            while self.step < target_step and stop is None:
-                if self.position >= T:
-                    self.rollout, self.position = self.rollout + 1, 0
-                new_rollout = self.position == 0
-                u0 = (self._initial_state(self.rollout).astype(dtype) if new_rollout
-                      else self.reference_state)  # numpy for stored data: no eager op
-                left_in_rollout = math.ceil((T - self.position) / U)
-                n = min(self.updates_per_call, left_in_rollout,
-                        self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
-                levels = self._levels(self.rollout, self.position, dtype) if stored else None
-                args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
-                        np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
-                        np.int32(self.step), self._chunk_anchor())
-                params, opt_state, carry, r, pos, losses, done, bad, anchor = chunk(*args)
-                bad = bool(bad)
-                replay = _replay(chunk, args, 7, 5)
-                rollout_index = self.rollout
-                source = AnchorSource(self.step, lambda k: (*replay(k), rollout_index))
-                kept = self._record_chunk(losses, int(done), bad, anchor, source)
-                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
-                if bad:
-                    (self.params, self.opt_state, self.carry, self.reference_state,
-                     position, rollout) = kept
-                    self.position, self.rollout = int(position), int(rollout)
-                    raise TrainingDiverged.from_trainer(self, adapter)
-                self.params, self.opt_state = params, opt_state
-                self.carry, self.reference_state, self.position = carry, r, int(pos)
-                if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
-                stop = self._stop_after_chunk(context)
-            if stop is not None:
-                self.history.stopped_early = stop
-        finally:
-            bar.close()
-        return adapter.merge(self.params), self.history
+
+        def launch(limit, anchor):
+            if self.position >= T:
+                self.rollout, self.position = self.rollout + 1, 0
+            new_rollout, rollout_index, step0 = self.position == 0, self.rollout, self.step
+            u0 = (self._initial_state(rollout_index).astype(dtype) if new_rollout
+                  else self.reference_state)  # numpy for stored data: no eager op
+            n = min(self.updates_per_call, math.ceil((T - self.position) / U), limit)
+            levels = self._levels(rollout_index, self.position, dtype) if stored else None
+            args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
+                    np.bool_(new_rollout), np.int32(self.position))
+
+            def call(k):
+                *state, losses, done, bad, anchor_out = chunk(
+                    *args, np.int32(n if k is None else k), levels, np.int32(step0), anchor)
+                return (*state, rollout_index), losses, done, bad, anchor_out
+
+            return call
+
+        return self._run_update_chunks(adapter, target_step, launch, bar,
+                                       lambda: self._callback_context(apply),
+                                       checkpoint_every=self.checkpoint_every)
 
     def __repr__(self):
         return (

@@ -23,24 +23,10 @@ import optax
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance
 from ._program import all_finite
 
-__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "replay"]
+__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "apply_update"]
 
 _all_finite_jit = jax.jit(all_finite)
 _advance_jit = jax.jit(advance, static_argnames="factor")
-
-
-def replay(chunk: Callable, args: tuple, count_at: int, state_size: int) -> Callable:
-    """`replay(k)`: the state after the first `k` steps of the chunk call `chunk(*args)`
-    (the chunk run again with its step count, argument `count_at`, set to k; the first
-    `state_size` outputs are the state). The compiled chunks are deterministic, so this
-    is the state the original call passed through."""
-
-    def run(k: int):
-        again = list(args)
-        again[count_at] = np.asarray(k, np.int32)
-        return tuple(chunk(*again)[:state_size])
-
-    return run
 
 
 def _copy(tree):
@@ -89,16 +75,9 @@ class OptaxRule:
 
         def update(params, opt_state, batch):
             loss, grads = loss_and_grad(params, batch)
-            if isinstance(transform, optax.GradientTransformationExtraArgs):
-                updates, new_opt_state = transform.update(
-                    grads, opt_state, params, value=loss, grad=grads, batch=batch
-                )
-            else:
-                updates, new_opt_state = transform.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            # the update itself can overflow although loss and gradient are finite
-            usable = jnp.isfinite(loss) & all_finite(grads)
-            return new_params, new_opt_state, loss, usable & all_finite(new_params), usable
+            new_params, new_opt_state, finite, usable = apply_update(
+                transform, params, opt_state, loss, grads, value=loss, grad=grads, batch=batch)
+            return new_params, new_opt_state, loss, finite, usable
 
         return update
 
@@ -131,6 +110,33 @@ class OptaxRule:
             return params, opt_state, losses, i - bad.astype(i.dtype), bad, anchor
 
         return chunk
+
+
+def apply_update(transform: optax.GradientTransformation, params, opt_state, loss, grads,
+                 **extra) -> tuple:
+    """The one finite-guarded update of every optax trainer: `transform` applied to
+    `grads`, and whether the step may be kept.
+
+    Arguments:
+        transform: the optax transformation.
+        params, opt_state: the state the loss and gradient were evaluated at.
+        loss, grads: the step's loss and gradient.
+        extra: keyword arguments for a `GradientTransformationExtraArgs` (ignored by
+            other transformations).
+
+    Returns:
+        `(new_params, new_opt_state, finite, usable)`: `usable` says the loss and the
+        gradient are finite (the state they were evaluated at may be kept), `finite`
+        also the new parameters (the run may go on from them; an update can overflow
+        although loss and gradient are finite).
+    """
+    if extra and isinstance(transform, optax.GradientTransformationExtraArgs):
+        updates, new_opt_state = transform.update(grads, opt_state, params, **extra)
+    else:
+        updates, new_opt_state = transform.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    usable = jnp.isfinite(loss) & all_finite(grads)
+    return new_params, new_opt_state, usable & all_finite(new_params), usable
 
 
 class KFACRule:

@@ -1,0 +1,145 @@
+"""Streaming from the solver against a stored dataset (issue 24's study, small defaults).
+
+Arms, per problem and seed, all from the same initial emulator:
+
+* `dataset`: `GeneralTrainer` on a stored dataset of `--samples` trajectories of
+  `--horizon` steps (APEBench: 50 x 50), `Supervised(R)` for every R in `--rollouts`;
+* `stream`: `StreamTrainer` with the same configuration, batch and number of updates,
+  windows streamed from the problem's solver (`--buffer` windows, FIFO, one solver step
+  of `--batch` streams per update, trajectories of `--horizon` steps);
+* `stream+sil`: the same with `--sil` solver-in-the-loop windows per step;
+* `online`: `OnlineTrainer` long streams (`--online-length` steps per rollout, an update
+  every `--online-update` steps) with `TruncatedBPTT(--online-update)` and
+  re-anchoring every `--reanchor` steps, run for the same number of updates.
+
+Metric (APEBench): mean nRMSE over `--test-samples` held-out trajectories per step,
+geometric mean over steps 1-100 (`gmean100`), and nRMSE at step 200; mean and spread
+over seeds; wall seconds of each training call (compilation included; the arms run the
+same number of updates, so compare the times before reading the accuracies as equal
+cost). The last line is `stream_vs_dataset=<ratio>`: the stream arm's gmean100 over the
+dataset arm's (first rollout setting), the worse of the two problems where streaming
+does best (the only one with a single problem).
+
+The defaults are SMALL (one problem, two seeds, the 16-channel depth-6 ConvNet of the
+issue's own measurement, 1,500 updates): the full study of the issue is `--problems burgers_1d ks_1d burgers_2d --seeds 0 1 2 3 4
+--hidden-channels 26 --depth 8 --steps 6000 --rollouts 1 5`, which was not run here.
+
+Usage: python benchmarks/streaming_vs_dataset.py [--problems burgers_1d] [--seeds 0 1]
+    [--steps 1500] [--rollouts 1] [--hidden-channels 16] [--depth 6] [--batch 20]
+    [--buffer 1000] [--sil 4] [--arms dataset stream stream+sil online]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+import optax
+
+from online_emulate._rollout import bind
+from online_emulate.configuration import Supervised
+from online_emulate.emulators import ConvNet, functional
+from online_emulate.estimators import TruncatedBPTT
+from online_emulate.metrics import evaluate_rollout
+from online_emulate.sample_data import get_problem
+from online_emulate.trainer import GeneralTrainer, OnlineTrainer, StreamTrainer
+
+ARMS = ("dataset", "stream", "stream+sil", "online")
+POINTS = {"burgers_1d": 64, "ks_1d": 64, "burgers_2d": 32}
+
+
+def optimizer(steps):
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, max(1, steps // 4), steps)
+    return optax.adam(schedule)
+
+
+def score(emulator, test):
+    apply, params = functional(emulator)
+    metrics = evaluate_rollout(bind(apply, params), test, metrics=("nrmse",))
+    nrmse = np.asarray(metrics["nrmse"])
+    return metrics["nrmse_geometric_mean"], float(nrmse[min(199, len(nrmse) - 1)])
+
+
+def train_arm(arm, problem, rollout, args, seed):
+    emulator = ConvNet(problem.num_spatial_dims, problem.num_channels, problem.num_channels,
+                       hidden_channels=args.hidden_channels, depth=args.depth, key=seed)
+    ics = lambda key, num: problem.sample_initial_conditions(num, key)  # noqa: E731
+    common = dict(optimizer=optimizer(args.steps), progress_bar=False)
+    if arm == "dataset":
+        data = problem.make_data(args.samples, args.horizon, jax.random.PRNGKey(1000 + seed))
+        trainer = GeneralTrainer(Supervised(rollout), data, num_training_steps=args.steps,
+                                 batch_size=args.batch, **common)
+    elif arm.startswith("stream"):
+        trainer = StreamTrainer(
+            Supervised(rollout), ref_stepper=problem.ref_stepper, ic_sampler=ics,
+            num_training_steps=args.steps, batch_size=args.batch, buffer_size=args.buffer,
+            stream_length=args.horizon, solver_in_the_loop=args.sil if arm == "stream+sil" else 0,
+            **common)
+    else:
+        U = args.online_update
+        trainer = OnlineTrainer(
+            rollout_length=args.online_length,
+            num_rollouts=max(1, args.steps * U // args.online_length), update_every=U,
+            estimator=TruncatedBPTT(U), reanchor_every=args.reanchor,
+            ic_sampler=lambda key: ics(key, args.batch), ref_stepper=problem.ref_stepper,
+            **common)
+    start = time.perf_counter()
+    trained, _ = trainer(emulator, key=seed)
+    return trained, time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--problems", nargs="+", default=["burgers_1d"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--rollouts", type=int, nargs="+", default=[1])
+    parser.add_argument("--hidden-channels", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--buffer", type=int, default=1000)
+    parser.add_argument("--sil", type=int, default=4)
+    parser.add_argument("--online-length", type=int, default=200)
+    parser.add_argument("--online-update", type=int, default=5)
+    parser.add_argument("--reanchor", type=int, default=20)
+    parser.add_argument("--test-samples", type=int, default=20)
+    parser.add_argument("--test-horizon", type=int, default=200)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    args = parser.parse_args()
+    ratios = {}
+    for name in args.problems:
+        problem = get_problem(name, num_points=POINTS.get(name, 64))
+        test = problem.make_data(args.test_samples, args.test_horizon, jax.random.PRNGKey(99))
+        print(f"## {name}: {args.steps} updates, batch {args.batch}, ConvNet "
+              f"{args.hidden_channels} ch x {args.depth}, seeds {args.seeds}")
+        print(f"{'arm':<24} {'gmean100':>17} {'nRMSE@200':>17} {'wall s':>7} {'diverged':>8}")
+        gmeans = {}
+        for rollout in args.rollouts:
+            for arm in args.arms:
+                if arm == "online" and rollout != args.rollouts[0]:
+                    continue  # the online arm has no rollout setting of its own
+                label = arm if arm == "online" else f"{arm} Supervised({rollout})"
+                g, e200, walls, diverged = [], [], [], 0
+                for seed in args.seeds:
+                    trained, wall = train_arm(arm, problem, rollout, args, seed)
+                    gm, at200 = score(trained, test)
+                    diverged += int(not np.isfinite(gm))
+                    g.append(gm), e200.append(at200), walls.append(wall)
+                g, e200 = np.asarray(g), np.asarray(e200)
+                gmeans[(arm, rollout)] = float(np.mean(g))
+                print(f"{label:<24} {g.mean():>8.4f} +- {g.std():<6.4f} {e200.mean():>8.4f} +- "
+                      f"{e200.std():<6.4f} {np.mean(walls):>7.1f} {diverged:>8}")
+        first = args.rollouts[0]
+        if ("stream", first) in gmeans and ("dataset", first) in gmeans:
+            ratios[name] = gmeans[("stream", first)] / gmeans[("dataset", first)]
+    if ratios:
+        best = sorted(ratios.values())[:2]
+        print(f"stream_vs_dataset={max(best):.3f}")
+
+
+if __name__ == "__main__":
+    main()

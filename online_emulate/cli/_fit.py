@@ -1,0 +1,78 @@
+"""Which command-line choices fit together, said in the command line's own words.
+
+The library refuses an estimator that does not suit a configuration with a message in
+Python terms (class names, every estimator it knows); on the command line the same
+refusal is one line naming the `--estimator` / `--configuration` flags that do fit,
+found by asking the library about each choice, so the list cannot go stale.
+"""
+
+from __future__ import annotations
+
+import types
+
+from .. import estimators as est
+from ._factories import CONFIGURATIONS, DEFAULT_NUM_CHECKPOINTS, ESTIMATORS, make_configuration, make_estimator
+
+__all__ = ["check_choices_fit"]
+
+#: the configuration switches that can make a configuration suit online estimators
+_SWITCHES = ("cut_div_chain", "cut_prev", "cut_next", "cut_bptt")
+
+
+def _estimator(name: str):
+    """The estimator of a CLI name with its default options."""
+    return make_estimator(name, num_checkpoints=DEFAULT_NUM_CHECKPOINTS if name == "bptt-binomial" else None)
+
+
+def _estimators(online: bool) -> list[str]:
+    return [name for name in ESTIMATORS if _estimator(name).online == online]
+
+
+def _is_online(configuration) -> bool:
+    try:
+        configuration.online_spec()
+    except ValueError:
+        return False
+    return True
+
+
+def _online_configurations(run: dict) -> list[str]:
+    """Each CLI configuration that suits online estimators, with the switch it needs."""
+    fits = []
+    for name in CONFIGURATIONS:
+        for switch in (None, *_SWITCHES):
+            if switch is not None and run.get(switch):
+                continue
+            options = dict(run, **({switch: True} if switch else {}))
+            try:
+                configuration = make_configuration(name, types.SimpleNamespace(**options))
+            except (ValueError, TypeError):
+                continue
+            if _is_online(configuration):
+                fits.append(name if switch is None else f"{name} --{switch.replace('_', '-')}")
+                break
+    return fits
+
+
+def check_choices_fit(run: dict, configuration, estimator) -> None:
+    """Refuse `--estimator` choices the configuration or optimizer cannot use.
+
+    Raises:
+        ValueError: one line naming `--estimator` (or `--optimizer`), the choice and the
+            flags that fit.
+    """
+    name, config_name = run["estimator"], run["configuration"]
+    if estimator.online and not _is_online(configuration):
+        raise ValueError(
+            f"--estimator: expected one of {', '.join(_estimators(False))} with "
+            f"--configuration {config_name} (its loss is not a sum of per-step terms, "
+            f"which online estimators need), got {name}; the online estimators "
+            f"({', '.join(_estimators(True))}) fit --configuration "
+            f"{', '.join(_online_configurations(run))}"
+        )
+    if run.get("optimizer") == "kfac" and not isinstance(estimator, est.BPTT):
+        exact = [n for n in ESTIMATORS if isinstance(_estimator(n), est.BPTT)]
+        raise ValueError(
+            f"--optimizer: expected adam or sgd with --estimator {name} (kfac takes its "
+            f"gradient from the full rollout: --estimator {', '.join(exact)}), got kfac"
+        )
