@@ -212,7 +212,9 @@ def _train_command(out, steps):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    steps = 1500
+    # enough steps that training (about 0.3 ms a step here) still runs when the signal
+    # arrives; 1,500 steps ended before it and the signal met the evaluation instead
+    steps = 30000
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(_train_command(out, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # printed once the handlers are installed

@@ -7,9 +7,11 @@ import shlex
 import sys
 from typing import Sequence
 
-from ._factories import CONFIGURATIONS, EMULATORS, ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
+from ._factories import ESTIMATORS, OPTIMIZERS, PROBLEM_NAMES
 from ._bench import run_bench
 from ._demo import run_demo
+from ._options import (add_configuration_options, add_emulator_options, decay, positive_float,
+                       positive_int)
 from ._plan import add_plan_parser, run_plan
 from ._run import RunDiverged, RunInterrupted, evaluate_checkpoint, run_training
 
@@ -24,73 +26,31 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _decay(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
-
-
 def _add_training_options(p):
     g = p.add_argument_group("problem and data")
     g.add_argument("--problem", choices=PROBLEM_NAMES, default="burgers_1d", help="built-in reference problem (default: %(default)s)")
-    g.add_argument("--num-points", type=_positive_int, default=None, help="grid points per axis (default: the problem's)")
-    g.add_argument("--samples", type=_positive_int, default=20, help="training trajectories (default: %(default)s)")
-    g.add_argument("--horizon", type=_positive_int, default=50, help="time steps per training trajectory (default: %(default)s)")
-    g.add_argument("--test-samples", type=_positive_int, default=10, help="held-out trajectories (default: %(default)s)")
-    g.add_argument("--test-horizon", type=_positive_int, default=200, help="rollout steps evaluated (default: %(default)s)")
+    g.add_argument("--num-points", type=positive_int, default=None, help="grid points per axis (default: the problem's)")
+    g.add_argument("--samples", type=positive_int, default=20, help="training trajectories (default: %(default)s)")
+    g.add_argument("--horizon", type=positive_int, default=50, help="time steps per training trajectory (default: %(default)s)")
+    g.add_argument("--test-samples", type=positive_int, default=10, help="held-out trajectories (default: %(default)s)")
+    g.add_argument("--test-horizon", type=positive_int, default=200, help="rollout steps evaluated (default: %(default)s)")
     g = p.add_argument_group("configuration (what the loss is)")
-    g.add_argument("--configuration", choices=CONFIGURATIONS, default="supervised", help="training configuration (default: %(default)s)")
-    g.add_argument("--rollout-steps", type=_positive_int, default=5, help="network rollout steps R (default: %(default)s)")
-    g.add_argument("--branch-steps", type=_positive_int, default=1, help="branch length B of diverted-chain (default: %(default)s)")
-    g.add_argument("--physics-steps", type=_positive_int, default=1, help="reference steps of the mix-chain configurations (default: %(default)s)")
-    g.add_argument("--reset-every", type=_positive_int, default=2, help="teacher-forcing reset period (default: %(default)s)")
-    g.add_argument("--cut-bptt", action="store_true", help="stop gradients along the main chain")
-    g.add_argument("--cut-bptt-every", type=_positive_int, default=1, help="cut the main chain every k steps (default: %(default)s)")
-    g.add_argument("--cut-div-chain", action="store_true", help="no gradient through the reference stepper")
-    g.add_argument("--cut-prev", action="store_true", help="residuum: no gradient through the previous state")
-    g.add_argument("--cut-next", action="store_true", help="residuum: no gradient through the next state")
+    add_configuration_options(g)
     g = p.add_argument_group("gradient estimator (how the gradient is computed)")
     g.add_argument("--estimator", choices=ESTIMATORS, default="bptt", help="bptt, checkpointed bptt-step/bptt-sqrt/bptt-binomial, truncated tbptt, forward rtrl, braintrace d_rtrl / es_d_rtrl (default: %(default)s)")
-    g.add_argument("--truncation", type=_positive_int, default=1, help="window k of tbptt (default: %(default)s)")
-    g.add_argument("--num-checkpoints", type=_positive_int, default=None, help="stored states of bptt-binomial (default: 16)")
-    g.add_argument("--decay", type=_decay, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: 0.9)")
+    g.add_argument("--truncation", type=positive_int, default=1, help="window k of tbptt (default: %(default)s)")
+    g.add_argument("--num-checkpoints", type=positive_int, default=None, help="stored states of bptt-binomial (default: 16)")
+    g.add_argument("--decay", type=decay, default=None, help="trace decay of es_d_rtrl, in (0, 1) (default: 0.9)")
     g = p.add_argument_group("emulator and optimizer")
-    g.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
-    g.add_argument("--kernel-size", type=_positive_int, default=3, help="convolution width (default: %(default)s)")
-    g.add_argument("--hidden-channels", type=_positive_int, default=8, help="conv net width (default: %(default)s)")
-    g.add_argument("--depth", type=_positive_int, default=2, help="conv layers (default: %(default)s)")
+    add_emulator_options(g)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer; kfac needs the kfac extra (default: %(default)s)")
-    g.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="adam/sgd learning rate (default: %(default)s)")
-    g.add_argument("--steps", type=_positive_int, default=1000, help="training steps (default: %(default)s)")
-    g.add_argument("--batch-size", type=_positive_int, default=16, help="windows per step (default: %(default)s)")
+    g.add_argument("--learning-rate", type=positive_float, default=3e-3, help="adam/sgd learning rate (default: %(default)s)")
+    g.add_argument("--steps", type=positive_int, default=1000, help="training steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=16, help="windows per step (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and data order (default: %(default)s)")
     g = p.add_argument_group("output")
     g.add_argument("--output", default="runs/train", help="output folder (default: %(default)s)")
-    g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="also checkpoint every k steps")
+    g.add_argument("--checkpoint-every", type=positive_int, default=None, help="also checkpoint every k steps")
     g.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from OUTPUT/checkpoint.npz if present (after --checkpoint-every or Ctrl-C), with that run's options (--steps may grow)")
     g.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUTPUT (without it or --resume, a non-empty OUTPUT is refused)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -98,13 +58,13 @@ def _add_training_options(p):
 
 def _add_stream_options(p):
     g = p.add_argument_group("streaming from the solver (nothing stored)")
-    g.add_argument("--buffer-size", type=_positive_int, default=1024, help="windows the on-device buffer holds (default: %(default)s)")
-    g.add_argument("--streams", type=_positive_int, default=None, help="solver streams (default: --batch-size)")
-    g.add_argument("--stream-length", type=_positive_int, default=None, help="solver steps per initial condition (default: --horizon)")
-    g.add_argument("--solver-steps", type=_positive_int, default=1, help="solver steps of every stream per training step (default: %(default)s)")
+    g.add_argument("--buffer-size", type=positive_int, default=1024, help="windows the on-device buffer holds (default: %(default)s)")
+    g.add_argument("--streams", type=positive_int, default=None, help="solver streams (default: --batch-size)")
+    g.add_argument("--stream-length", type=positive_int, default=None, help="solver steps per initial condition (default: --horizon)")
+    g.add_argument("--solver-steps", type=positive_int, default=1, help="solver steps of every stream per training step (default: %(default)s)")
     g.add_argument("--sampling", choices=("fifo", "reservoir"), default="fifo", help="buffer policy (default: %(default)s)")
     g.add_argument("--solver-in-the-loop", type=int, default=0, help="windows per step that start where the emulator goes (default: %(default)s)")
-    g.add_argument("--solver-in-the-loop-horizon", type=_positive_int, default=1, help="emulator steps before the solver takes over (default: %(default)s)")
+    g.add_argument("--solver-in-the-loop-horizon", type=positive_int, default=1, help="emulator steps before the solver takes over (default: %(default)s)")
 
 
 def _stream_run_dict(args) -> dict:
@@ -122,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="train on built-in advection and Burgers data with BPTT and online D_RTRL; print a comparison table")
     demo.add_argument("--output", default="runs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--steps", type=_positive_int, default=400, help="training steps per run (default: %(default)s)")
+    demo.add_argument("--steps", type=positive_int, default=400, help="training steps per run (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train = sub.add_parser("train", help="train one emulator; writes config, checkpoint, metrics and plots")
     _add_training_options(train)
@@ -133,17 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate the checkpoint of a train run on fresh test data")
     ev.add_argument("--run", required=True, help="folder of a `train` run (holds config.json and checkpoint.npz)")
     ev.add_argument("--problem", choices=PROBLEM_NAMES, default=None, help="problem to test on (default: the run's)")
-    ev.add_argument("--test-samples", type=_positive_int, default=10, help="held-out trajectories (default: %(default)s)")
-    ev.add_argument("--test-horizon", type=_positive_int, default=200, help="rollout steps (default: %(default)s)")
+    ev.add_argument("--test-samples", type=positive_int, default=10, help="held-out trajectories (default: %(default)s)")
+    ev.add_argument("--test-horizon", type=positive_int, default=200, help="rollout steps (default: %(default)s)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the test data (default: %(default)s)")
     ev.add_argument("--output", default=None, help="output folder (default: RUN/evaluation)")
     bench = sub.add_parser("bench", help="memory and time per rollout step of every gradient estimator")
-    bench.add_argument("--rollout-lengths", type=_positive_int, nargs="+", default=[10, 100, 1000], help="rollout lengths T (default: %(default)s)")
-    bench.add_argument("--batch-size", type=_positive_int, default=8, help="batch size (default: %(default)s)")
-    bench.add_argument("--num-points", type=_positive_int, default=64, help="grid points (default: %(default)s)")
-    bench.add_argument("--hidden-channels", type=_positive_int, default=8, help="conv net width (default: %(default)s)")
+    bench.add_argument("--rollout-lengths", type=positive_int, nargs="+", default=[10, 100, 1000], help="rollout lengths T (default: %(default)s)")
+    bench.add_argument("--batch-size", type=positive_int, default=8, help="batch size (default: %(default)s)")
+    bench.add_argument("--num-points", type=positive_int, default=64, help="grid points (default: %(default)s)")
+    bench.add_argument("--hidden-channels", type=positive_int, default=8, help="conv net width (default: %(default)s)")
     bench.add_argument("--output", default="runs/bench", help="output folder (default: %(default)s)")
-    add_plan_parser(sub, _positive_int)
+    add_plan_parser(sub)
     return parser
 
 

@@ -9,7 +9,8 @@ import re
 import jax.numpy as jnp
 
 from ..estimators import plan
-from ._factories import CONFIGURATIONS, EMULATORS, PROBLEM_NAMES, make_configuration, make_emulator, make_problem, make_residuum_fn
+from ._factories import PROBLEM_NAMES, make_configuration, make_emulator, make_problem, make_residuum_fn
+from ._options import add_configuration_options, add_emulator_options, positive_int
 
 __all__ = ["add_plan_parser", "run_plan", "parse_bytes"]
 
@@ -29,28 +30,15 @@ def parse_bytes(text: str) -> int:
     return value
 
 
-def add_plan_parser(sub, positive_int) -> None:
+def add_plan_parser(sub) -> None:
     """Register the `plan` subcommand on the `online-emulate` subparsers."""
     p = sub.add_parser("plan", help="predicted memory and recomputation of every gradient estimator for one problem; the exact scheme that fits a budget")
     p.add_argument("--memory-budget", type=parse_bytes, required=True, help="compiled temp-memory budget of one gradient, e.g. 2MiB, 512K, 1500000")
     p.add_argument("--problem", choices=PROBLEM_NAMES, default="burgers_1d", help="built-in reference problem (default: %(default)s)")
     p.add_argument("--num-points", type=positive_int, default=None, help="grid points per axis (default: the problem's)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="windows per gradient (default: %(default)s)")
-    p.add_argument("--configuration", choices=CONFIGURATIONS, default="supervised", help="training configuration (default: %(default)s)")
-    p.add_argument("--rollout-steps", type=positive_int, default=5, help="network rollout steps R (default: %(default)s)")
-    p.add_argument("--branch-steps", type=positive_int, default=1, help="branch length of diverted-chain (default: %(default)s)")
-    p.add_argument("--physics-steps", type=positive_int, default=1, help="reference steps of the mix chains (default: %(default)s)")
-    p.add_argument("--reset-every", type=positive_int, default=2, help="teacher-forcing reset period (default: %(default)s)")
-    p.add_argument("--cut-bptt", action="store_true", help="stop gradients along the main chain")
-    p.add_argument("--cut-bptt-every", type=positive_int, default=1, help="cut every k steps (default: %(default)s)")
-    p.add_argument("--cut-div-chain", action="store_true", help="no gradient through the reference stepper")
-    p.add_argument("--cut-prev", action="store_true", help="residuum: no gradient through the previous state")
-    p.add_argument("--cut-next", action="store_true", help="residuum: no gradient through the next state")
-    p.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
-    p.add_argument("--kernel-size", type=positive_int, default=3, help="convolution width (default: %(default)s)")
-    p.add_argument("--hidden-channels", type=positive_int, default=8, help="conv net width (default: %(default)s)")
-    p.add_argument("--depth", type=positive_int, default=2, help="conv layers (default: %(default)s)")
-
+    add_configuration_options(p)
+    add_emulator_options(p)
 
 def run_plan(args):
     """Build the problem's shapes (no data is simulated: only shapes matter), print

@@ -100,18 +100,9 @@ class BaseLoss(abc.ABC):
         prediction: PyTree[Float[Array, "batch channel *space"]],
         target: Optional[PyTree[Float[Array, "batch channel *space"]]] = None,
     ) -> Float[Array, ""]:
-        """Evaluate the loss of a batch.
-
-        Arguments:
-            prediction: array `(B, C, *N)` or a PyTree of such arrays.
-            target: same structure as `prediction`, or None (loss against zero).
-
-        Returns:
-            The scalar `batch_reduction(per_sample(prediction, target))`.
-
-        Raises:
-            ValueError: on malformed inputs (see `per_sample`).
-        """
+        """Evaluate the loss of a batch: the scalar
+        `batch_reduction(per_sample(prediction, target))`; arguments and errors as in
+        `per_sample`."""
         return self.batch_reduction(self.per_sample(prediction, target))
 
 

@@ -10,17 +10,25 @@ import numpy as np
 from ._figure import as_curves, check_target, finish, new_figure
 
 
-def _draw_curves(ax, curves, x_of, *, log, xlabel, ylabel):
+def _plot(values, name, path, ax, first_step, *, log, xlabel, ylabel):
+    """Draw every curve of `values` (validated as argument `name`) against its step
+    index counted from `first_step`, into `ax` or a new figure; return what the public
+    functions return."""
+    check_target(path, ax)
+    curves = as_curves(values, name, "")
+    fig, ax_used = (ax.figure, ax) if ax is not None else new_figure()
     for label, y in curves.items():
-        ax.plot(x_of(y), y, label=label or None, linewidth=1.2)
+        ax_used.plot(np.arange(first_step, first_step + y.size), y, label=label or None,
+                     linewidth=1.2)
     if log:
         # non-positive values are masked by matplotlib's log scale
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="major", alpha=0.3)
+        ax_used.set_yscale("log")
+    ax_used.set_xlabel(xlabel)
+    ax_used.set_ylabel(ylabel)
+    ax_used.grid(True, which="major", alpha=0.3)
     if any(curves):
-        ax.legend(frameon=False)
+        ax_used.legend(frameon=False)
+    return finish(fig, path, ax is not None)
 
 
 def plot_loss_history(
@@ -47,14 +55,8 @@ def plot_loss_history(
         ValueError: for an empty dict, a curve that is not a non-empty 1-D numeric array,
             a missing ``path`` with ``ax=None``, or an ``ax`` that is not an Axes.
     """
-    check_target(path, ax)
-    curves = as_curves(histories, "histories", "")
-    fig, ax_used = (ax.figure, ax) if ax is not None else new_figure()
-    _draw_curves(
-        ax_used, curves, lambda y: np.arange(y.size), log=log, xlabel="update step",
-        ylabel="loss",
-    )
-    return finish(fig, path, ax is not None)
+    return _plot(histories, "histories", path, ax, 0, log=log, xlabel="update step",
+                 ylabel="loss")
 
 
 def plot_error_vs_step(
@@ -82,11 +84,5 @@ def plot_error_vs_step(
         ValueError: for an empty dict, a curve that is not a non-empty 1-D numeric array,
             a missing ``path`` with ``ax=None``, or an ``ax`` that is not an Axes.
     """
-    check_target(path, ax)
-    curves = as_curves(errors, "errors", "")
-    fig, ax_used = (ax.figure, ax) if ax is not None else new_figure()
-    _draw_curves(
-        ax_used, curves, lambda y: np.arange(1, y.size + 1), log=log,
-        xlabel="rollout step", ylabel=ylabel,
-    )
-    return finish(fig, path, ax is not None)
+    return _plot(errors, "errors", path, ax, 1, log=log, xlabel="rollout step",
+                 ylabel=ylabel)

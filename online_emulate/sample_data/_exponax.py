@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable
 
 import equinox as eqx
@@ -18,6 +19,7 @@ from .._checks import check_int, check_key, check_real
 
 __all__ = [
     "PDESpec", "PDES", "make_stepper", "trajectories", "initial_conditions", "check_band_limit",
+    "stepper_docs", "trajectory_docs",
 ]
 
 # How each physics argument is checked (see check_real).
@@ -46,6 +48,64 @@ class PDESpec:
     @property
     def physics_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.physics)
+
+
+_STEPPER_DOCS = """
+    Returns:
+        An exponax stepper (an equinox module): ``stepper(u)`` maps one state
+        ``(C, *N)`` to the next; jit/vmap/grad compatible.
+
+    Raises:
+        TypeError / ValueError: naming the offending argument.
+"""
+
+_TRAJECTORY_DOCS = """
+    Initial states: per channel an exponax ``RandomTruncatedFourierSeries`` (Fourier
+    modes ``<= highest_init_mode`` along each axis, zero mean, max |u| = 1), one per
+    sample from ``jax.random.split(key, num_samples)``, advanced ``warmup_steps``
+    discarded steps. The physics arguments are those of the problem's stepper.
+
+    Arguments:
+        num_points: grid points N per axis (int >= 2, > 2 * highest_init_mode).
+        num_samples: number of trajectories (int >= 1).
+        temporal_horizon: number of steps T (int >= 1); T + 1 levels are returned.
+        key: JAX PRNG key.
+        highest_init_mode: highest Fourier mode of the initial state (int >= 1).
+        warmup_steps: steps taken and discarded before the first level (int >= 0).
+
+    Returns:
+        float32 array ``(num_samples, temporal_horizon + 1, C, *N)``.
+
+    Raises:
+        TypeError / ValueError: naming the offending argument.
+"""
+
+
+_ARGUMENT_DOCS = {
+    "num_points": "grid points N per axis (int >= 2)",
+    "dt": "time step (> 0)",
+    "domain_extent": "domain length L per axis (> 0)",
+    "diffusivity": "nu (>= 0)",
+    "convection_scale": "b (real)",
+}
+
+
+def stepper_docs(function: Callable) -> Callable:
+    """Append the arguments (read off the signature of `function`), the return value
+    and the errors every spectral problem's stepper factory shares to its docstring
+    (its own text says the PDE)."""
+    arguments = "".join(f"        {name}: {_ARGUMENT_DOCS[name]}.\n"
+                        for name in inspect.signature(function).parameters)
+    function.__doc__ = (function.__doc__.rstrip() + "\n\n    Arguments:\n" + arguments
+                        + _STEPPER_DOCS)
+    return function
+
+
+def trajectory_docs(function: Callable) -> Callable:
+    """Append the arguments, return value and errors every spectral problem's data
+    generator shares to the docstring of `function` (its own text says the PDE)."""
+    function.__doc__ = function.__doc__.rstrip() + "\n" + _TRAJECTORY_DOCS
+    return function
 
 
 def check_band_limit(highest_init_mode: int, num_points: int) -> None:

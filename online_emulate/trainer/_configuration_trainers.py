@@ -2,20 +2,22 @@
 
 Each class builds its configuration from its own keyword arguments and trains it like
 `GeneralTrainer` (see there for `key`, the history, `resume()` and `resume_from=`); the
-remaining keywords (`TrainerOptions`) are `GeneralTrainer`'s.
+remaining keywords (`TrainerOptions`) are `GeneralTrainer`'s. The classes are made from
+their configuration's signature, so a trainer takes exactly the options (names, defaults
+and annotations) its configuration takes, and `inspect.signature` shows them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, TypedDict, Unpack
+import inspect
+from typing import Any, Callable, Sequence, TypedDict, Unpack
 
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import PyTree
 
 from ..callback import Callback
 from ..configuration import (DivertedChain, DivertedChainBranchOne, MixChainPostPhysics,
                              MixChainPrePhysics, Residuum, Supervised, TeacherForcing)
 from ..estimators import Estimator
-from ..loss import BaseLoss, MSELoss
 from ._general import GeneralTrainer
 
 __all__ = [
@@ -28,8 +30,6 @@ __all__ = [
     "ResiduumTrainer",
     "TeacherForcingTrainer",
 ]
-
-Weights = Optional[Float[Array, "num_steps"]]
 
 
 class TrainerOptions(TypedDict, total=False):
@@ -50,220 +50,48 @@ class TrainerOptions(TypedDict, total=False):
     do_sub_stacking: bool | None
 
 
-class SupervisedTrainer(GeneralTrainer):
-    """Supervised rollout training on trajectory windows.
+def _trainer_of(configuration_class: type, summary: str) -> type:
+    """The `GeneralTrainer` subclass whose keywords are `configuration_class`'s options
+    (keyword-only here) beside the trainer's own."""
+    _KW = inspect.Parameter.KEYWORD_ONLY
+    own = [p.replace(kind=_KW) for p in
+           inspect.signature(configuration_class).parameters.values()]
+    names = frozenset(p.name for p in own)
 
-    Builds `configuration.Supervised` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
+    def __init__(self, data: PyTree, *, optimizer: Any, num_training_steps: int,
+                 batch_size: int, **options: Unpack[TrainerOptions]):
+        configuration = configuration_class(
+            **{name: options.pop(name) for name in names & options.keys()})
+        GeneralTrainer.__init__(self, configuration, data, optimizer=optimizer,
+                                num_training_steps=num_training_steps,
+                                batch_size=batch_size, **options)
 
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            Supervised(num_rollout_steps, time_level_loss=time_level_loss, cut_bptt=cut_bptt,
-                cut_bptt_every=cut_bptt_every, time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
+    head = list(inspect.signature(__init__).parameters.values())
+    __init__.__signature__ = inspect.Signature(head[:-1] + own + head[-1:])
+    name = configuration_class.__name__ + "Trainer"
+    __init__.__qualname__ = name + ".__init__"
+    doc = (f"{summary}\n\n    Builds `configuration.{configuration_class.__name__}` from the "
+           "keywords of the same names (see\n    there for their meaning) and trains it like "
+           "`GeneralTrainer`.\n    ")
+    return type(name, (GeneralTrainer,), {"__init__": __init__, "__doc__": doc,
+                                         "__module__": __name__, "__qualname__": name})
 
 
-class DivertedChainTrainer(GeneralTrainer):
-    """Diverted-chain training: branches of the reference stepper off the network chain (needs ref_stepper).
-
-    Builds `configuration.DivertedChain` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        num_branch_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_div_chain: bool = False,
-        time_level_weights: Weights = None,
-        branch_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            DivertedChain(num_rollout_steps, num_branch_steps, time_level_loss=time_level_loss,
-                cut_bptt=cut_bptt, cut_bptt_every=cut_bptt_every, cut_div_chain=cut_div_chain,
-                time_level_weights=time_level_weights,
-                branch_level_weights=branch_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
-
-
-class DivertedChainBranchOneTrainer(GeneralTrainer):
-    """Diverted chain with one-step branches (needs ref_stepper).
-
-    Builds `configuration.DivertedChainBranchOne` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_div_chain: bool = False,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            DivertedChainBranchOne(num_rollout_steps, time_level_loss=time_level_loss,
-                cut_bptt=cut_bptt, cut_bptt_every=cut_bptt_every, cut_div_chain=cut_div_chain,
-                time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
-
-
-class MixChainPostPhysicsTrainer(GeneralTrainer):
-    """Network steps followed by reference-stepper steps, all compared to data (needs ref_stepper).
-
-    Builds `configuration.MixChainPostPhysics` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        num_post_physics_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            MixChainPostPhysics(num_rollout_steps, num_post_physics_steps,
-                time_level_loss=time_level_loss, cut_bptt=cut_bptt,
-                cut_bptt_every=cut_bptt_every, time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
-
-
-class MixChainPrePhysicsTrainer(GeneralTrainer):
-    """Reference-stepper steps followed by network steps, all compared to data (needs ref_stepper).
-
-    Builds `configuration.MixChainPrePhysics` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        num_pre_physics_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            MixChainPrePhysics(num_rollout_steps, num_pre_physics_steps,
-                time_level_loss=time_level_loss, cut_bptt=cut_bptt,
-                cut_bptt_every=cut_bptt_every, time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
-
-
-class ResiduumTrainer(GeneralTrainer):
-    """Residuum training on a condition residuum_fn(next, prev) (needs residuum_fn).
-
-    Builds `configuration.Residuum` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_prev: bool = False,
-        cut_next: bool = False,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            Residuum(num_rollout_steps, time_level_loss=time_level_loss, cut_bptt=cut_bptt,
-                cut_bptt_every=cut_bptt_every, cut_prev=cut_prev, cut_next=cut_next,
-                time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
-
-
-class TeacherForcingTrainer(GeneralTrainer):
-    """Teacher forcing: the network chain is reset to the data every reset_every steps.
-
-    Builds `configuration.TeacherForcing` from the keywords of the same names (see
-    there for their meaning) and trains it like `GeneralTrainer`.
-    """
-
-    def __init__(
-        self,
-        data: PyTree,
-        *,
-        optimizer: Any,
-        num_training_steps: int,
-        batch_size: int,
-        num_rollout_steps: int = 1,
-        reset_every: int = 1,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Weights = None,
-        **options: Unpack[TrainerOptions],
-    ):
-        super().__init__(
-            TeacherForcing(num_rollout_steps, reset_every, time_level_loss=time_level_loss,
-                cut_bptt=cut_bptt, cut_bptt_every=cut_bptt_every,
-                time_level_weights=time_level_weights),
-            data, optimizer=optimizer, num_training_steps=num_training_steps,
-            batch_size=batch_size, **options,
-        )
+SupervisedTrainer = _trainer_of(
+    Supervised, "Supervised rollout training on trajectory windows.")
+DivertedChainTrainer = _trainer_of(
+    DivertedChain, "Diverted-chain training: branches of the reference stepper off the "
+    "network chain (needs ref_stepper).")
+DivertedChainBranchOneTrainer = _trainer_of(
+    DivertedChainBranchOne, "Diverted chain with one-step branches (needs ref_stepper).")
+MixChainPostPhysicsTrainer = _trainer_of(
+    MixChainPostPhysics, "Network steps followed by reference-stepper steps, all compared to "
+    "data (needs ref_stepper).")
+MixChainPrePhysicsTrainer = _trainer_of(
+    MixChainPrePhysics, "Reference-stepper steps followed by network steps, all compared to "
+    "data (needs ref_stepper).")
+ResiduumTrainer = _trainer_of(
+    Residuum, "Residuum training on a condition residuum_fn(next, prev) (needs residuum_fn).")
+TeacherForcingTrainer = _trainer_of(
+    TeacherForcing, "Teacher forcing: the network chain is reset to the data every "
+    "reset_every steps.")
