@@ -13,6 +13,7 @@ from ._configuration_trainers import (
     TrainerOptions,
 )
 from ._base import Trainer
+from ._curriculum import RolloutCurriculum
 from ._general import GeneralTrainer
 from ._history import SeedsDiverged, TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
@@ -31,6 +32,7 @@ __all__ = [
     "TrainerOptions",
     "OnlineTrainer",
     "StreamTrainer",
+    "RolloutCurriculum",
     "TrainingHistory",
     "TrainingDiverged",
     "SeedsDiverged",
