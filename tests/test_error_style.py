@@ -25,11 +25,7 @@ NAME_FIRST = re.compile(r"^(?:[\w.\[\]'\"()-]|\{\})+: ")
 
 # Messages where no argument is at fault, as (file relative to online_emulate/, start of
 # the message with "{}" for interpolations), each with why.
-ALLOWED = {
-    # seed-parallel training diverging is a runtime event of the optimisation, not a bad
-    # argument; it stays a ValueError (what callers of train_seeds catch)
-    ("trainer/_seeds.py", "training diverged for seed(s) {}"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _leading_text(node: ast.expr) -> str | None:

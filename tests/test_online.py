@@ -296,19 +296,30 @@ def test_same_seed_same_result_with_an_ic_sampler():
     assert not np.array_equal(ha.loss, hc.loss)
 
 
-def test_divergence_keeps_last_finite_params(tmp_path):
+@pytest.mark.parametrize("estimator", [TruncatedBPTT(5), ETrace("d_rtrl")])
+def test_divergence_keeps_the_state_of_the_reported_loss(tmp_path, estimator):
     data = _shift_problem()
-    trainer = OnlineTrainer(optimizer=optax.sgd(1e6), rollout_length=20, num_rollouts=20,
-                            update_every=5, estimator=TruncatedBPTT(5), reference_data=data,
-                            batch_size=2, progress_bar=False,
-                            checkpoint_path=str(tmp_path / "ckpt.npz"))
+
+    def make(rate, **kw):
+        return OnlineTrainer(optimizer=optax.sgd(rate), rollout_length=20, num_rollouts=20,
+                             update_every=5, estimator=estimator, reference_data=data,
+                             batch_size=2, progress_bar=False, **kw)
+
+    trainer = make(1e6, checkpoint_path=str(tmp_path / "ckpt.npz"))
     with pytest.raises(TrainingDiverged) as info:
         trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
-    params = get_params(info.value.emulator)
+    err = info.value
+    params = get_params(err.emulator)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
-    assert info.value.step == len(info.value.history.loss) > 0
-    saved = load_checkpoint(info.value.checkpoint)
+    assert err.step == len(err.history.loss) and err.failed_step > err.step
+    assert err.last_finite_loss is not None and f"{err.last_finite_loss:.6g}" in str(err)
+    saved = load_checkpoint(err.checkpoint)
     jax.tree_util.tree_map(np.testing.assert_array_equal, saved["params"], params)
+    # the checkpoint holds the stream where the kept state was: resuming evaluates the
+    # reported loss again first, and a small rate trains on
+    _, history = make(1e-3)(LinearStencil(1, 1, 1, kernel_size=3, key=0), resume_from=err.checkpoint)
+    assert history.loss[err.step] == pytest.approx(err.last_finite_loss, rel=1e-5)
+    assert np.isfinite(history.loss).all() and len(history.loss) == 20 * 4
 
 
 @pytest.mark.slow

@@ -272,3 +272,64 @@ def test_import_keeps_the_users_float64(order):
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "X64_OK" in out.stdout, out.stderr[-2000:]
+
+
+def _rollout_loss(emulator, windows):
+    """Supervised(R)'s loss, written out: the emulator's own rollout from level 0, the
+    MSE against each later level, summed over the steps."""
+    u, total = windows[:, 0], 0.0
+    for t in range(1, windows.shape[1]):
+        u = emulator(u)
+        total += jnp.mean((u - windows[:, t]) ** 2)
+    return float(total)
+
+
+def _windows(trainer, key, step):
+    return trainer.sampler.gather(trainer.data, jnp.asarray(trainer.sampler.window_ids(key, step)))
+
+
+@pytest.mark.parametrize("steps_per_call", [200, 1])
+def test_kept_state_has_the_reported_loss_and_a_smaller_rate_trains_on(tmp_path, data,
+                                                                       steps_per_call):
+    # issue 25: sgd(1e3) makes a finite but enormous update at step 0 (step 1's loss is
+    # ~1e15), the next update overflows. The old trainer kept the enormous state and
+    # reported step 0's loss; the kept state must be the one that loss was evaluated at.
+    # One step per chunk: the kept state lies in an earlier chunk than the failure.
+    path = str(tmp_path / "diverged.npz")
+
+    def make(optimizer, steps, **kw):
+        return SupervisedTrainer(data, optimizer=optimizer, num_training_steps=steps, batch_size=8,
+                                 num_rollout_steps=2, progress_bar=False, **kw)
+
+    trainer = make(optax.sgd(1e3), 50, checkpoint_path=path, steps_per_call=steps_per_call)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
+    err = info.value
+    assert err.failed_step > err.step and len(err.history.loss) == err.step
+    kept = _rollout_loss(err.emulator, _windows(trainer, trainer.key, err.step))
+    assert err.last_finite_loss == pytest.approx(kept, rel=1e-5)
+    assert f"{err.last_finite_loss:.6g}" in str(err) and f"step {err.step}" in str(err)
+    # the state one update later (what the old trainer kept) is far off that loss
+    after = make(optax.sgd(1e3), err.step + 1)
+    after_model, _ = after(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
+    assert _rollout_loss(after_model, _windows(trainer, trainer.key, err.step + 1)) > 1e3 * kept
+    resumed, history = make(optax.sgd(1e-3), 30)(LinearStencil(1, 1, 1, kernel_size=3, key=0),
+                                                  resume_from=path)
+    assert len(history.loss) == 30 and np.isfinite(history.loss).all()
+    # the resumed run evaluates the kept state's loss again at its first step
+    assert history.loss[err.step] == pytest.approx(err.last_finite_loss, rel=1e-6)
+    moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), get_params(resumed),
+                                   get_params(err.emulator))
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def test_a_loss_far_above_the_recent_ones_is_not_kept(data):
+    # with a factor of 1 only a loss at most the best before it is sane: the kept state
+    # is the one with the best loss of the run, a later worse (but finite) one is not
+    trainer = _trainer(data, optax.sgd(1e3), steps=50, num_rollout_steps=2, divergence_factor=1.0)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
+    err = info.value
+    assert err.history.loss.size == 0 or err.last_finite_loss <= err.history.loss.min()
+    with pytest.raises(ValueError, match="divergence_factor: expected a number >= 1"):
+        _trainer(data, optax.sgd(1e-3), divergence_factor=0.5)

@@ -18,6 +18,7 @@ from online_emulate.trainer._solver_streams import SolverStreams
 from online_emulate.trainer._stream import solver_in_the_loop_windows
 from online_emulate.trainer._stream_buffer import (
     BufferState,
+    draw,
     draw_ids,
     init_buffer,
     offer,
@@ -297,15 +298,35 @@ def test_resume_equals_an_uninterrupted_run(problem, tmp_path):
     assert int(full_trainer.buffer.count) > 7 + 8 * 2
 
 
-def test_divergence_keeps_the_last_finite_parameters(problem):
+@pytest.mark.parametrize("steps_per_call", [200, 1])
+def test_divergence_keeps_the_state_of_the_reported_loss(problem, tmp_path, steps_per_call):
+    # issue 25 item 5 for streaming: the kept parameters, streams and buffer are those the
+    # reported loss was evaluated at (one step per chunk: the kept state lies in an earlier
+    # chunk than the failure), and a resume with a small rate trains on from them
+    path = str(tmp_path / "stream.npz")
     trainer = stream_trainer(problem, cfg.Supervised(1), optimizer=optax.sgd(1e4),
-                             num_training_steps=50)
+                             num_training_steps=50, checkpoint_path=path,
+                             steps_per_call=steps_per_call)
     with pytest.raises(TrainingDiverged) as info:
         trainer(stencil_model(), key=0)
     err = info.value
-    assert len(err.history.loss) == err.step
-    params = err.emulator[1]
+    assert len(err.history.loss) == err.step and err.failed_step > err.step
+    assert f"{err.last_finite_loss:.6g}" in str(err)
+    apply, params = err.emulator
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(params))
+    # the loss written out: the windows the next step draws from the kept streams and
+    # buffer, one step of the kept parameters against the solver's next level
+    _, buffer = trainer._feed(trainer.stream_state, trainer.buffer, trainer.key)
+    windows = draw(buffer, jax.random.fold_in(jax.random.fold_in(trainer.key, 3), err.step),
+                   trainer.batch_size)
+    by_hand = float(jnp.mean((jax.vmap(lambda u: apply(params, u))(windows[:, 0])
+                              - windows[:, 1]) ** 2))
+    assert err.last_finite_loss == pytest.approx(by_hand, rel=1e-5)
+    resumed = stream_trainer(problem, cfg.Supervised(1), optimizer=optax.sgd(1e-2),
+                             num_training_steps=20)
+    _, history = resumed(stencil_model(), resume_from=path)
+    assert history.loss[err.step] == pytest.approx(err.last_finite_loss, rel=1e-6)
+    assert len(history.loss) == 20 and np.isfinite(history.loss).all()
 
 
 def test_validation(problem):

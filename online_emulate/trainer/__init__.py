@@ -15,7 +15,7 @@ from ._configuration_trainers import (
 from ._base import Trainer
 from ._curriculum import RolloutCurriculum
 from ._general import GeneralTrainer
-from ._history import TrainingDiverged, TrainingHistory
+from ._history import SeedsDiverged, TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
 from ._stream import StreamTrainer
 
@@ -35,6 +35,7 @@ __all__ = [
     "RolloutCurriculum",
     "TrainingHistory",
     "TrainingDiverged",
+    "SeedsDiverged",
     "save_checkpoint",
     "load_checkpoint",
 ]

@@ -14,6 +14,7 @@ from .._checks import check_real
 from ..callback import Callback, CallbackContext
 from ..emulators import describe_emulator
 from ._checkpoint import load_checkpoint, save_checkpoint
+from ._guard import Anchor, AnchorSource, recent_losses, start_anchor
 from ._history import TrainingDiverged, TrainingHistory, _plain
 
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
@@ -91,6 +92,9 @@ class Trainer:
         self.history = TrainingHistory()
         self._adapter = None
         self._stop_request = None
+        self._anchor = None  # the state a divergence falls back to (`_guard.Anchor`)
+        self._anchor_source = None  # how to rebuild it (`_guard.AnchorSource`)
+        self._divergence = None  # (failed step, kept state's loss) after a divergence
         for cb in self.callbacks:
             if hasattr(cb, "reset"):
                 cb.reset()
@@ -141,6 +145,38 @@ class Trainer:
                 "resume: the trainer has not been called yet; call trainer(emulator, key) first"
             )
         self.history = self.history.copy()
+
+    def _chunk_anchor(self) -> Anchor:
+        """The anchor the next chunk (from step `self.step`) begins with: the last chunk's,
+        or the current state when none is known; its recent losses read from the history."""
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(self.params))
+        if self._anchor is None:
+            return start_anchor(self.step, self.history.loss, dtype)
+        return self._anchor._replace(recent=recent_losses(self.history.loss, dtype))
+
+    def _record_chunk(self, losses, done: int, bad: bool, anchor: Anchor,
+                      source: AnchorSource) -> Any:
+        """Book a chunk that started at step `source.step0` and applied `done` updates:
+        their losses go into the history. After a divergence (`bad`) the run falls back to
+        `anchor`: history and step are cut back to it, `_divergence` says what happened,
+        and its state (kept by the rule, or rebuilt by the chunk it lies in) is returned
+        for the caller to install; otherwise returns None and keeps `anchor`.
+        """
+        self.history.extend_loss(np.asarray(losses)[:done])  # host slice: no eager op
+        kept = int(anchor.step)
+        if kept >= source.step0:  # the anchor lies in this chunk
+            self._anchor_source = source
+        if not bad:
+            self.step += done
+            self._anchor = anchor
+            return None
+        loss = float(anchor.loss)
+        self._divergence = (self.step + done, loss if np.isfinite(loss) else None)
+        origin = self._anchor_source
+        state = anchor.state if anchor.state is not None else origin.replay(kept - origin.step0)
+        self.history.loss = self.history.loss[:kept]
+        self.step, self._anchor, self._anchor_source = kept, None, None
+        return state
 
     def _next_event(self, step: int, target: int, *periods: int | None) -> int:
         """The first step after `step` (at most `target`) at which a callback or one of
@@ -230,45 +266,54 @@ class Trainer:
         self.step = int(blob["step"])
         records = {k: [(int(s), v) for s, v in rec] for k, rec in blob["records"].items()}
         self.history = TrainingHistory(np.asarray(blob["loss"]), records)
-        self._prev = None
         return blob
 
-    def _run_update_chunks(self, adapter, target_step: int, run_chunk: Callable, bar,
-                           context: Callable[[], CallbackContext]):
-        """The host loop of a trainer whose chunks are loops of parameter updates
-        (`GeneralTrainer`, `StreamTrainer`): chunks of at most `steps_per_call` steps up
-        to the next callback, the loss history, the divergence error and stop requests.
+    def _install(self, state: tuple) -> None:
+        """Take a chunk's state (what `_run_update_chunks`' chunks return): the
+        parameters and optimizer state; trainers whose chunks carry more extend it."""
+        self.params, self.opt_state = state
+
+    def _run_update_chunks(self, adapter, target_step: int, launch: Callable, bar,
+                           context: Callable[[], CallbackContext], *,
+                           checkpoint_every: int | None = None):
+        """The host loop of every trainer whose chunks are compiled loops of parameter
+        updates: chunks up to the next callback (or checkpoint), the loss history, the
+        divergence guard (`_record_chunk`), checkpoints, stop requests and the progress
+        bar.
 
         Arguments:
             adapter: the model adapter (merges the returned parameters).
             target_step: the step to stop at.
-            run_chunk: `run_chunk(n, prev) -> (params, opt_state, losses, good, bad,
-                prev)`, `n` steps from `self.step` (the update rules' chunk returns).
+            launch: `launch(limit, anchor) -> call` prepares the next chunk, at most
+                `limit` steps from the current state starting from `anchor`; `call(None)`
+                runs it and `call(k)` runs it again for its first k steps only (the
+                chunks are deterministic: that rebuilds a state it passed through). Both
+                return `(state, losses, done, bad, anchor)`, `state` what `_install` takes.
             bar: the `ProgressBar`, closed at the end.
             context: builds what the callbacks see.
+            checkpoint_every: also write a checkpoint every this many steps.
 
         Returns:
             `(trained_model, history)`.
+
+        Raises:
+            TrainingDiverged: after installing the kept state (see `_guard`).
         """
         try:
             stop = self._run_callbacks(self.step, context) if self.step == 0 else None
             while self.step < target_step and stop is None:
-                n = min(self.steps_per_call, self._next_event(self.step, target_step) - self.step)
-                prev = self._prev
-                if prev is None:
-                    prev = (self.params, self.opt_state, jnp.bool_(False))
-                params, opt_state, losses, good, bad, prev = run_chunk(n, prev)
-                good, bad = int(good), bool(bad)
-                if good >= 0:
-                    self.history.extend_loss(np.asarray(losses)[:good])
-                else:  # rolled back over the last step of the previous chunk
-                    self.history.loss = self.history.loss[:good]
-                self.params, self.opt_state = params, opt_state
-                self._prev = None if bad else prev
-                self.step += good
-                bar.advance(max(good, 0), self.history.loss[-1] if good > 0 else None)
+                limit = self._next_event(self.step, target_step, checkpoint_every) - self.step
+                call = launch(limit, self._chunk_anchor())
+                state, losses, done, bad, anchor = call(None)
+                source = AnchorSource(self.step, lambda k, call=call: call(k)[0])
+                bad = bool(bad)
+                kept = self._record_chunk(losses, int(done), bad, anchor, source)
+                self._install(state if kept is None else kept)
+                bar.advance(int(done), self.history.loss[-1] if len(self.history) else None)
                 if bad:
                     raise TrainingDiverged.from_trainer(self, adapter)
+                if checkpoint_every is not None and self.step % checkpoint_every == 0:
+                    self.save_checkpoint()
                 stop = self._stop_after_chunk(context)
             if stop is not None:
                 self.history.stopped_early = stop

@@ -46,6 +46,7 @@ class TrainerOptions(TypedDict, total=False):
     checkpoint_path: str | None
     data_parallel: bool
     check_finite_data: bool
+    divergence_factor: float
     callback_fn: None
     do_sub_stacking: bool | None
 

@@ -22,6 +22,7 @@ from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, check_clip, optax_transform
 from ._checkpoint import restore_tree
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
 from ._history import TrainingHistory
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
@@ -64,6 +65,9 @@ class GeneralTrainer(Trainer):
             multiple of the device count. Results equal single-device training up to
             float rounding.
         check_finite_data: refuse trajectories holding NaN/inf (default True).
+        divergence_factor: on a divergence the trainer keeps the latest state whose loss
+            and gradient were finite and whose loss was at most this factor times the best
+            loss of the 100 steps before it (default 1e3; see `TrainingDiverged`).
         do_sub_stacking: trainax's name for `sub_stacking` (overrides it when given).
         callback_fn: trainax's callback argument; only None is accepted (a TypeError
             points to `callbacks=`).
@@ -83,8 +87,9 @@ class GeneralTrainer(Trainer):
     Raises:
         TypeError / ValueError: for invalid arguments (checked here and at call, before
             anything is compiled).
-        TrainingDiverged: when a loss or gradient becomes NaN/inf; the exception carries an
-            emulator with the last good parameters (and a checkpoint if configured).
+        TrainingDiverged: when a loss, gradient or update becomes NaN/inf; the exception
+            carries an emulator with the kept parameters (the last finite and sane state,
+            see `divergence_factor`) and their loss (and a checkpoint if configured).
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class GeneralTrainer(Trainer):
         checkpoint_path: str | None = None,
         data_parallel: bool = False,
         check_finite_data: bool = True,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
         callback_fn: None = None,
         do_sub_stacking: bool | None = None,
     ):
@@ -158,6 +164,7 @@ class GeneralTrainer(Trainer):
             # an unsupported configuration/estimator pair fails here, not mid-compile
             online_spec_for(configuration, estimator, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         self.clip_grad_norm = clip_grad_norm
+        self.divergence_factor = check_divergence_factor(divergence_factor)
         self.optimizer = optimizer
         if getattr(optimizer, "is_kfac", False):
             check_clip(clip_grad_norm)
@@ -170,9 +177,10 @@ class GeneralTrainer(Trainer):
                     f"rollout), got {estimator!r}; for online estimators precondition with "
                     "online_emulate.optim.KFACPreconditioner instead"
                 )
-            self.rule = KFACRule(optimizer)
+            self.rule = KFACRule(optimizer, divergence_factor=self.divergence_factor)
         else:
-            self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm))
+            self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm),
+                                  divergence_factor=self.divergence_factor)
         self.progress_bar = progress_bar
         self.checkpoint_path = checkpoint_path
         self._compiled = None
@@ -191,7 +199,6 @@ class GeneralTrainer(Trainer):
         The compiled training program is kept: it does not depend on any of them.
         """
         super().reset()
-        self._prev = None  # (params, opt_state, True) one step before self.params, if known
         self._model_spec = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -342,14 +349,22 @@ class GeneralTrainer(Trainer):
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
         )
 
-        def run_chunk(n, prev):
+        def launch(limit, anchor):
+            n = min(self.steps_per_call, limit)
             first_epoch, table = self.sampler.permutation_table(
                 self.key, self.step, n, self.sampler.max_epochs_per_chunk(self.steps_per_call)
             )
-            return chunk(self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
-                         jnp.int32(n), jnp.int32(first_epoch), table, prev)
+            args = (self.params, self.opt_state, self.data, self.key, jnp.int32(self.step),
+                    jnp.int32(first_epoch), table, anchor)
 
-        return self._run_update_chunks(adapter, target_step, run_chunk, bar,
+            def call(k):
+                params, opt_state, losses, done, bad, anchor_out = chunk(
+                    *args[:5], jnp.int32(n if k is None else k), *args[5:])
+                return (params, opt_state), losses, done, bad, anchor_out
+
+            return call
+
+        return self._run_update_chunks(adapter, target_step, launch, bar,
                                        lambda: self._callback_context(apply))
 
     # ------------------------------------------------------- seed parallel

@@ -32,9 +32,10 @@ from ..estimators._base import online_spec_for
 from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, load_checkpoint, restore_tree
-from ._history import TrainingDiverged, TrainingHistory
-from ._program import all_finite, tree_where
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
+from ._history import TrainingHistory
 from ._progress import ProgressBar
+from ._update_rules import apply_update
 
 __all__ = ["OnlineTrainer"]
 
@@ -114,6 +115,10 @@ class OnlineTrainer(Trainer):
             `persist_carry`). The loss of a step compares the prediction (before the
             mix) with the solver. alpha = 1 is re-anchoring at every step. With both
             options the mix comes first, then the anchor.
+        divergence_factor: on a divergence the trainer keeps the latest state (with the
+            stream's carry and position) whose update's loss and gradient were finite and
+            whose loss was at most this factor times the best of the 100 updates before
+            it (default 1e3; see `TrainingDiverged`).
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` without
     modifying the emulator passed in; `history.loss[i]` is the loss of the steps of
@@ -125,8 +130,9 @@ class OnlineTrainer(Trainer):
 
     Raises:
         TypeError / ValueError: invalid arguments, before anything is compiled.
-        TrainingDiverged: a NaN/inf loss or gradient; the exception carries an emulator
-            with the parameters of the last finite update (and a checkpoint if configured).
+        TrainingDiverged: a NaN/inf loss, gradient or update; the exception carries an
+            emulator with the kept parameters (see `divergence_factor`), their loss, and a
+            checkpoint (if configured) from which a resume evaluates that loss again.
     """
 
     def __init__(
@@ -152,8 +158,10 @@ class OnlineTrainer(Trainer):
         checkpoint_every: int | None = None,
         reanchor_every: int | None = None,
         teacher_forcing: float | None = None,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
         transform = optax_transform(optimizer, clip_grad_norm)
+        self.divergence_factor = check_divergence_factor(divergence_factor)
         self.rollout_length = check_positive_int("rollout_length", rollout_length)
         self.num_rollouts = check_positive_int("num_rollouts", num_rollouts)
         self.update_every = min(
@@ -318,6 +326,7 @@ class OnlineTrainer(Trainer):
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
         couple = self._coupling(ops)
         capacity = self.updates_per_call
+        factor = self.divergence_factor
         if ops.jittable:
             jit, while_loop, cond, scan = jax.jit, jax.lax.while_loop, jax.lax.cond, jax.lax.scan
         else:
@@ -325,7 +334,8 @@ class OnlineTrainer(Trainer):
             t = brainstate.transform
             jit, while_loop, cond, scan = t.jit, t.while_loop, t.cond, t.scan
 
-        def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels):
+        def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels,
+                  step0, anchor):
             carry = ops.reset(carry, new_rollout, u0)
             r = jnp.where(new_rollout, u0.astype(r.dtype), r)
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -358,7 +368,7 @@ class OnlineTrainer(Trainer):
                 return run
 
             def update_body(state):
-                n, params, opt_state, carry, r, pos, i, losses, bad = state
+                n, params, opt_state, carry, r, pos, i, losses, anchor, _ = state
                 if T % U == 0:
                     (carry, r), (total, g) = segment(U)((params, carry, r, i))
                     length = jnp.int32(U)
@@ -371,26 +381,28 @@ class OnlineTrainer(Trainer):
                 if ops.holds(U) or (T % U != 0 and ops.holds(T % U)):
                     carry, dg = ops.flush(params, carry, term)
                     g = tree_add(g, dg)
-                finite = jnp.isfinite(total) & all_finite(g)
-                updates, new_opt_state = transform.update(g, opt_state, params)
-                new_params = optax.apply_updates(params, updates)
-                params = tree_where(finite, new_params, params)
-                opt_state = tree_where(finite, new_opt_state, opt_state)
+                new_params, new_opt_state, finite, usable = apply_update(
+                    transform, params, opt_state, total, g)
+                # the anchor is the state before this update, with the stream where it
+                # was: a resume from it evaluates this update's loss again
+                anchor = advance(anchor, n, step0 + n, total, usable, factor)
                 if not persist:
                     carry = ops.reset(carry, jnp.asarray(True))
                 losses = losses.at[n].set(total)
-                return (n + 1, params, opt_state, carry, r, pos + length, i + length, losses,
-                        ~finite)
+                # a bad update ends the loop: what it leaves in params is never used
+                return (n + 1, new_params, new_opt_state, carry, r, pos + length, i + length,
+                        losses, anchor, ~finite)
 
             def keep_going(state):
                 n, bad = state[0], state[-1]
                 return (n < num_updates) & jnp.logical_not(bad)
 
             state = (jnp.int32(0), params, opt_state, carry, r, position, jnp.int32(0), losses,
-                     jnp.bool_(False))
-            n, params, opt_state, carry, r, pos, _, losses, bad = while_loop(
+                     anchor, jnp.bool_(False))
+            n, params, opt_state, carry, r, pos, _, losses, anchor, bad = while_loop(
                 keep_going, update_body, state)
-            return params, opt_state, carry, r, pos, losses, n, bad
+            done = n - bad.astype(n.dtype)
+            return params, opt_state, carry, r, pos, losses, done, bad, anchor
 
         return compiled(chunk, jit_fn=jit)
 
@@ -519,47 +531,37 @@ class OnlineTrainer(Trainer):
             sampler=None, trainer=self,
         )
 
+    def _install(self, state: tuple) -> None:
+        self.params, self.opt_state, self.carry, self.reference_state, position, rollout = state
+        self.position, self.rollout = int(position), int(rollout)
+
     def _run(self, adapter, apply, chunk, target_step, dtype):
         T, U = self.rollout_length, self.update_every
         bar = ProgressBar(total=target_step, initial=self.step, enabled=self.progress_bar,
                           epochs_per_step=1.0 / self.updates_per_rollout, desc="online")
         stored = self.reference_data is not None
-        context = lambda: self._callback_context(apply)  # noqa: E731
-        try:
-            stop = self._run_callbacks(self.step, context) if self.step == 0 else None
-            while self.step < target_step and stop is None:
-                if self.position >= T:
-                    self.rollout, self.position = self.rollout + 1, 0
-                new_rollout = self.position == 0
-                u0 = (self._initial_state(self.rollout).astype(dtype) if new_rollout
-                      else self.reference_state)  # numpy for stored data: no eager op
-                left_in_rollout = math.ceil((T - self.position) / U)
-                n = min(self.updates_per_call, left_in_rollout,
-                        self._next_event(self.step, target_step, self.checkpoint_every) - self.step)
-                levels = self._levels(self.rollout, self.position, dtype) if stored else None
-                params, opt_state, carry, r, pos, losses, done, bad = chunk(
-                    self.params, self.opt_state, self.carry, self.reference_state, u0,
-                    np.bool_(new_rollout), np.int32(self.position), np.int32(n), levels,
-                )
-                done, bad = int(done), bool(bad)
-                good = done - 1 if bad else done
-                losses = np.asarray(losses)[:good]  # slice on the host: no eager slice op
-                self.history.extend_loss(losses)
-                self.params, self.opt_state = params, opt_state
-                self.step += good
-                bar.advance(good, losses[-1] if good else None)
-                if bad:
-                    raise TrainingDiverged.from_trainer(self, adapter)
-                self.carry, self.reference_state, self.position = carry, r, int(pos)
-                if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint()
-                stop = self._stop_after_chunk(context)
-            if stop is not None:
-                self.history.stopped_early = stop
-        finally:
-            bar.close()
-        self._end_of_run()
-        return adapter.merge(self.params), self.history
+
+        def launch(limit, anchor):
+            if self.position >= T:
+                self.rollout, self.position = self.rollout + 1, 0
+            new_rollout, rollout_index, step0 = self.position == 0, self.rollout, self.step
+            u0 = (self._initial_state(rollout_index).astype(dtype) if new_rollout
+                  else self.reference_state)  # numpy for stored data: no eager op
+            n = min(self.updates_per_call, math.ceil((T - self.position) / U), limit)
+            levels = self._levels(rollout_index, self.position, dtype) if stored else None
+            args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
+                    np.bool_(new_rollout), np.int32(self.position))
+
+            def call(k):
+                *state, losses, done, bad, anchor_out = chunk(
+                    *args, np.int32(n if k is None else k), levels, np.int32(step0), anchor)
+                return (*state, rollout_index), losses, done, bad, anchor_out
+
+            return call
+
+        return self._run_update_chunks(adapter, target_step, launch, bar,
+                                       lambda: self._callback_context(apply),
+                                       checkpoint_every=self.checkpoint_every)
 
     def __repr__(self):
         return (

@@ -28,12 +28,13 @@ from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import restore_tree
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
 from ._history import TrainingHistory
 from ._program import batch_sharding, make_loss_and_grad
 from ._progress import ProgressBar
 from ._solver_streams import SolverStreams
 from ._stream_buffer import POLICIES, BufferState, draw, init_buffer, offer
-from ._update_rules import OptaxRule, guarded_step, kept_state
+from ._update_rules import OptaxRule
 
 __all__ = ["StreamTrainer", "solver_in_the_loop_windows"]
 
@@ -128,10 +129,15 @@ class StreamTrainer(Trainer):
         steps_per_call: steps per compiled chunk (default 200).
         progress_bar: show a bar (default True); its epoch counts buffer passes.
         clip_grad_norm: clip the global gradient norm to this value first, when set.
-        checkpoint_path: where a divergence (and `save_checkpoint()` without a path)
-            writes the last good state.
+        checkpoint_path: where every call and `resume()` writes its final state when
+            it ends, a divergence the kept state, and `save_checkpoint()` without a path
+            the current one.
         data_parallel: shard each minibatch over all local devices along the batch axis
             (`batch_size` a multiple of the device count).
+        divergence_factor: on a divergence the trainer keeps the latest state (with its
+            streams and buffer) whose loss and gradient were finite and whose loss was at
+            most this factor times the best of the 100 steps before it (default 1e3; see
+            `TrainingDiverged`).
 
     Calling `trainer(emulator, key=...)` returns `(trained_emulator, history)` and does
     not modify the emulator; `history.loss[i]` is the pre-update loss of step i. Every
@@ -141,9 +147,10 @@ class StreamTrainer(Trainer):
 
     Raises:
         TypeError / ValueError: invalid arguments (here and at call, before compiling).
-        TrainingDiverged: a non-finite loss or gradient; the exception carries an emulator
-            with the last good parameters (and a checkpoint if configured). The streams
-            and the buffer keep the state they reached.
+        TrainingDiverged: a non-finite loss, gradient or update; the exception carries an
+            emulator with the kept parameters (see `divergence_factor`) and their loss (and
+            a checkpoint if configured). The trainer keeps the streams and the buffer of
+            that state too: a resume draws the same windows and evaluates that loss again.
     """
 
     def __init__(
@@ -170,6 +177,7 @@ class StreamTrainer(Trainer):
         clip_grad_norm: float | None = None,
         checkpoint_path: str | None = None,
         data_parallel: bool = False,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
         if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
             raise TypeError(
@@ -195,7 +203,9 @@ class StreamTrainer(Trainer):
                 f"{type(optimizer).__name__}"
             )
         self.optimizer, self.clip_grad_norm = optimizer, clip_grad_norm
-        self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm))
+        self.divergence_factor = check_divergence_factor(divergence_factor)
+        self.rule = OptaxRule(optax_transform(optimizer, clip_grad_norm),
+                              divergence_factor=self.divergence_factor)
         self.num_training_steps = check_positive_int("num_training_steps", num_training_steps)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.buffer_size = check_positive_int("buffer_size", buffer_size)
@@ -245,7 +255,6 @@ class StreamTrainer(Trainer):
         super().reset()
         self.stream_state = None
         self.buffer = None
-        self._prev = None
         self._model_spec = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,8 +317,8 @@ class StreamTrainer(Trainer):
         return prefill
 
     def _chunk_fn(self, model):
-        """The (not yet compiled) chunk: feed, draw, update, with divergence rollback
-        (the kept state is the one `OptaxRule` keeps)."""
+        """The (not yet compiled) chunk: feed, draw, update, with the divergence anchor
+        (`_guard`) of every trainer."""
         sharding = batch_sharding() if self.data_parallel else None
         update = self.rule.update(make_loss_and_grad(
             self.estimator, self.configuration, model, ref_stepper=self.ref_stepper,
@@ -317,22 +326,21 @@ class StreamTrainer(Trainer):
         while_loop = (jax.lax.while_loop if self.estimator.jittable
                       else brainstate.transform.while_loop)
         capacity, B, K = self.steps_per_call, self.batch_size, self.solver_in_the_loop
+        factor = self.divergence_factor
         ref_step = batched(self.ref_stepper)
         apply = model.apply
 
-        def chunk(params, opt_state, stream_state, buffer, key, step0, num_steps, prev):
+        def chunk(params, opt_state, stream_state, buffer, key, step0, num_steps, anchor):
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
-            prev_params, prev_opt_state, has_prev = prev
             batch_key = jax.random.fold_in(key, _BATCH_KEY)
             buffer_key = self._keys(key)[1]
 
             def keep_going(carry):
-                return (carry[0] < num_steps) & jnp.logical_not(carry[-2])
+                return (carry[0] < num_steps) & jnp.logical_not(carry[-1])
 
             def body(carry):
-                (i, params, opt_state, prev_params, prev_opt_state, stream_state, buffer,
-                 losses, bad, rollback) = carry
+                i, params, opt_state, stream_state, buffer, anchor, losses, _ = carry
                 step = step0 + i
                 stream_state, buffer = self._feed(stream_state, buffer, key)
                 batch = draw(buffer, jax.random.fold_in(batch_key, step), B)
@@ -343,21 +351,19 @@ class StreamTrainer(Trainer):
                         window_length=self.window_length)
                     buffer = offer(buffer, made, jnp.ones((K,), bool), buffer_key,
                                    policy=self.sampling)
-                params, opt_state, prev_params, prev_opt_state, loss, bad, rollback = guarded_step(
-                    update, params, opt_state, prev_params, prev_opt_state, batch,
-                    (i > 0) | has_prev)
+                new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
+                anchor = advance(anchor, i, step, loss, usable, factor)
                 losses = losses.at[i].set(loss.astype(loss_dtype))
-                return (i + 1, params, opt_state, prev_params, prev_opt_state, stream_state,
-                        buffer, losses, bad, rollback)
+                # a bad step ends the loop: what it leaves in params is never used
+                return (i + 1, new_params, new_opt_state, stream_state, buffer, anchor, losses,
+                        ~finite)
 
-            carry = (jnp.int32(0), params, opt_state, prev_params, prev_opt_state, stream_state,
-                     buffer, losses, jnp.bool_(False), jnp.bool_(False))
-            (i, params, opt_state, prev_params, prev_opt_state, stream_state, buffer, losses,
-             bad, rollback) = while_loop(keep_going, body, carry)
-            params, opt_state, good = kept_state(i, bad, rollback, params, opt_state,
-                                                 prev_params, prev_opt_state)
-            return (params, opt_state, stream_state, buffer, losses, good, bad,
-                    (prev_params, prev_opt_state, ~bad))
+            carry = (jnp.int32(0), params, opt_state, stream_state, buffer, anchor, losses,
+                     jnp.bool_(False))
+            i, params, opt_state, stream_state, buffer, anchor, losses, bad = while_loop(
+                keep_going, body, carry)
+            return (params, opt_state, stream_state, buffer, losses, i - bad.astype(i.dtype),
+                    bad, anchor)
 
         return chunk
 
@@ -466,14 +472,23 @@ class StreamTrainer(Trainer):
             epochs_per_step=self.batch_size / self.buffer_size, desc="stream",
         )
 
-        def run_chunk(n, prev):
-            (params, opt_state, self.stream_state, self.buffer, losses, good, bad,
-             prev) = chunk(self.params, self.opt_state, self.stream_state, self.buffer,
-                           self.key, jnp.int32(self.step), jnp.int32(n), prev)
-            return params, opt_state, losses, good, bad, prev
+        def launch(limit, anchor):
+            n = min(self.steps_per_call, limit)
+            args = (self.params, self.opt_state, self.stream_state, self.buffer, self.key,
+                    jnp.int32(self.step))
 
-        return self._run_update_chunks(adapter, target_step, run_chunk, bar,
+            def call(k):
+                *state, losses, done, bad, anchor_out = chunk(
+                    *args, jnp.int32(n if k is None else k), anchor)
+                return tuple(state), losses, done, bad, anchor_out
+
+            return call
+
+        return self._run_update_chunks(adapter, target_step, launch, bar,
                                        self._callback_context)
+
+    def _install(self, state: tuple) -> None:
+        self.params, self.opt_state, self.stream_state, self.buffer = state
 
     def __repr__(self):
         return (

@@ -1,14 +1,14 @@
 """How a trainer turns gradients into parameter updates, chunk by chunk.
 
-Both rules run `num_steps` steps from `step0` on the trainer's window schedule and
-return `(params, opt_state, losses, good, bad, prev)`: `losses` the pre-update loss of
-each step (a fixed-capacity buffer), `good` the number of steps whose state is kept,
-`bad` whether a non-finite loss, gradient or update stopped the chunk, and `prev` the
-state one step before the returned one (to fall back to if the next chunk's first step
-is non-finite). On a non-finite step the kept state is the last one whose loss, gradient
-and parameters are finite: the previous state when the loss or gradient is non-finite
-(`good` can then be -1: one step before `step0`), the current one when only the update
-overflows (a finite gradient can continue at a smaller learning rate).
+Both rules run `num_steps` steps from `step0` on the trainer's window schedule, starting
+from `anchor` (`_guard.Anchor`: which state to fall back to), and return
+`(params, opt_state, losses, done, bad, anchor)`: `losses` the pre-update loss of each
+step (a fixed-capacity buffer), `done` the number of steps whose update was applied,
+`bad` whether a non-finite loss, gradient or update stopped the chunk, and `anchor` the
+state a divergence keeps (see `_guard`: the latest state whose loss and gradient were
+finite and whose loss was sane). The optax chunk is deterministic: run again from its
+start for `anchor.step - step0` steps, it returns the anchor's state. The K-FAC loop
+keeps that state in `anchor.state`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._program import all_finite, tree_where
+from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance
+from ._program import all_finite
 
-__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "guarded_step", "kept_state"]
+__all__ = ["UpdateRule", "OptaxRule", "KFACRule", "apply_update"]
 
 _all_finite_jit = jax.jit(all_finite)
+_advance_jit = jax.jit(advance, static_argnames="factor")
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
 
 
 def _step_key(key, step):
@@ -53,8 +59,10 @@ class OptaxRule:
     minibatch (`batch=`, for the K-FAC preconditioner).
     """
 
-    def __init__(self, transform: optax.GradientTransformation):
+    def __init__(self, transform: optax.GradientTransformation, *,
+                 divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR):
         self.transform = transform
+        self.divergence_factor = divergence_factor
 
     def init(self, params, **_) -> Any:
         return self.transform.init(params)
@@ -67,16 +75,9 @@ class OptaxRule:
 
         def update(params, opt_state, batch):
             loss, grads = loss_and_grad(params, batch)
-            if isinstance(transform, optax.GradientTransformationExtraArgs):
-                updates, new_opt_state = transform.update(
-                    grads, opt_state, params, value=loss, grad=grads, batch=batch
-                )
-            else:
-                updates, new_opt_state = transform.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            # the update itself can overflow although loss and gradient are finite
-            usable = jnp.isfinite(loss) & all_finite(grads)
-            return new_params, new_opt_state, loss, usable & all_finite(new_params), usable
+            new_params, new_opt_state, finite, usable = apply_update(
+                transform, params, opt_state, loss, grads, value=loss, grad=grads, batch=batch)
+            return new_params, new_opt_state, loss, finite, usable
 
         return update
 
@@ -84,76 +85,58 @@ class OptaxRule:
               while_loop=jax.lax.while_loop) -> Callable:
         """The chunk, NOT yet compiled (seed-parallel training vmaps it first)."""
         update = self.update(loss_and_grad)
+        factor = self.divergence_factor
 
-        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, prev=None):
+        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, anchor):
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
             losses = jnp.full((capacity,), jnp.nan, loss_dtype)
-            if prev is None:
-                prev = (params, opt_state, jnp.bool_(False))
-            prev_params, prev_opt_state, has_prev = prev
 
             def keep_going(carry):
-                i, *_, bad, _ = carry
+                i, *_, bad = carry
                 return (i < num_steps) & jnp.logical_not(bad)
 
             def body(carry):
-                i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = carry
+                i, params, opt_state, anchor, losses, _ = carry
                 step = step0 + i
                 batch = sampler.gather(data, sampler.window_ids_from_table(step, first_epoch, table))
-                params, opt_state, prev_params, prev_opt_state, loss, bad, rollback = guarded_step(
-                    update, params, opt_state, prev_params, prev_opt_state, batch,
-                    (i > 0) | has_prev)
+                new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
+                anchor = advance(anchor, i, step, loss, usable, factor)
                 losses = losses.at[i].set(loss.astype(loss_dtype))
-                return (i + 1, params, opt_state, prev_params, prev_opt_state, losses, bad,
-                        rollback)
+                # a bad step ends the loop: what it leaves in params is never used
+                return i + 1, new_params, new_opt_state, anchor, losses, ~finite
 
-            carry = (jnp.int32(0), params, opt_state, prev_params, prev_opt_state, losses,
-                     jnp.bool_(False), jnp.bool_(False))
-            i, params, opt_state, prev_params, prev_opt_state, losses, bad, rollback = while_loop(
-                keep_going, body, carry
-            )
-            params, opt_state, good = kept_state(i, bad, rollback, params, opt_state,
-                                                 prev_params, prev_opt_state)
-            return params, opt_state, losses, good, bad, (prev_params, prev_opt_state, ~bad)
+            carry = (jnp.int32(0), params, opt_state, anchor, losses, jnp.bool_(False))
+            i, params, opt_state, anchor, losses, bad = while_loop(keep_going, body, carry)
+            return params, opt_state, losses, i - bad.astype(i.dtype), bad, anchor
 
         return chunk
 
 
-def guarded_step(update: Callable, params, opt_state, prev_params, prev_opt_state, batch,
-                 can_roll_back) -> tuple:
-    """One step of `update` (`OptaxRule.update`) with the divergence bookkeeping of a
-    compiled chunk; shared by every trainer whose chunk is a while loop of updates.
+def apply_update(transform: optax.GradientTransformation, params, opt_state, loss, grads,
+                 **extra) -> tuple:
+    """The one finite-guarded update of every optax trainer: `transform` applied to
+    `grads`, and whether the step may be kept.
 
     Arguments:
-        update: `update(params, opt_state, batch) -> (params, opt_state, loss, finite,
-            usable)`.
-        params, opt_state: the state before the step.
-        prev_params, prev_opt_state: the state one step before that.
-        batch: the step's minibatch.
-        can_roll_back: whether a state one step back exists (traced bool).
+        transform: the optax transformation.
+        params, opt_state: the state the loss and gradient were evaluated at.
+        loss, grads: the step's loss and gradient.
+        extra: keyword arguments for a `GradientTransformationExtraArgs` (ignored by
+            other transformations).
 
     Returns:
-        `(params, opt_state, prev_params, prev_opt_state, loss, bad, rollback)`: the
-        state after the step (unchanged where the update is non-finite), the state one
-        step before it, the pre-update loss, whether the chunk must stop, and whether the
-        kept state is the one step back (a non-finite loss or gradient cannot continue at
-        any learning rate).
+        `(new_params, new_opt_state, finite, usable)`: `usable` says the loss and the
+        gradient are finite (the state they were evaluated at may be kept), `finite`
+        also the new parameters (the run may go on from them; an update can overflow
+        although loss and gradient are finite).
     """
-    new_params, new_opt_state, loss, finite, usable = update(params, opt_state, batch)
-    prev_params = tree_where(finite, params, prev_params)
-    prev_opt_state = tree_where(finite, opt_state, prev_opt_state)
-    params = tree_where(finite, new_params, params)
-    opt_state = tree_where(finite, new_opt_state, opt_state)
-    return params, opt_state, prev_params, prev_opt_state, loss, ~finite, ~usable & can_roll_back
-
-
-def kept_state(i, bad, rollback, params, opt_state, prev_params, prev_opt_state) -> tuple:
-    """After a chunk's loop of `guarded_step`s (`i` steps run): `(params, opt_state,
-    good)`, the state to keep and the number of steps whose state is kept."""
-    good = i - bad.astype(i.dtype) - rollback.astype(i.dtype)
-    params = tree_where(rollback, prev_params, params)
-    opt_state = tree_where(rollback, prev_opt_state, opt_state)
-    return params, opt_state, good
+    if extra and isinstance(transform, optax.GradientTransformationExtraArgs):
+        updates, new_opt_state = transform.update(grads, opt_state, params, **extra)
+    else:
+        updates, new_opt_state = transform.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    usable = jnp.isfinite(loss) & all_finite(grads)
+    return new_params, new_opt_state, usable & all_finite(new_params), usable
 
 
 class KFACRule:
@@ -161,8 +144,9 @@ class KFACRule:
     chunk is a host loop over steps on the same window schedule (one jitted gather per
     step), with the same returns as the optax chunk."""
 
-    def __init__(self, kfac):
+    def __init__(self, kfac, *, divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR):
         self.kfac = kfac
+        self.divergence_factor = divergence_factor
 
     def init(self, params, *, apply, configuration, ref_stepper, residuum_fn, key,
              first_batch) -> Any:
@@ -172,26 +156,28 @@ class KFACRule:
     def chunk(self, *, loss_and_grad=None, sampler, capacity, while_loop=None) -> Callable:
         gather = jax.jit(lambda data, step, first, table: sampler.gather(
             data, sampler.window_ids_from_table(step, first, table)))
-        kfac = self.kfac
+        kfac, factor = self.kfac, self.divergence_factor
 
-        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, prev=None):
-            prev_params, prev_state, has_prev = prev if prev is not None else (params, opt_state, False)
+        def chunk(params, opt_state, data, key, step0, num_steps, first_epoch, table, anchor):
             losses = np.full((capacity,), np.nan, np.float32)
+            if anchor.state is None:  # the state the call started from
+                anchor = anchor._replace(state=(params, _copy(opt_state)))
             for i in range(int(num_steps)):
                 step = step0 + i
                 batch = gather(data, step, first_epoch, table)
-                # kfac donates the state it is given: keep a copy to fall back to
-                kept = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), opt_state)
+                # kfac donates the state it is given: the anchor needs a copy of its own
+                kept = _copy(opt_state)
                 new_params, new_state, loss = kfac.step(params, opt_state, batch, _step_key(key, step))
                 losses[i] = float(loss)
-                if not (np.isfinite(losses[i]) and bool(_all_finite_jit(new_params))):
-                    # kfac does not show its gradient: a non-finite update may come from
-                    # one, so fall back one step as for a non-finite loss
-                    if i > 0 or bool(has_prev):
-                        return prev_params, prev_state, losses, i - 1, True, None
-                    return params, kept, losses, i, True, None
-                prev_params, prev_state, has_prev = params, kept, True
+                # kfac does not show its gradient: a finite loss with a non-finite update
+                # may come from a non-finite gradient, so such a state is not kept
+                usable = bool(np.isfinite(losses[i])) and bool(_all_finite_jit(new_params))
+                state, anchor = anchor.state, anchor._replace(state=None)
+                anchor = _advance_jit(anchor, i, step, losses[i], usable, factor=factor)
+                anchor = anchor._replace(state=(params, kept) if int(anchor.step) == step else state)
+                if not usable:
+                    return params, kept, losses, i, True, anchor
                 params, opt_state = new_params, new_state
-            return params, opt_state, losses, int(num_steps), False, (prev_params, prev_state, has_prev)
+            return params, opt_state, losses, int(num_steps), False, anchor
 
         return chunk
