@@ -14,7 +14,8 @@ from online_emulate.data import WindowSampler
 from online_emulate.emulators import LinearStencil, functional
 from online_emulate.estimators import TruncatedBPTT
 from online_emulate.sample_data import advection_1d_periodic, advection_1d_stepper
-from online_emulate.trainer import OnlineTrainer, RolloutCurriculum, SupervisedTrainer
+from online_emulate.trainer import (OnlineTrainer, RolloutCurriculum, StreamTrainer,
+                                    SupervisedTrainer)
 
 DATA = advection_1d_periodic(cfl=-0.75, key=jax.random.PRNGKey(0))[:6, :12]  # (6, 12, 1, 30)
 STEPS = {1: 7, 3: 5, 4: 6}
@@ -30,12 +31,17 @@ def _by_hand(emulator, key, rollout_steps, optimizer, *, continue_optimizer):
             state = optimizer.init(params)
         stage_key = jax.random.fold_in(key, i)
         sampler = WindowSampler(DATA.shape[0], DATA.shape[1], r + 1, B)
-        for step in range(STEPS[r]):
-            windows = sampler.gather(DATA, jnp.asarray(sampler.window_ids(stage_key, step)))
+
+        @jax.jit  # one compiled step per stage: the reference stays quick
+        def update(params, state, windows, r=r):
             loss, grads = jax.value_and_grad(
                 lambda p: Supervised(r)(bind(apply, p), windows))(params)
             updates, state = optimizer.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
+            return optax.apply_updates(params, updates), state, loss
+
+        for step in range(STEPS[r]):
+            windows = sampler.gather(DATA, jnp.asarray(sampler.window_ids(stage_key, step)))
+            params, state, loss = update(params, state, windows)
             losses.append(float(loss))
     return params, np.asarray(losses)
 
@@ -73,30 +79,43 @@ def test_continued_and_fresh_optimizer_differ():
     assert not np.allclose(a, b)
 
 
-def test_online_trainer_stages_continue_a_schedule():
-    """A schedule that stops learning after 2 updates (the first stage's): continued over the stages, the
-    second OnlineTrainer stage leaves the parameters as the first left them; restarted,
-    it trains on."""
+def _online(rollout_steps, optimizer):
+    return OnlineTrainer(optimizer=optimizer, rollout_length=rollout_steps, num_rollouts=2,
+                         update_every=rollout_steps, estimator=TruncatedBPTT(2),
+                         ic_sampler=lambda key: jax.random.normal(key, (2, 1, 30)),
+                         ref_stepper=advection_1d_stepper(30, cfl=-0.75), progress_bar=False)
+
+
+def _stream(rollout_steps, optimizer):
+    return StreamTrainer(Supervised(rollout_steps), ref_stepper=advection_1d_stepper(30, cfl=-0.75),
+                         ic_sampler=lambda key, num: jax.random.normal(key, (num, 1, 30)),
+                         optimizer=optimizer, num_training_steps=2, batch_size=2, buffer_size=4,
+                         stream_length=6, progress_bar=False, clip_grad_norm=10.0)
+
+
+@pytest.mark.parametrize("make_trainer", [_online, _stream], ids=["online", "stream"])
+def test_other_trainers_continue_a_schedule(make_trainer):
+    """A schedule that stops learning after 2 updates (the first stage's): continued over
+    the stages, the second stage leaves the parameters as the first left them; restarted,
+    it trains on (the stream's trainer also wraps the optimizer in its clipping chain)."""
     schedule = lambda count: jnp.where(count < 2, 1e-2, 0.0)  # noqa: E731
     optimizer = optax.chain(optax.scale_by_adam(), optax.scale_by_schedule(schedule),
                             optax.scale(-1.0))
-
-    def online(rollout_steps, optimizer):
-        return OnlineTrainer(optimizer=optimizer, rollout_length=rollout_steps, num_rollouts=2,
-                             update_every=rollout_steps, estimator=TruncatedBPTT(2),
-                             ic_sampler=lambda key: jax.random.normal(key, (2, 1, 30)),
-                             ref_stepper=advection_1d_stepper(30, cfl=-0.75),
-                             progress_bar=False)
-
     emulator = LinearStencil(1, 1, 1, kernel_size=3, key=1)
-    first, _ = online(2, optimizer)(emulator, key=jax.random.fold_in(jax.random.PRNGKey(3), 0))
     for continued in (True, False):
-        trained, history = RolloutCurriculum(rollout_steps=(2, 5), make_trainer=online,
+        built = []
+
+        def factory(rollout_steps, optimizer):
+            built.append(make_trainer(rollout_steps, optimizer))
+            return built[-1]
+
+        trained, history = RolloutCurriculum(rollout_steps=(2, 5), make_trainer=factory,
                                              optimizer=optimizer,
                                              continue_optimizer=continued)(emulator, key=3)
         assert len(history) == 4
-        w, w1 = functional(trained)[1]["conv"]["weight"], functional(first)[1]["conv"]["weight"]
-        assert np.array_equal(w, w1) == continued
+        after_first = built[0].params["conv"]["weight"]  # the first stage's trainer keeps its state
+        assert not np.array_equal(after_first, functional(emulator)[1]["conv"]["weight"])
+        assert np.array_equal(functional(trained)[1]["conv"]["weight"], after_first) == continued
 
 
 @pytest.mark.parametrize("kwargs, match", [
