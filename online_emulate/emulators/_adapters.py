@@ -43,7 +43,6 @@ from jaxtyping import PyTree
 
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
-from . import _lift
 from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
@@ -170,11 +169,11 @@ class ModelAdapter:
         conv_bias = "state" if algorithm == "es_d_rtrl" else "vector"
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
-        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, _lift.CONV_AS)
+        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias)
         if key not in _LIFTED:
             _LIFTED[key] = LiftedModule(fn, self.params, one, jnp.dtype(dtype),
                                         channel_last=channel_last, model=model_name(self.model),
-                                        conv_bias=conv_bias, conv_as=_lift.CONV_AS)
+                                        conv_bias=conv_bias)
         return _LIFTED[key]
 
     def _lift_key(self):

@@ -35,8 +35,6 @@ TypeError naming the parameter's path and the operation, before anything compile
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 import math
 from typing import Any, Callable
 
@@ -46,15 +44,12 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from ._hidden import hidden_state
-from ._matmul_convs import _CALLS, _bind, _kernel_space_in_out, _rewritable, environment
+from ._matmul_convs import _CALLS, _bind, environment
 
 __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
-# how ETrace lifts a convolution ("conv" or "patches", see `lift_plan`): the formulation
-# benchmarks/online_speed.py measured fastest
-CONV_AS = "conv"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -198,7 +193,7 @@ def _describe(eqn) -> str:
 
 
 def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = None,
-              model: str = "model", conv_bias: str = "vector", conv_as: str = "conv") -> Plan:
+              model: str = "model", conv_bias: str = "vector") -> Plan:
     """Trace `fn(params, u)` (u a batch in the field layout) and find its lifted ops.
 
     Arguments:
@@ -210,9 +205,6 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         conv_bias: how a bias folded into a convolution is stored: "vector" `(out,)`
             (what braintrace's D_RTRL needs) or "state" (one state's rank, what its
             ES_D_RTRL needs in a channel-first layout).
-        conv_as: "conv" (`braintrace.conv`) or "patches" (a stride-1 convolution as
-            its input's shifted slices, im2col, contracted with the flattened kernel by
-            `braintrace.einsum`; no convolution primitive).
 
     Returns:
         The `Plan`.
@@ -303,19 +295,7 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         if tuple(y.aval.shape) != out_shape or len(b.aval.shape) > len(out_shape):
             return
         sign = -1.0 if add.primitive.name == "sub" else 1.0
-        if op.kind == "patches":
-            # the bias as one more row of the kernel matrix, met by a feature of ones
-            shape = (1,) * (len(out_shape) - len(b.aval.shape)) + tuple(b.aval.shape)
-            channel = op.options["dimension_numbers"].out_spec[1]
-            if any(s != 1 for j, s in enumerate(shape) if j != channel):
-                return
-            kernel = operands[op.weight]
-            operands[op.weight] = _Operand(
-                kernel.vars + (b,), kernel.leaves | leaves(b),
-                functools.partial(_patch_kernel_and_bias, spec=kernel.transform.keywords["spec"],
-                                  sign=sign))
-            op.options["ones"] = True
-        elif op.kind == "conv":
+        if op.kind == "conv":
             # a per-channel bias, which braintrace.conv takes as a vector (its bias
             # trace rules know no other shape); any other bias stays an element-wise op
             shape = (1,) * (len(out_shape) - len(b.aval.shape)) + tuple(b.aval.shape)
@@ -335,8 +315,7 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             if any(s != 1 for s in b.aval.shape[:-1]) or b.aval.shape[-1] != out_shape[-1]:
                 return
             transform = _reshape_to((out_shape[-1],), sign)
-        if op.kind != "patches":
-            op.bias = operand(b, transform)
+        op.bias = operand(b, transform)
         op.skipped += (users[0],)
         op.out = add.outvars[0]
         skipped.add(users[0])
@@ -361,13 +340,7 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                if conv_as == "patches" and _rewritable(eqn.params):
-                    # (*K, in, out) flattened to (K * in, out): the patches' feature order
-                    spec = eqn.params["dimension_numbers"].rhs_spec
-                    op = _Op("patches", eqn, x, operand(w, functools.partial(_patch_kernel, spec=spec)),
-                             options=options)
-                else:
-                    op = _Op("conv", eqn, x, operand(w), options=options)
+                op = _Op("conv", eqn, x, operand(w), options=options)
         elif name == "dot_general":
             op = _dense(eqn, leaves, on_field, operand)
         elif name in ("mul", "add", "sub") and len(eqn.invars) == 2:
@@ -377,7 +350,7 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         op.out = eqn.outvars[0]
         if op.options.get("swapped") and not fold_transpose(op):
             refuse(eqn, used)
-        if op.kind in ("conv", "matmul", "patches"):
+        if op.kind in ("conv", "matmul"):
             fold_bias(op)
         ops[k] = op
     _mark_declared(jaxpr, ops)
@@ -390,44 +363,6 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                    f" (its output {tuple(op.out.aval.shape)} reaches the field "
                    f"{field_shape} only through a reshape)")
     return Plan(closed, ops, operands, weight_only, skipped, out_tree, num_params)
-
-
-def _patch_kernel(w, spec):
-    k = _kernel_space_in_out(w, spec)
-    return k.reshape(-1, k.shape[-1])
-
-
-def _patch_kernel_and_bias(w, b, spec, sign):
-    k = _patch_kernel(w, spec)
-    b = jnp.reshape(b, (1, k.shape[-1]))
-    return jnp.concatenate([k, -b if sign < 0 else b], axis=0)
-
-
-def _patches(x, options, taps):
-    """The im2col patches of a stride-1 convolution's input, in the output's layout
-    with the feature axis (kernel offset major, input channel minor) at the channel
-    position; and the einsum equation contracting them with a `(K * in, out)` kernel."""
-    lhs_spec, _, out_spec = options["dimension_numbers"]
-    d = len(lhs_spec) - 2
-    xs = jnp.transpose(x, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # (B, *S, in)
-    widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in options["padding"]] + [(0, 0, 0)]
-    xs = jax.lax.pad(xs, jnp.zeros((), xs.dtype), widths)
-    out_space = tuple(xs.shape[1 + j] - taps[j] + 1 for j in range(d))
-    copies = [xs[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, out_space))]
-              for offset in itertools.product(*(range(k) for k in taps))]
-    if options.get("ones"):
-        copies.append(jnp.ones(copies[0].shape[:-1] + (1,), xs.dtype))
-    cols = copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=-1)
-    order = [0] * (d + 2)
-    order[out_spec[0]], order[out_spec[1]] = 0, d + 1
-    for j in range(d):
-        order[out_spec[2 + j]] = 1 + j
-    cols = jnp.transpose(cols, order)
-    letters = _LETTERS[:d + 2]
-    x_spec = list(letters)
-    y_spec = list(letters)
-    x_spec[out_spec[1]], y_spec[out_spec[1]] = "y", "z"
-    return cols, f"{''.join(x_spec)},yz->{''.join(y_spec)}"
 
 
 def _reshape_to(shape, sign):
@@ -534,11 +469,6 @@ def _evaluate(plan: Plan, u, weights):
             y = braintrace.conv(x, w, b, strides=o["window_strides"], padding=o["padding"],
                                 lhs_dilation=o["lhs_dilation"], rhs_dilation=o["rhs_dilation"],
                                 dimension_numbers=o["dimension_numbers"])
-        elif op.kind == "patches":
-            spec = op.options["dimension_numbers"].rhs_spec
-            taps = tuple(op.eqn.invars[1].aval.shape[j] for j in spec[2:])
-            cols, equation = _patches(x, op.options, taps)
-            y = braintrace.einsum(equation, cols, w)
         elif op.kind == "matmul":
             y = braintrace.matmul(x, w, b)
         else:
@@ -588,7 +518,6 @@ class LiftedModule(brainstate.nn.Module):
             brainstate module) or channel-first `(B, C, *N)` (equinox modules, pairs).
         model: the model's description (for errors).
         conv_bias: see `lift_plan` ("vector" for D_RTRL, "state" for ES_D_RTRL).
-        conv_as: see `lift_plan`.
 
     Raises:
         LiftError: see `lift_plan`.
@@ -596,14 +525,14 @@ class LiftedModule(brainstate.nn.Module):
 
     def __init__(self, fn: Callable, params: Any, state_shape: tuple[int, ...],
                  dtype: Any, *, channel_last: bool, model: str = "model",
-                 conv_bias: str = "vector", conv_as: str = "conv"):
+                 conv_bias: str = "vector"):
         super().__init__()
         state_shape = tuple(int(s) for s in state_shape)
         avals = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
         self._s = _Static(fn=fn, treedef=jax.tree_util.tree_structure(params), avals=avals,
                           paths=paths, channel_last=bool(channel_last), plans={}, model=model,
-                          conv_bias=conv_bias, conv_as=conv_as)
+                          conv_bias=conv_bias)
         self.num_spatial_dims = len(state_shape) - 1
         self.in_channels = self.out_channels = state_shape[0]
         self.field_channel_last = bool(channel_last)
@@ -634,8 +563,7 @@ class LiftedModule(brainstate.nn.Module):
         if plan is None:
             u = jax.ShapeDtypeStruct(field_shape, self.dtype)
             plan = lift_plan(self._s.fn, self._s.avals, u, paths=self._s.paths,
-                             model=self._s.model, conv_bias=self._s.conv_bias,
-                             conv_as=self._s.conv_as)
+                             model=self._s.model, conv_bias=self._s.conv_bias)
             reference = getattr(self._s, "reference", None)
             if reference is not None and plan.operand_shapes() != reference.operand_shapes():
                 raise LiftError(
