@@ -30,7 +30,8 @@ Usage: python benchmarks/online_speed.py [--quick] [--repeats R] [--long-T T] [-
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -44,21 +45,10 @@ from online_emulate.estimators._base import online_spec_for
 from online_emulate.sample_data import get_problem
 from online_emulate.trainer import OnlineTrainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from online_streaming import _min_times  # noqa: E402  (interleaved minima, one definition)
+
 ROLLOUT = 20
-
-
-def _min_times(fns, repeats):
-    """Fastest of `repeats` runs of each function, interleaved so that load from other
-    processes hits them alike (the first call compiles)."""
-    for fn in fns:
-        jax.block_until_ready(fn())
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-    return [min(ts) for ts in times]
 
 
 def _window(estimator, model, data):

@@ -156,8 +156,9 @@ def test_a_plain_jax_brainstate_module_is_lifted(data):
     pytest.param(lambda k: pdeqx.arch.ClassicUNet(1, 1, 1, hidden_channels=4, num_levels=1,
                                                   boundary_mode="periodic", key=k),
                  marks=pytest.mark.slow),  # ~30 s on 2 cores
-    lambda k: pdeqx.arch.ModernResNet(1, 1, 1, hidden_channels=4, num_blocks=1,
-                                      boundary_mode="periodic", key=k),
+    pytest.param(lambda k: pdeqx.arch.ModernResNet(1, 1, 1, hidden_channels=4, num_blocks=1,
+                                                   boundary_mode="periodic", key=k),
+                 marks=pytest.mark.slow),  # ~9 s on 2 cores
 ], ids=["ClassicResNet", "ClassicUNet(group norm)", "ModernResNet"])
 def test_pdequinox_resnet_and_unet_in_diagonal_scope_equal_truncated_bptt_1(data, make):
     """No global skip: every path from the field to the next field crosses a lifted op,
@@ -207,6 +208,20 @@ def test_online_trainer_streams_a_pdequinox_model_and_resumes(data):
     leaves = [jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_inexact_array))
               for m in (reset_trained, long_trained)]
     assert max(float(jnp.abs(a - b).max()) for a, b in zip(*leaves)) > 1e-6
+
+
+def test_a_dense_layer_on_a_state_without_space_is_lifted_to_a_matmul():
+    """An equinox Linear stepping a state (C,): the vmapped `weight @ x` and the bias
+    become one braintrace.matmul with its bias, and diagonal-scope D_RTRL is
+    TruncatedBPTT(1) exactly."""
+    net = eqx.nn.Linear(4, 4, key=jax.random.PRNGKey(0))
+    windows = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4))
+    module = adapt(net, state_ndim=1).recurrent_module((2, 4))
+    assert [kind for kind, _, _ in module.lifted_ops] == ["matmul"]
+    loss, g = value_and_grad(Supervised(3), net, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(3), net, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    _assert_close([g.weight, g.bias], [ref_g.weight, ref_g.bias])
 
 
 def test_a_dense_layer_on_the_flattened_state_is_refused_naming_it(data):
