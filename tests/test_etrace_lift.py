@@ -231,3 +231,12 @@ def test_a_dense_layer_on_the_flattened_state_is_refused_naming_it(data):
                              eqx.nn.Lambda(lambda v: v[None])])
     with pytest.raises(TypeError, match=r"(?s)Sequential.*layers\[1\]\.weight.*`dot_general`.*reshape.*BPTT"):
         value_and_grad(Supervised(2), net, data[:, :3], estimator=ETrace("d_rtrl"))
+
+
+def test_a_parameter_inside_a_scan_is_refused_naming_it_and_the_op(data):
+    def apply(p, u):  # two scaled sub-steps in a lax.scan: no ETP op sees the weight
+        return jax.lax.scan(lambda c, _: (p["a"] * c, None), u, None, length=2)[0]
+
+    with pytest.raises(TypeError, match=r"(?s)pair.*\['a'\].*`scan`.*ForwardRTRL"):
+        value_and_grad(Supervised(2), (apply, {"a": jnp.array(0.5)}), data[:, :3],
+                       estimator=ETrace("d_rtrl"))

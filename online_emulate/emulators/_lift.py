@@ -136,15 +136,14 @@ def uses_etp_ops(fn: Callable, *args) -> bool:
 class _Op:
     """One lifted operation: `kind` ("conv", "matmul", "scale", "bias"), the eqn it
     replaces, its input variable, its weight operand (and bias operand) as indices into
-    the plan's operands, the variables it defines, and whether its output is declared
-    a hidden state."""
+    the plan's operands, the variable it defines (after any folded transpose or bias),
+    and whether its output is declared a hidden state."""
 
     kind: str
     eqn: Any
     x: Any
     weight: int
     bias: int | None = None
-    skipped: tuple = ()
     out: Any = None
     declare: bool = False
     options: dict = dataclasses.field(default_factory=dict)
@@ -168,7 +167,8 @@ class _Operand:
 @dataclasses.dataclass
 class Plan:
     """What `lift_plan` found: the flat jaxpr, its lifted ops keyed by eqn index, the
-    weight operands, the indices of parameter-only eqns, and the output tree."""
+    weight operands, the indices of parameter-only eqns and of the eqns folded into a
+    lifted op, and the output tree."""
 
     jaxpr: jcore.ClosedJaxpr
     ops: dict
@@ -176,7 +176,6 @@ class Plan:
     weight_only: set
     skipped: set
     out_tree: Any
-    num_params: int
 
     def operand_shapes(self) -> list[tuple]:
         shapes = []
@@ -270,7 +269,6 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         if len(users) == 1 and op.out not in outputs:
             t = jaxpr.eqns[users[0]]
             if t.primitive.name == "transpose" and tuple(t.params["permutation"]) == (1, 0):
-                op.skipped += (users[0],)
                 skipped.add(users[0])
                 op.out = t.outvars[0]
                 return True
@@ -316,7 +314,6 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 return
             transform = _reshape_to((out_shape[-1],), sign)
         op.bias = operand(b, transform)
-        op.skipped += (users[0],)
         op.out = add.outvars[0]
         skipped.add(users[0])
 
@@ -362,7 +359,7 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             refuse(op.eqn, operands[op.weight].leaves,
                    f" (its output {tuple(op.out.aval.shape)} reaches the field "
                    f"{field_shape} only through a reshape)")
-    return Plan(closed, ops, operands, weight_only, skipped, out_tree, num_params)
+    return Plan(closed, ops, operands, weight_only, skipped, out_tree)
 
 
 def _reshape_to(shape, sign):
