@@ -10,6 +10,7 @@ import jax
 from jaxtyping import Array, Float, PyTree
 
 from .._checks import check_callable, check_required
+from .._frozen import Frozen, frozen
 from ._online_spec import OnlineSpec
 from ._validation import check_data
 
@@ -36,12 +37,12 @@ def _short(value) -> str:
     return repr(value)
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
-class BaseConfiguration(abc.ABC):
+@frozen(eq=False)
+class BaseConfiguration(Frozen, abc.ABC):
     """A training configuration: how stepper, data and references make a loss.
 
-    Subclasses are frozen dataclasses; they set their fields in `__init__` through
-    `_set`, implement `_loss` and `num_time_levels`, and optionally `online_spec`.
+    Subclasses are frozen dataclasses (`online_emulate._frozen`): their `__init__`
+    validates the options and stores them through `_set`; they implement `_loss` and `num_time_levels`, and optionally `online_spec`.
     """
 
     _needs_ref_stepper = False
@@ -49,10 +50,6 @@ class BaseConfiguration(abc.ABC):
     #: why the reference stepper / residuum function is needed (error messages)
     _ref_stepper_use = ""
     _residuum_fn_use = ""
-
-    def _set(self, **fields) -> None:
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         parts = ", ".join(

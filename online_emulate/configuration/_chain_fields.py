@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 
+from .._frozen import frozen
 from .._checks import check_flag, check_int
 from .._rollout import Events
 from ._base import BaseConfiguration
@@ -22,7 +22,7 @@ def chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every) 
     )
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class ChainConfiguration(BaseConfiguration):
     """A configuration built on a chain of network steps (the fields of `chain_options`)."""
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Sequence
 
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from ._base import BaseConfiguration, Data, ResiduumFn, Stepper
 from ._validation import check_weights
 
 __all__ = ["Composite"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class Composite(BaseConfiguration):
     """`L = sum_i weights[i] * configurations[i](stepper, data, ...)`.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from .._checks import check_flag
 from ..loss import BaseLoss, MSELoss
 from .._rollout import stop_gradient
@@ -18,7 +18,7 @@ from ._validation import check_weights
 __all__ = ["DivertedChainBranchOne"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class DivertedChainBranchOne(PerStepConfiguration):
     """Network chain whose every state is compared with one reference step from its predecessor.
 

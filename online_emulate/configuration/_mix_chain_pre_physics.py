@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from .._checks import check_int
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import ChainConfiguration, chain_options
@@ -18,7 +18,7 @@ from ._validation import check_weights
 __all__ = ["MixChainPrePhysics"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class MixChainPrePhysics(ChainConfiguration):
     """P reference steps from the initial condition, then R network steps.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from .._rollout import Events, weighted_rollout
 from ._base import BPTT_ONLY
 from ._chain_fields import ChainConfiguration
@@ -16,7 +16,7 @@ from ._utils import batched, time_level
 __all__ = ["PerStepConfiguration"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class PerStepConfiguration(ChainConfiguration):
     """A loss that is a weighted sum of one term per step of the network chain.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import chain_options
 from ._per_step import PerStepConfiguration
@@ -16,7 +16,7 @@ from ._validation import check_weights
 __all__ = ["Supervised"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class Supervised(PerStepConfiguration):
     """Supervised rollout training against reference data.
 

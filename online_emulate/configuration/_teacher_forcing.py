@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from jaxtyping import Array, Float
 
+from .._frozen import frozen
 from .._checks import check_int
 from ..loss import BaseLoss, MSELoss
 from ._chain_fields import chain_options
@@ -17,7 +17,7 @@ from ._validation import check_weights
 __all__ = ["TeacherForcing"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False, init=False, repr=False)
+@frozen(eq=False)
 class TeacherForcing(PerStepConfiguration):
     """Rollout against data with the chain reset to the data every `reset_every` steps.
 

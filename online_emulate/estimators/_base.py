@@ -3,7 +3,7 @@ contract (`CarryOps`) through which online estimators run."""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Float, PyTree
 
+from .._frozen import Frozen, frozen
 from .._rollout import rollout, tree_add
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter
@@ -27,8 +28,10 @@ BPTT_NAMES = ("BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt'), "
 ONLINE_NAMES = "TruncatedBPTT(k), ForwardRTRL(), ETrace('d_rtrl'), ETrace('es_d_rtrl', decay=...)"
 
 
-class Estimator:
-    """Base class of gradient estimators (immutable; options are keyword-only).
+@frozen
+class Estimator(Frozen):
+    """Base class of gradient estimators: frozen dataclasses (`online_emulate._frozen`)
+    whose `__init__` validates the keyword-only options; equal and hashable by value.
 
     Subclasses implement
     `value_and_grad(configuration, model, params, data, *, ref_stepper, residuum_fn)`
@@ -43,24 +46,8 @@ class Estimator:
             (pure in `params` and `data`).
     """
 
-    online: bool = False
-    jittable: bool = True
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _set(self, **kwargs) -> None:
-        for k, v in kwargs.items():
-            object.__setattr__(self, k, v)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash((type(self).__name__, self._key()))
-
-    def _key(self) -> tuple:
-        return ()
+    online: ClassVar[bool] = False
+    jittable: ClassVar[bool] = True
 
     def value_and_grad(
         self,
@@ -205,6 +192,7 @@ class CarryOps(Protocol):
     def state(self, carry: PyTree) -> jax.Array: ...
 
 
+@frozen
 class OnlineEstimator(Estimator):
     """An estimator that runs forward in time through a `CarryOps` carry.
 
@@ -219,8 +207,8 @@ class OnlineEstimator(Estimator):
             updates by default (True for RTRL-style estimators).
     """
 
-    online = True
-    persist_carry = True
+    online: ClassVar[bool] = True
+    persist_carry: ClassVar[bool] = True
 
     def carry_ops(self, model: Model, state_shape: tuple[int, ...], *, horizon: int) -> CarryOps:
         raise NotImplementedError

@@ -9,19 +9,25 @@ import jax
 from jaxtyping import Array, Float, PyTree
 
 from .._checks import check_positive_int
+from .._frozen import frozen
 from .._rollout import bind
 from ..configuration import BaseConfiguration
 from ._base import Estimator, Model, model_apply
 from ._budget import choose_exact_scheme
+from ._cache import BoundedCache, cache_key, shapes_key
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
                                step_checkpoint_scan)
 
 __all__ = ["BPTT"]
 
+#: the scheme a memory budget resolved to, per (estimator, problem)
+_SCHEMES = BoundedCache(256)
+
 _SCANS = {None: jax.lax.scan, "step": step_checkpoint_scan, "sqrt": sqrt_checkpoint_scan,
           "binomial": binomial_checkpoint_scan}
 
 
+@frozen
 class BPTT(Estimator):
     """Backpropagation through time: `jax.value_and_grad` of `configuration.loss`.
 
@@ -73,10 +79,16 @@ class BPTT(Estimator):
                     f"checkpoint=None with it, got checkpoint={checkpoint!r}"
                 )
         self._set(checkpoint=checkpoint, num_checkpoints=num_checkpoints,
-                  memory_budget_bytes=memory_budget_bytes, _choices={})
+                  memory_budget_bytes=memory_budget_bytes)
 
-    def _key(self):
-        return (self.checkpoint, self.num_checkpoints, self.memory_budget_bytes)
+    checkpoint: str | None
+    num_checkpoints: int | None
+    memory_budget_bytes: int | None
+
+    @property
+    def _choices(self) -> dict:
+        """The schemes this budget resolved to so far, per problem (read-only copy)."""
+        return {k[1]: v for k, v in _SCHEMES.items() if k[0] == self}
 
     def __repr__(self):
         if self.memory_budget_bytes is not None:
@@ -127,13 +139,12 @@ class BPTT(Estimator):
         if self.memory_budget_bytes is None:
             return self
         apply = model_apply(model)
-        key = _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn)
-        if key not in self._choices:
-            self._choices[key] = choose_exact_scheme(
-                BPTT, configuration, apply, params, data, self.memory_budget_bytes,
-                ref_stepper=ref_stepper, residuum_fn=residuum_fn,
-            ).estimator
-        return self._choices[key]
+        parts = (configuration, apply, ref_stepper, residuum_fn)
+        key = (self, tuple(cache_key(x) for x in parts), shapes_key(params), shapes_key(data))
+        return _SCHEMES.get(key, lambda: choose_exact_scheme(
+            BPTT, configuration, apply, params, data, self.memory_budget_bytes,
+            ref_stepper=ref_stepper, residuum_fn=residuum_fn,
+        ).estimator, keep=parts)
 
     def value_and_grad(
         self,
@@ -169,20 +180,3 @@ class BPTT(Estimator):
 
         return jax.value_and_grad(loss_fn)(params)
 
-
-def _shapes(tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
-
-
-def _hashable(x):
-    try:
-        hash(x)
-        return x
-    except TypeError:
-        return ("id", id(x))
-
-
-def _cache_key(configuration, apply, params, data, ref_stepper, residuum_fn):
-    return (_hashable(configuration), _hashable(apply), _hashable(ref_stepper),
-            _hashable(residuum_fn), _shapes(params), _shapes(data))

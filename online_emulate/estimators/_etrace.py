@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from typing import Callable
+from typing import Callable, ClassVar
 
 import brainstate
 import jax
@@ -12,10 +12,12 @@ import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from .._checks import check_real, check_required
+from .._frozen import frozen
 from ..configuration import BaseConfiguration
 from ..emulators._functional import _lookup, _nest
 from ..emulators import ModelAdapter
 from ._base import Model, OnlineEstimator, first_level, online_spec_for, run_window
+from ._cache import BoundedCache, cache_key
 
 __all__ = ["ETrace"]
 
@@ -34,14 +36,10 @@ def _signature(emulator, state_shape) -> tuple:
 
 
 
-def _cache_key(x):
-    """`x` itself when hashable, else its identity (equinox modules holding arrays, such
-    as exponax steppers, cannot be hashed)."""
-    try:
-        hash(x)
-    except TypeError:
-        return ("id", id(x))
-    return x
+#: compiled learners, per (estimator, emulator structure, state shape); each holds a
+#: private copy of the emulator, never the user's
+_LEARNERS = BoundedCache(16)
+
 
 class _Runner:
     """One compiled braintrace learner and its carry operations (`CarryOps`).
@@ -136,7 +134,7 @@ class _Runner:
     def window_fn(self, configuration, spec, ref_stepper, residuum_fn):
         """The brainstate-jitted `(params, data) -> (loss, grads)` over one window."""
         parts = (configuration, ref_stepper, residuum_fn)
-        key = tuple(_cache_key(x) for x in parts)
+        key = tuple(cache_key(x) for x in parts)
         if key not in self._fns:
             fn = brainstate.transform.jit(
                 lambda params, data: run_window(self, spec, params, data, ref_stepper=ref_stepper,
@@ -150,6 +148,7 @@ class _Runner:
         return self.window_fn(configuration, spec, ref_stepper, residuum_fn)(params, data)
 
 
+@frozen
 class ETrace(OnlineEstimator):
     """braintrace eligibility-trace gradients, memory independent of the rollout length.
 
@@ -185,9 +184,8 @@ class ETrace(OnlineEstimator):
     dense products and element-wise scales and biases lifted into braintrace ETP ops
     (`emulators._lift`; a parameter used by any other operation is a TypeError naming
     it and the operation), and braintrace builds the traces of that module;
-    `value_and_grad` is not traceable by an
-    outer raw `jax.jit` (it jits itself with brainstate). The compiled learner is kept
-    on this estimator object, one per emulator structure and state shape.
+    `value_and_grad` is not traceable by an outer raw `jax.jit` (it jits itself with
+    brainstate). The compiled learner is kept in a bounded cache, one per estimator value, emulator structure and state shape.
 
     Arguments:
         algorithm: "d_rtrl" or "es_d_rtrl".
@@ -199,7 +197,10 @@ class ETrace(OnlineEstimator):
         ValueError: unknown algorithm or recurrence, missing/invalid decay.
     """
 
-    jittable = False
+    jittable: ClassVar[bool] = False
+    algorithm: str
+    decay: float | None
+    recurrence: str
 
     def __init__(self, algorithm: str = "d_rtrl", *, decay: float | None = None,
                  recurrence: str = "diagonal"):
@@ -212,10 +213,12 @@ class ETrace(OnlineEstimator):
             raise ValueError(f"decay: expected None (only ETrace('es_d_rtrl') takes a decay), got {decay!r}")
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence: expected 'diagonal' or 'coupled', got {recurrence!r}")
-        self._set(algorithm=algorithm, decay=decay, recurrence=recurrence, _runners={})
+        self._set(algorithm=algorithm, decay=decay, recurrence=recurrence)
 
-    def _key(self):
-        return (self.algorithm, self.decay, self.recurrence)
+    @property
+    def _runners(self) -> dict:
+        """The learners compiled for this estimator's value so far (read-only copy)."""
+        return {k[1:]: v for k, v in _LEARNERS.items() if k[0] == self}
 
     def __repr__(self):
         extra = "" if self.decay is None else f", decay={self.decay}"
@@ -225,7 +228,7 @@ class ETrace(OnlineEstimator):
 
     def runner(self, model: Model, state_shape: tuple[int, ...]) -> _Runner:
         """The compiled learner for models structured like `model` and batched states
-        `(B, C, *N)` (built on first use, then kept on this estimator).
+        `(B, C, *N)` (built on first use, then kept in a bounded cache).
 
         Raises:
             TypeError: `model` is not an adapter (a pure apply function), or has a
@@ -239,11 +242,8 @@ class ETrace(OnlineEstimator):
                 "take a pure apply function"
             )
         emulator = model.recurrent_module(tuple(state_shape), algorithm=self.algorithm)
-        key = _signature(emulator, state_shape)
-        if key not in self._runners:
-            self._runners[key] = _Runner(emulator, tuple(state_shape), self.algorithm,
-                                         self.decay, self.recurrence)
-        return self._runners[key]
+        return _LEARNERS.get((self, *_signature(emulator, state_shape)), lambda: _Runner(
+            emulator, tuple(state_shape), self.algorithm, self.decay, self.recurrence))
 
     def prepare(self, model: Model, state_shape: tuple[int, ...]) -> None:
         """Compile the learner for `model` (its adapter) and batched states `(B, C, *N)` now.

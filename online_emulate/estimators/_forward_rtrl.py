@@ -11,6 +11,7 @@ from jax.typing import DTypeLike
 from jaxtyping import PyTree
 
 from .._checks import check_positive_int
+from .._frozen import frozen
 from ._base import Model, OnlineEstimator, model_apply
 
 __all__ = ["ForwardRTRL", "rtrl_memory_bytes"]
@@ -72,6 +73,7 @@ class _RTRLOps:
         return carry[0]
 
 
+@frozen
 class ForwardRTRL(OnlineEstimator):
     """Real-time recurrent learning: carry J_t = d u_t / d theta forward in time.
 
@@ -93,12 +95,11 @@ class ForwardRTRL(OnlineEstimator):
         ValueError: if `memory_budget_bytes` is not a positive int.
     """
 
+    memory_budget_bytes: int
+
     def __init__(self, *, memory_budget_bytes: int = 2**30):
         memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
         self._set(memory_budget_bytes=memory_budget_bytes)
-
-    def _key(self):
-        return (self.memory_budget_bytes,)
 
     def __repr__(self):
         return f"ForwardRTRL(memory_budget_bytes={self.memory_budget_bytes})"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
 from .._checks import check_int
+from .._frozen import frozen
 from .._rollout import UNROLL_MAX_STEPS
 from ._base import Model, OnlineEstimator, model_apply
 
@@ -116,6 +119,7 @@ class _WindowOps:
         return carry[0]
 
 
+@frozen
 class TruncatedBPTT(OnlineEstimator):
     """Reverse mode inside consecutive windows of `k` steps, the state cut between them.
 
@@ -135,14 +139,12 @@ class TruncatedBPTT(OnlineEstimator):
         ValueError: if `k` is not a positive int.
     """
 
-    persist_carry = False
+    persist_carry: ClassVar[bool] = False
+    k: int
 
     def __init__(self, k: int):
         k = check_int("k", k, meaning="the window length")
         self._set(k=k)
-
-    def _key(self):
-        return (self.k,)
 
     def __repr__(self):
         return f"TruncatedBPTT({self.k})"
