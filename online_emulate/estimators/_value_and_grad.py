@@ -71,5 +71,7 @@ def _adapt(emulator, estimator, data):
     state_ndim = leaves[0].ndim - 2 if len(leaves) == 1 else None
     adapter = adapt(emulator, state_ndim=state_ndim)
     if not estimator.jittable:
-        adapter.recurrent_module()  # raises for a model braintrace cannot trace
+        # raises for a model braintrace cannot trace, or whose ops cannot be lifted
+        shape = (leaves[0].shape[0], *leaves[0].shape[2:]) if len(leaves) == 1 else None
+        adapter.recurrent_module(shape)
     return adapter
