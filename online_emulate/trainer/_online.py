@@ -91,7 +91,8 @@ class OnlineTrainer(Trainer):
             at least one update; default 1000).
         callbacks: `online_emulate.callback.Callback` objects (`every` counts updates).
         progress_bar: show a bar over updates (default True).
-        clip_grad_norm: clip the global gradient norm first, when set.
+        clip_grad_norm: clip the global gradient norm first, when set (default None; a bound
+            near healthy updates' norms stops blow-ups, see benchmarks/online_clipping.py).
         checkpoint_path: where every call and `resume()` writes its final state when
             it ends (finished or stopped early), a divergence the last good state, and
             `save_checkpoint()` without a path the current one; `resume_from=` that
