@@ -143,9 +143,9 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
         )
         if leaves and all(hasattr(x, "shape") for x in leaves) and not own:
             # a user module or configuration may handle PyTree data: check values only
-            if not allow_nonfinite and not any(map(_traced, leaves)):
+            if not allow_nonfinite:
                 for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-                    if not bool(jnp.all(jnp.isfinite(leaf))):
+                    if not _concrete(jnp.all(jnp.isfinite(leaf)), True):
                         raise ValueError(
                             f"{name}{jax.tree_util.keystr(path)}: expected finite values, got "
                             "NaN/inf (pass allow_nonfinite=True to compute on it anyway)"
@@ -190,10 +190,9 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
             )
     check_time_levels(data.shape, min_levels, name=name)
     data = jnp.asarray(data)
-    # under an outer jit the values are unknown: shapes and dtypes are checked at trace
-    # time, the values by whoever holds concrete data
-    if not allow_nonfinite and not _traced(data):
-        finite = np.asarray(jnp.isfinite(data).reshape(data.shape[0], data.shape[1], -1).all(-1))
+    if not allow_nonfinite:
+        finite = _concrete(jnp.isfinite(data).reshape(data.shape[0], data.shape[1], -1).all(-1),
+                           np.ones((1,), bool))
         if not finite.all():
             s, t = np.argwhere(~finite)[0]
             raise ValueError(
@@ -203,5 +202,7 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
     return data
 
 
-def _traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
+def _concrete(value, traced):
+    """`value` as numpy, or `traced` inside an outer jit: there shapes and dtypes are
+    checked at trace time, values only by a caller holding them."""
+    return traced if isinstance(value, jax.core.Tracer) else np.asarray(value)

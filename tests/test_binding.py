@@ -89,6 +89,8 @@ def test_nonfinite_data_is_refused_outside_a_trace_and_shapes_inside(problem):
         oe.value_and_grad(Supervised(3), emulator, bad)
     loss, _ = jax.jit(lambda d: oe.value_and_grad(Supervised(3), emulator, d))(bad)
     assert not np.isfinite(loss)
+    closed, _ = jax.jit(lambda: oe.value_and_grad(Supervised(3), emulator, bad))()
+    assert not np.isfinite(closed)
     with pytest.raises(ValueError, match="time levels"):
         jax.jit(lambda d: oe.value_and_grad(Supervised(9), emulator, d))(data)
 
