@@ -175,11 +175,24 @@ def test_plain_jnp_weight_is_an_error_naming_the_parameter():
         value_and_grad(Supervised(2), Scaled(), windows, estimator=ETrace("d_rtrl"))
 
 
+class PowerConv(eqx.Module):
+    """A convolution followed by a learned power: `pow` has no braintrace ETP op."""
+    conv: eqx.nn.Conv1d
+    exponent: jax.Array
+
+    def __call__(self, u):
+        return jnp.abs(self.conv(u)) ** self.exponent
+
+
 @pytest.mark.parametrize("kind", ["equinox", "pair"])
-def test_etrace_on_a_model_it_cannot_trace_names_model_parameter_and_alternatives(data, kind):
-    net = eqx_conv()
-    model = net if kind == "equinox" else conv_pair(net)
-    pattern = r"(?s)equinox Conv1d.*weight.*ForwardRTRL" if kind == "equinox" else r"(?s)pair.*w.*ForwardRTRL"
+def test_etrace_on_an_op_it_cannot_lift_names_model_parameter_op_and_alternatives(data, kind):
+    net = PowerConv(eqx_conv(), jnp.ones(()))
+    if kind == "equinox":
+        model, pattern = net, r"(?s)PowerConv.*exponent.*`pow`.*ForwardRTRL"
+    else:
+        apply, params = conv_pair(net.conv)
+        model = (lambda p, u: jnp.abs(apply(p, u)) ** p["e"], {**params, "e": jnp.ones(())})
+        pattern = r"(?s)pair.*\['e'\].*`pow`.*ForwardRTRL"
     with pytest.raises(TypeError, match=pattern):
         value_and_grad(Supervised(2), model, data[:2, :3], estimator=ETrace("d_rtrl"))
     trainer = SupervisedTrainer(data, optimizer=optax.adam(1e-2), num_training_steps=2, batch_size=4, estimator=ETrace("d_rtrl"), progress_bar=False)

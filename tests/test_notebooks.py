@@ -21,6 +21,8 @@ EXPECTED = [
     "03_online_vs_bptt.ipynb",
     "04_streaming_long_rollout.ipynb",
     "05_kfac_vs_adam.ipynb",
+    "06_online_own_model.ipynb",
+    "07_stream_vs_dataset.ipynb",
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from online_emulate import configuration as cfg
 from online_emulate import sample_data as sd
-from online_emulate.callback import WeightNormCallback
+from online_emulate.callback import GradNormCallback, LossCallback, WeightNormCallback
 from online_emulate.emulators import ConvNet
 from online_emulate.estimators import ETrace, TruncatedBPTT
 from online_emulate.trainer import StreamTrainer, TrainingDiverged
@@ -260,9 +260,15 @@ def test_training_equals_the_hand_written_pipeline(problem, estimator, sil):
 def test_training_reduces_the_loss_towards_the_upwind_stencil(problem):
     trainer = stream_trainer(problem, cfg.Supervised(1), optimizer=optax.adam(2e-2),
                              num_training_steps=300, batch_size=8, buffer_size=32,
-                             num_streams=4, stream_length=20, data_parallel=True)
+                             num_streams=4, stream_length=20, data_parallel=True,
+                             callbacks=[GradNormCallback(every=150),
+                                        LossCallback(cfg.Supervised(1), every=150)])
     (_, params), hist = trainer(stencil_model(), key=0)
     loss = np.asarray(hist)
+    # the callbacks see the buffer as their data
+    assert [s for s, _ in hist["grad_norm"]] == [0, 150, 300]
+    losses = [v for _, v in hist["loss_Supervised"]]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.1 * losses[0]
     assert loss[-20:].mean() < 0.05 * loss[:5].mean()
     # the exact advection by 0.75 cells is close to first-order upwind (trainax's FOU)
     np.testing.assert_allclose([params["a"], params["b"]], [1 + CFL, -CFL], atol=0.08)

@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     train = sub.add_parser("train", help="train one emulator; writes config, checkpoint, metrics and plots")
     _add_training_options(train)
+    train.add_argument_group("your own trajectories").add_argument(
+        "--data", metavar="FILE", default=None,
+        help="train on the trajectories (samples, time, C, *N) of FILE (.npy, .npz holding one "
+             "array, or FILE.npz:NAME), memory-mapped, instead of --problem's: the file sets the "
+             "channels and grid, the last --test-samples trajectories are held out for the "
+             "evaluation (at most --test-horizon steps), --samples/--horizon/--num-points are "
+             "not used; --problem only gives the reference stepper of configurations that need "
+             "one (diverted and mix chains, residuum), on the file's grid")
     stream = sub.add_parser("stream", help="train one emulator on windows streamed from the problem's solver into an on-device buffer (StreamTrainer); the files of `train`")
     _add_training_options(stream)
     _add_stream_options(stream)
@@ -120,6 +128,7 @@ def _train_run_dict(args) -> dict:
         "emulator": {"kind": args.emulator, "kernel_size": args.kernel_size, "hidden_channels": args.hidden_channels, "depth": args.depth, "seed": args.seed},
         "optimizer": args.optimizer, "learning_rate": args.learning_rate, "steps": args.steps,
         "batch_size": args.batch_size, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+        "data": getattr(args, "data", None),
     }
 
 
@@ -141,22 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(output=args.output, steps=args.steps, progress=not args.no_progress)
         elif args.command in ("train", "stream"):
             run = _train_run_dict(args)
-            source = ""
+            source, subject = "", run["data"] or args.problem
             if args.command == "stream":
                 run["stream"] = _stream_run_dict(args)
                 source = " streamed from the solver"
 
             def started():
-                print(f"training {args.estimator} on {args.problem}{source} for {args.steps} "
+                print(f"training {args.estimator} on {subject}{source} for {args.steps} "
                       "steps (Ctrl-C stops and writes a checkpoint)", flush=True)
 
             result, _ = run_training(run, output=args.output, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, on_start=started)
             m = result["metrics"]
-            print(f"trained {result['estimator']} on {args.problem}: final loss {result['final_train_loss']:.4g}, "
+            print(f"trained {result['estimator']} on {subject}: final loss {result['final_train_loss']:.4g}, "
                   f"test nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE {m['nrmse_geometric_mean']:.4g}; files in {args.output}")
         elif args.command == "evaluate":
             m = evaluate_checkpoint(args.run, output=args.output, problem_name=args.problem, test_samples=args.test_samples, test_horizon=args.test_horizon, seed=args.seed)
-            print(f"{m['problem']} (seed {m['seed']}, {m['test_samples']} samples x {m['test_horizon']} steps), "
+            tested = (f"{m['data']} (held-out" if m.get("data") else f"{m['problem']} (seed {m['seed']}")
+            print(f"{tested}, {m['test_samples']} samples x {m['test_horizon']} steps), "
                   f"checkpoint step {m['checkpoint_step']}: nRMSE@1 {m['nrmse'][0]:.4g}, geometric-mean nRMSE "
                   f"{m['nrmse_geometric_mean']:.4g}, steps until decorrelation {m['steps_until_decorrelation']}")
         elif args.command == "bench":

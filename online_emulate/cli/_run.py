@@ -17,11 +17,13 @@ import time
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._rollout import bind
 from .._storage import atomic_write
 from ..callback import CheckpointCallback
+from ..data import load_trajectories
 from ..emulators import functional, load_emulator, save_emulator
 from ..estimators import compiled_temp_bytes
 from ..metrics import evaluate_rollout, rollout, to_json_dict
@@ -38,6 +40,7 @@ from ._factories import (
     make_problem,
     make_residuum_fn,
 )
+from ._data_file import DataFile, absolute, check_same_file, open_data_file
 from ._fit import check_choices_fit
 from ._run_folder import check_resumed_options, check_run_folder
 
@@ -116,7 +119,9 @@ def _trainer(run, problem, configuration, train, **options):
     """The run's trainer: a `GeneralTrainer` on the stored `train` trajectories, or with
     `run["stream"]` a `StreamTrainer` on the problem's solver (`train` is then None)."""
     if run.get("stream") is None:
-        return GeneralTrainer(configuration, train, **options)
+        # a file's values were checked while it was read a block at a time
+        return GeneralTrainer(configuration, train, check_finite_data=not run.get("data"),
+                              **options)
     ref_stepper = problem.ref_stepper
     options.pop("ref_stepper")
     return StreamTrainer(
@@ -126,8 +131,11 @@ def _trainer(run, problem, configuration, train, **options):
 
 
 def resolve_run(run: dict):
-    """Build every object of a run and fill in every default (the resolved config)."""
-    problem = make_problem(run["problem"], run.get("num_points"))
+    """Build every object of a run and fill in every default (the resolved config).
+
+    With `run["data"]` the "problem" returned is the `DataFile` of the user's
+    trajectories (see `_data_file`), opened and checked here, before anything compiles.
+    """
     configuration = make_configuration(run["configuration"], types.SimpleNamespace(**run))
     decay = run.get("decay")
     if run["estimator"] == "es_d_rtrl" and decay is None:
@@ -138,10 +146,22 @@ def resolve_run(run: dict):
     estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay,
                                num_checkpoints=num_checkpoints)
     check_choices_fit(run, configuration, estimator)  # one line in the CLI's words
+    if run.get("data"):
+        run = {**run, "data": absolute(run["data"])}
+        problem = open_data_file(run, configuration, needs_stepper=configuration.needs_ref_stepper
+                                 or configuration.needs_residuum_fn)
+        stepper = problem.stepper_problem
+        source = {"problem": stepper and stepper.name, "num_points": stepper and stepper.num_points,
+                  "samples": problem.num_train, "horizon": problem.horizon,
+                  "test_horizon": min(run["test_horizon"], problem.horizon),
+                  "data_file": problem.description()}
+    else:
+        problem = make_problem(run["problem"], run.get("num_points"))
+        source = {"num_points": problem.num_points}
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
     emulator = make_emulator(emulator_spec)
     optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
-    resolved = {**run, "num_points": problem.num_points, "decay": decay,
+    resolved = {**run, **source, "decay": decay,
                 "num_checkpoints": num_checkpoints, "emulator": emulator_spec,
                 "configuration_repr": repr(configuration), "estimator_repr": repr(estimator)}
     return problem, configuration, estimator, emulator, optimizer, resolved
@@ -224,10 +244,14 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
     os.makedirs(partial)
     try:
         streamed = run.get("stream") is not None
-        # a stream stores nothing: one training trajectory is drawn only to keep the
-        # test data of the seed the same as `train`'s
-        train, test = _datasets(problem, 1 if streamed else run["samples"], run["test_samples"],
-                                run["horizon"], run["test_horizon"], run["seed"])
+        if isinstance(problem, DataFile):
+            train, test = problem.train(), problem.test(resolved["test_horizon"])
+        else:
+            # a stream stores nothing: one training trajectory is drawn only to keep the
+            # test data of the seed the same as `train`'s
+            train, test = _datasets(problem, 1 if streamed else run["samples"],
+                                    run["test_samples"], run["horizon"], run["test_horizon"],
+                                    run["seed"])
         if streamed:
             train = None
         ref_stepper = problem.ref_stepper if configuration.needs_ref_stepper else None
@@ -268,14 +292,16 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
         save_emulator(os.path.join(partial, "emulator.npz"), trained)
 
         windows = test if train is None else train  # a stream's windows: test-data shaped
-        window = windows[: min(run["batch_size"], windows.shape[0]), : configuration.num_time_levels]
+        window = jnp.asarray(windows[: min(run["batch_size"], windows.shape[0]),
+                                     : configuration.num_time_levels])
         temp_bytes = compiled_temp_bytes(
             estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
         )
         metrics = _evaluate(trained, test, partial, label=run["estimator"])
         steps_run = len(history.loss) - first_step
         result = {
-            "problem": run["problem"],
+            "problem": resolved["problem"],
+            "data": resolved.get("data"),
             "configuration": repr(configuration),
             "estimator": repr(estimator),
             "final_train_loss": float(np.mean(history.loss[-20:])),
@@ -310,12 +336,24 @@ def _evaluate(emulator, test, output: str, *, label: str) -> dict:
     return to_json_dict(metrics)
 
 
+def _held_out(run: dict) -> DataFile:
+    """The file of a file run with its held-out split, checked against config.json."""
+    array = load_trajectories(run["data"], name="--data", check_finite=False)
+    found = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    check_same_file(run.get("data_file") or {}, found, run["data"])
+    return DataFile(path=run["data"], array=array, num_test=int(run["test_samples"]),
+                    stepper_problem=None)
+
+
 def evaluate_checkpoint(run_dir: str, *, output: str | None, problem_name: str | None, test_samples: int, test_horizon: int, seed: int) -> dict:
-    """Evaluate the checkpoint of a `train` run folder on a problem's fresh test data.
+    """Evaluate the checkpoint of a `train` run folder on a problem's fresh test data
+    (the run's problem, or `problem_name`), or, for a run on a file (`--data`) without
+    `problem_name`, on that file's held-out trajectories (the run's split; `test_samples`
+    and `seed` do not apply).
 
     Returns:
-        The metrics plus what they come from: problem, seed, samples, horizon, the
-        checkpoint path and its step.
+        The metrics plus what they come from: the problem and seed or the data file,
+        samples, horizon, the checkpoint path and its step.
     """
     if not os.path.isdir(run_dir):
         raise ValueError(f"--run: expected the folder of a `train` run, got {run_dir!r}, "
@@ -329,19 +367,28 @@ def evaluate_checkpoint(run_dir: str, *, output: str | None, problem_name: str |
     try:
         with open(config_path) as f:
             run = json.load(f)
-        problem_name = problem_name or run["problem"]
-        num_points = run.get("num_points")
+        if run.get("data"):  # another problem is tested on the file's grid
+            num_points = run["data_file"]["shape"][3]
+        else:
+            problem_name = problem_name or run["problem"]
+            num_points = run.get("num_points")
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"--run: expected a train run's config, got {config_path!r} "
                          f"({err})") from None
     output = check_output_folder(output or os.path.join(run_dir, "evaluation"))
-    problem = make_problem(problem_name, num_points)
     emulator = load_emulator(checkpoint)
     step = int(load_checkpoint(checkpoint)["step"])
-    test = problem.make_data(test_samples, test_horizon, jax.random.PRNGKey(seed))
+    if problem_name is None:  # a file run, tested on its held-out trajectories
+        data = _held_out(run)
+        test = data.test(min(test_horizon, data.horizon))
+        source = {"data": run["data"], "test_samples": data.num_test}
+    else:
+        problem = make_problem(problem_name, num_points)
+        test = problem.make_data(test_samples, test_horizon, jax.random.PRNGKey(seed))
+        source = {"problem": problem_name, "seed": seed, "test_samples": test_samples}
     metrics = _evaluate(emulator, test, output, label=run.get("estimator", "emulator"))
-    source = {"problem": problem_name, "seed": seed, "test_samples": test_samples,
-              "test_horizon": test_horizon, "checkpoint": checkpoint, "checkpoint_step": step}
+    source = {**source, "test_horizon": int(test.shape[1]) - 1, "checkpoint": checkpoint,
+              "checkpoint_step": step}
     metrics = {**source, **metrics}
     write_json(os.path.join(output, "metrics.json"), metrics)
     return metrics

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 
+from ._data_file import check_same_file
+
 __all__ = ["check_run_folder", "check_resumed_options", "RESUMABLE_OPTIONS"]
 
 #: options a resumed run may change: how long it trains, how often it checkpoints, and
 #: what it is evaluated on afterwards (training itself is the stored run's)
 RESUMABLE_OPTIONS = frozenset({"steps", "checkpoint_every", "test_samples", "test_horizon"})
 #: config.json entries derived from the options (their options are named instead)
-_DERIVED = frozenset({"configuration_repr", "estimator_repr"})
+_DERIVED = frozenset({"configuration_repr", "estimator_repr", "data_file"})
 
 
 def check_run_folder(output: str, *, resume: bool, overwrite: bool) -> None:
@@ -64,15 +66,21 @@ def check_resumed_options(output: str, resolved: dict) -> None:
         return
     try:
         with open(path) as f:
-            stored = _options(json.load(f))
+            config = json.load(f)
+        stored = _options(config)
     except (OSError, json.JSONDecodeError, AttributeError, TypeError) as err:
         raise ValueError(f"--resume: expected a readable config.json of the run, got "
                          f"{path!r} ({err})") from None
+    if resolved.get("data"):  # a changed file first: it changes the derived options too
+        check_same_file(config.get("data_file") or {}, resolved["data_file"], resolved["data"])
     given = _options(resolved)
+    resumable = RESUMABLE_OPTIONS
+    if resolved.get("data"):  # the held-out trajectories of a file are not trained on
+        resumable = resumable - {"test_samples"}
     differ = [
         f"{_flag(k)} {given.get(k)!r} (the run: {stored.get(k)!r})"
         for k in sorted(set(given) | set(stored))
-        if k not in RESUMABLE_OPTIONS and given.get(k) != stored.get(k)
+        if k not in resumable and given.get(k) != stored.get(k)
     ]
     if differ:
         raise ValueError(

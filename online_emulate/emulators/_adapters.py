@@ -22,7 +22,10 @@ the convolutions of equinox modules, pairs and user brainstate modules are evalu
 matrix products (`_matmul_convs.matmul_convolutions`; same values up to float
 rounding), except under `lax_conv_ops()`, where K-FAC needs the convolution primitives
 (with kernels in the order kfac-jax reads, `_matmul_convs.kernel_space_first`), and
-except for eligibility traces, which compile a brainstate module as it is.
+except for eligibility traces: ETrace compiles `recurrent_module(state_shape)`, the
+built-in emulators and user modules on braintrace ETP ops as they are, every other
+model with its parameter-consuming operations lifted into braintrace ETP ops
+(`_lift.LiftedModule`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from jaxtyping import PyTree
 
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
+from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
 
@@ -47,6 +51,9 @@ __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "W
            "declared_state_ndim"]
 
 WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
+
+# lifted modules by model signature, state shape and conv-bias layout (`_lifted`)
+_LIFTED: dict = {}
 
 
 def declared_state_ndim(model: Any) -> int | None:
@@ -62,11 +69,6 @@ def model_name(model) -> str:
         fn = model[0] if model else None
         return f"(apply, params) pair with apply={getattr(fn, '__name__', type(fn).__name__)}"
     return f"{type(model).__module__.split('.')[0]} {type(model).__name__}"
-
-
-def _first_param_path(params) -> str:
-    leaves = jax.tree_util.tree_leaves_with_path(params)
-    return jax.tree_util.keystr(leaves[0][0]) if leaves else "<none>"
 
 
 class ModelAdapter:
@@ -125,6 +127,8 @@ class ModelAdapter:
             ValueError: naming `name` (for a rank or channel mismatch) or `emulator`.
         """
         one = jax.ShapeDtypeStruct(tuple(shape), dtype)
+        # the shape ETrace lifts the model at when no other is given (pre-flight checks)
+        self._checked = (tuple(shape), dtype)
         try:
             out = jax.eval_shape(self.apply, self.params, one)
         except (ValueError, TypeError) as err:
@@ -139,19 +143,51 @@ class ModelAdapter:
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
 
-    def recurrent_module(self) -> brainstate.nn.Module:
-        """The brainstate module an eligibility-trace learner (ETrace) compiles.
+    def recurrent_module(self, state_shape: tuple[int, ...] | None = None, *,
+                         algorithm: str = "d_rtrl") -> brainstate.nn.Module:
+        """The brainstate module an eligibility-trace learner (ETrace) compiles: the
+        model's step with its parameter-consuming operations lifted to braintrace ETP
+        ops (`_lift.LiftedModule`, one per state shape, kept on the adapter).
+
+        Arguments:
+            state_shape: the batched states `(B, C, *N)`; default the shape last given
+                to `check_state`.
+            algorithm: the ETrace algorithm, "d_rtrl" or "es_d_rtrl" (braintrace wants
+                a channel-first convolution's bias in a different shape for each).
 
         Raises:
-            TypeError: for models whose operations braintrace cannot trace.
+            TypeError: naming the parameter and the operation that cannot be lifted, or
+                when no state shape is known.
         """
-        raise TypeError(
-            f"emulator: expected a brainstate Module whose weights are used through "
-            f"braintrace ETP ops (what ETrace needs: braintrace.nn layers, braintrace.conv / "
-            f"matmul / element_wise), got a {model_name(self.model)}, whose parameter "
-            f"{_first_param_path(self.params)} braintrace cannot trace. Estimators that "
-            f"work with this model: {WORKING_ESTIMATORS}."
-        )
+        return self._lifted(state_shape, self._batch_step(), channel_last=False,
+                            algorithm=algorithm)
+
+    def _batch_step(self) -> Callable:
+        call = self._call
+        return jax.vmap(call, in_axes=(None, 0)) if self.one_sample else call
+
+    def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl"):
+        if state_shape is not None:
+            one, dtype = tuple(state_shape[1:]), _params_dtype(self.params)
+        elif getattr(self, "_checked", None) is not None:
+            one, dtype = self._checked
+        else:
+            raise TypeError(
+                f"state_shape: expected the batched states (B, C, *N) the {model_name(self.model)} "
+                "steps (ETrace lifts its operations at that shape), got None"
+            )
+        conv_bias = "state" if algorithm == "es_d_rtrl" else "vector"
+        # shared by adapters of models with one signature (value_and_grad adapts its
+        # model at every call): ETrace then finds its compiled learner again
+        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias)
+        if key not in _LIFTED:
+            _LIFTED[key] = LiftedModule(fn, self.params, one, jnp.dtype(dtype),
+                                        channel_last=channel_last, model=model_name(self.model),
+                                        conv_bias=conv_bias)
+        return _LIFTED[key]
+
+    def _lift_key(self):
+        return self.signature()
 
     # -- shared --------------------------------------------------------------------
     def _make_apply(self) -> Callable:
@@ -252,8 +288,31 @@ class BrainstateAdapter(ModelAdapter):
                 )
         super().check_state(shape, dtype, name=name)
 
-    def recurrent_module(self):
-        return self.model
+    def _lift_key(self):
+        # the lifted step closes over this module's non-parameter states
+        return (id(self.model),) + self.signature()
+
+    def recurrent_module(self, state_shape=None, *, algorithm="d_rtrl"):
+        # the built-in emulators and user modules on braintrace ETP ops compile as they
+        # are; a user module with plain jax ops is lifted (channel-last, as it steps)
+        if self._own_layout:
+            return self.model
+
+        def step(params, u):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="ETP primitive .* decomposed")
+                return self._module(params)(u)
+
+        # a module that uses braintrace ETP ops is the user's own ETrace design: it
+        # compiles as written (and braintrace's exclusions are reported as before)
+        if state_shape is None and getattr(self, "_checked", None) is None:
+            return self.model
+        shape = state_shape or (1,) + self._checked[0]
+        b, c, *n = shape
+        probe = jax.ShapeDtypeStruct((b, *n, c), _params_dtype(self.params))
+        if uses_etp_ops(step, self.params, probe):
+            return self.model
+        return self._lifted(state_shape, step, channel_last=True, algorithm=algorithm)
 
     def field_step(self):
         """`(step, channel_last)`: the module's step on the batched field as braintrace
@@ -261,7 +320,7 @@ class BrainstateAdapter(ModelAdapter):
         layout change between an ETP op and the hidden state it writes breaks
         braintrace's trace solve)."""
         if self._own_layout:
-            return self.model._forward, True
+            return self.model._forward, getattr(self.model, "field_channel_last", True)
         return self.model, True
 
 
@@ -301,6 +360,10 @@ class PairAdapter(ModelAdapter):
 
     def signature(self):
         return (id(self._fn),) + super().signature()
+
+
+def _params_dtype(params):
+    return jnp.result_type(*jax.tree_util.tree_leaves(params))
 
 
 def _is_equinox(model) -> bool:

@@ -118,6 +118,18 @@ def _body(eqn, args, inline_etp: bool) -> jcore.ClosedJaxpr | None:
     return None
 
 
+def environment(jaxpr, consts, args) -> tuple[dict, Callable]:
+    """`(env, read)` for evaluating `jaxpr` by hand: `env` maps its variables to values
+    (constants and arguments bound), `read(var)` gives a variable's or literal's value."""
+    env = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+
+    def read(var):
+        return var.val if isinstance(var, jcore.Literal) else env[var]
+
+    return env, read
+
+
 def _bind(eqn, values):
     bound = eqn.primitive.get_bind_params(eqn.params)
     subfuns, params = ((), bound) if isinstance(bound, dict) else bound
@@ -135,13 +147,7 @@ class _Rewrite:
     inline_etp: bool
 
     def evaluate(self, jaxpr, consts, args):
-        env = {}
-
-        def read(var):
-            return var.val if isinstance(var, jcore.Literal) else env[var]
-
-        env.update(zip(jaxpr.constvars, consts))
-        env.update(zip(jaxpr.invars, args))
+        env, read = environment(jaxpr, consts, args)
         for eqn in jaxpr.eqns:
             values = [read(v) for v in eqn.invars]
             if eqn.primitive.name == "conv_general_dilated" and self.wants(eqn.params):

@@ -15,7 +15,7 @@ from .._frozen import Frozen, frozen
 from .._rollout import rollout, tree_add
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter
-from ._bind import Bound, bind
+from ._bind import bind
 
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
            "run_window", "model_apply", "BPTT_NAMES", "Model"]
@@ -62,41 +62,8 @@ class Estimator(Frozen):
     ) -> tuple[Float[Array, ""], PyTree]:
         raise NotImplementedError
 
-    def bind(
-        self,
-        configuration: BaseConfiguration,
-        model: object,
-        *,
-        state_shape: tuple[int, ...] | None,
-        dtype: DTypeLike | None = None,
-        ref_stepper: Callable | None = None,
-        residuum_fn: Callable | None = None,
-        name: str = "data",
-        given: tuple[int, ...] | None = None,
-    ) -> Bound:
-        """This estimator bound to `configuration` and `model`: the pre-flight once.
-
-        Arguments:
-            configuration: what the loss is.
-            model: a brainstate Module, an equinox Module, an `(apply, params)` pair or
-                its `ModelAdapter`.
-            state_shape: one state `(C, *N)` the model steps (None: PyTree data of a
-                user configuration, not checked).
-            dtype: the states' dtype (default: the parameters').
-            ref_stepper, residuum_fn: as the configuration needs them.
-            name, given: where the states come from and its full shape, for the
-                error messages (`data`, `ic_sampler`, `reference_data`).
-
-        Returns:
-            a `Bound` (`online_emulate.estimators.Bound`), shared by equal problems.
-
-        Raises:
-            TypeError / ValueError: the model does not step such states, a needed
-                reference is missing or does not step them, or ETrace cannot trace it.
-        """
-        return bind(self, configuration, model, state_shape=state_shape, dtype=dtype,
-                    ref_stepper=ref_stepper, residuum_fn=residuum_fn, name=name, given=given)
-
+    #: `estimator.bind(configuration, model, *, state_shape, ...)`: see `_bind.bind`
+    bind = bind
 
 def model_apply(model: Model) -> Callable:
     """The pure `apply(params, u)` of an estimator's model view.

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import brainstate
 import jax
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PyTree
 
 from .._frozen import Frozen, frozen
@@ -96,9 +97,40 @@ class Bound(Frozen):
         return f"Bound({self.estimator!r}, {self.configuration!r}, {self.model!r})"
 
 
-def bind(estimator, configuration, model, *, state_shape, dtype=None, ref_stepper=None,
-         residuum_fn=None, name="data", given=None) -> Bound:
-    """See `Estimator.bind`."""
+def bind(
+    estimator: Any,
+    configuration: BaseConfiguration,
+    model: Any,
+    *,
+    state_shape: tuple[int, ...] | None,
+    dtype: DTypeLike | None = None,
+    ref_stepper: Callable | None = None,
+    residuum_fn: Callable | None = None,
+    name: str = "data",
+    given: tuple[int, ...] | None = None,
+) -> Bound:
+    """The estimator bound to `configuration` and `model`: the pre-flight once
+    (`Estimator.bind`).
+
+    Arguments:
+        estimator: how the gradient is computed.
+        configuration: what the loss is.
+        model: a brainstate Module, an equinox Module, an `(apply, params)` pair or its
+            `ModelAdapter`.
+        state_shape: one state `(C, *N)` the model steps (None: PyTree data of a user
+            configuration, not checked).
+        dtype: the states' dtype (default: the parameters').
+        ref_stepper, residuum_fn: as the configuration needs them.
+        name, given: where the states come from and its full shape, for the error
+            messages (`data`, `ic_sampler`, `reference_data`).
+
+    Returns:
+        a `Bound`, shared by equal problems.
+
+    Raises:
+        TypeError / ValueError: the model does not step such states, a needed reference
+            is missing or does not step them, or ETrace cannot trace the model.
+    """
     adapter = adapt(model, state_ndim=None if state_shape is None else len(state_shape))
     shape = None if state_shape is None else tuple(int(n) for n in state_shape)
     dtype = jax.tree_util.tree_leaves(adapter.params)[0].dtype if dtype is None else dtype
@@ -113,7 +145,10 @@ def bind(estimator, configuration, model, *, state_shape, dtype=None, ref_steppe
         if hasattr(configuration, "check_references"):
             configuration.check_references(ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         if not estimator.jittable:
-            adapter.recurrent_module()  # a model braintrace cannot trace fails here
+            # a model braintrace cannot trace, or whose operations cannot be lifted, fails
+            # here (one state of the batch suffices to tell)
+            adapter.recurrent_module(None if shape is None else (1, *shape),
+                                     algorithm=getattr(estimator, "algorithm", "d_rtrl"))
         # the binding outlives the call: it holds a model of its own, never the user's
         view = adapt(adapter.merge(adapter.params), state_ndim=adapter.state_ndim)
         return Bound(estimator, configuration, view, shape, ref_stepper, residuum_fn)

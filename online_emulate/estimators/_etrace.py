@@ -76,6 +76,20 @@ class _Runner:
         self.dummy = jnp.zeros((state_shape[0], 1), self.model.dtype)
         self._fns = {}
 
+    # a lifted model (`emulators.LiftedModule`) holds its weight operands, computed from
+    # the model's parameter PyTree; a brainstate module holds the parameters themselves
+    def _write_params(self, params):
+        if hasattr(self.emulator, "write_params"):
+            self.emulator.write_params(params)
+            return
+        for path, st in self.emulator_states.items():
+            st.value = _lookup(params, path)
+
+    def _grads(self, params, grads):
+        if hasattr(self.emulator, "param_grads"):
+            return self.emulator.param_grads(params, {p[-1]: g for p, g in grads.items()})
+        return _nest(grads)
+
     # -- CarryOps --------------------------------------------------------------------
     def init(self, params, u0, x):
         return (jnp.asarray(u0, self.model.dtype), list(self.aux_zeros))
@@ -90,8 +104,7 @@ class _Runner:
 
     def step(self, params, carry, x, term):
         u, aux = carry
-        for path, st in self.emulator_states.items():
-            st.value = _lookup(params, path)
+        self._write_params(params)
         for st, value in zip(self.aux_states, aux):
             st.value = value
         self.model.set_field(u)
@@ -104,7 +117,7 @@ class _Runner:
 
         g, loss = brainstate.transform.grad(objective, learner.param_states,
                                             return_value=True)()
-        grads = _nest({self.learner_to_emulator[k]: v for k, v in g.items()})
+        grads = self._grads(params, {self.learner_to_emulator[k]: v for k, v in g.items()})
         carry = (self.model.field(), [st.value for st in self.aux_states])
         return carry, loss, grads
 
@@ -165,8 +178,13 @@ class ETrace(OnlineEstimator):
     Equal to BPTT at T = 1; for T > 1 an approximation whose quality has to be measured
     (see `gradient_fidelity`). Cuts and teacher-forcing resets restart the traces. The
     carry (field + traces) persists across parameter updates in a streaming trainer.
-    Its model view must be a `ModelAdapter` of a brainstate module on braintrace ETP ops
-    (`online_emulate.emulators.adapt(module)`); `value_and_grad` is not traceable by an
+    Its model view must be a `ModelAdapter` (`online_emulate.emulators.adapt(model)`) of
+    any model kind: a model not written with braintrace ETP ops (an equinox module, an
+    `(apply, params)` pair, a brainstate module on plain jax ops) has its convolutions,
+    dense products and element-wise scales and biases lifted into braintrace ETP ops
+    (`emulators._lift`; a parameter used by any other operation is a TypeError naming
+    it and the operation), and braintrace builds the traces of that module;
+    `value_and_grad` is not traceable by an
     outer raw `jax.jit` (it jits itself with brainstate). The compiled learner is kept
     in a bounded cache, one per estimator value, emulator structure and state shape.
 
@@ -214,17 +232,17 @@ class ETrace(OnlineEstimator):
         `(B, C, *N)` (built on first use, then kept in a bounded cache).
 
         Raises:
-            TypeError: `model` is not the adapter of a model braintrace can trace (a pure
-                apply function, an equinox module, an `(apply, params)` pair).
+            TypeError: `model` is not an adapter (a pure apply function), or has a
+                parameter used by an operation that cannot be lifted.
         """
         if not isinstance(model, ModelAdapter):
             raise TypeError(
-                "model: expected the adapter of a brainstate module on braintrace ETP ops "
-                "(online_emulate.emulators.adapt(module)), which ETrace compiles, got "
+                "model: expected a model's adapter (online_emulate.emulators.adapt(model)), "
+                "whose recurrent module ETrace compiles, got "
                 f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
                 "take a pure apply function"
             )
-        emulator = model.recurrent_module()
+        emulator = model.recurrent_module(tuple(state_shape), algorithm=self.algorithm)
         return _LEARNERS.get((self, *_signature(emulator, state_shape)), lambda: _Runner(
             emulator, tuple(state_shape), self.algorithm, self.decay, self.recurrence))
 

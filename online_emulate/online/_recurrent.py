@@ -35,8 +35,8 @@ class RecurrentEmulator(brainstate.nn.Module):
     and returns the new field in its stored layout.
 
     Raises:
-        TypeError: for a model braintrace cannot trace (an equinox module, an
-            `(apply, params)` pair), naming the estimators that work.
+        TypeError: for a model whose operations cannot be lifted into braintrace ETP
+            ops, naming the parameter, the operation and the estimators that work.
         ValueError: if `state_shape` does not match the emulator, or the emulator does
             not map the field to a field of the same shape.
     """

@@ -2,17 +2,10 @@
 optimizer."""
 
 from ._checkpoint import load_checkpoint, save_checkpoint
-from ._configuration_trainers import (
-    DivertedChainBranchOneTrainer,
-    DivertedChainTrainer,
-    MixChainPostPhysicsTrainer,
-    MixChainPrePhysicsTrainer,
-    ResiduumTrainer,
-    SupervisedTrainer,
-    TeacherForcingTrainer,
-    TrainerOptions,
-)
+from . import _configuration_trainers
+from ._configuration_trainers import *  # noqa: F403 (the trainers named in its __all__)
 from ._base import Trainer
+from ._curriculum import RolloutCurriculum
 from ._general import GeneralTrainer
 from ._history import SeedsDiverged, TrainingDiverged, TrainingHistory
 from ._online import OnlineTrainer
@@ -21,16 +14,10 @@ from ._stream import StreamTrainer
 __all__ = [
     "Trainer",
     "GeneralTrainer",
-    "SupervisedTrainer",
-    "DivertedChainTrainer",
-    "DivertedChainBranchOneTrainer",
-    "MixChainPostPhysicsTrainer",
-    "MixChainPrePhysicsTrainer",
-    "ResiduumTrainer",
-    "TeacherForcingTrainer",
-    "TrainerOptions",
+    *_configuration_trainers.__all__,
     "OnlineTrainer",
     "StreamTrainer",
+    "RolloutCurriculum",
     "TrainingHistory",
     "TrainingDiverged",
     "SeedsDiverged",

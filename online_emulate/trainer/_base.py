@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import check_real
+from .._checks import check_positive_int, check_real
 from ..callback import Callback, CallbackContext
 from ..emulators import describe_emulator
 from ._checkpoint import load_checkpoint, save_checkpoint
@@ -99,8 +99,38 @@ class Trainer:
             if hasattr(cb, "reset"):
                 cb.reset()
 
+    def __call__(
+        self,
+        emulator: Any,
+        key: int | jax.Array | None = None,
+        *,
+        resume_from: str | None = None,
+    ) -> tuple[Any, TrainingHistory]:
+        """Train from `emulator`; return `(trained_emulator, history)`.
+
+        Every call starts fresh (new optimizer state, step 0, new history) from the
+        parameters of `emulator`, which is not modified; `resume()` continues the last
+        call. Each trainer's `_train` says what its key draws and what a resume restores.
+
+        Arguments:
+            emulator: a brainstate Module, an equinox Module or an `(apply, params)` pair.
+            key: int seed or PRNG key (the run's randomness); positional or keyword.
+                Ignored with `resume_from`.
+            resume_from: path of a checkpoint written by this kind of trainer (with the
+                same settings); training continues from it up to the trainer's length.
+
+        Returns:
+            `(trained, history)`: `trained` is of the kind of `emulator`.
+
+        Raises:
+            TypeError / ValueError: bad emulator, key or data (before compiling).
+            TrainingDiverged: on a NaN/inf loss, gradient or update.
+        """
+        return self._train(emulator, key, resume_from=resume_from)
+
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """What a checkpoint of this trainer holds (trainers with more state extend it)."""
+        return self._run_state()
 
     def request_stop(self, reason: str) -> None:
         """Ask a running call to stop after its current chunk of steps (safe to call from
@@ -137,14 +167,16 @@ class Trainer:
         if self.checkpoint_path is not None:
             self.save_checkpoint()
 
-    def _continued_history(self) -> None:
+    def _continued_history(self, name: str, count: int | None, default: int) -> int:
         """Before `resume()`: a history object of its own for the continued run (the one
-        returned by the last call is never changed)."""
+        returned by the last call is never changed); returns the checked `count` of
+        `resume()`'s argument `name` (`default` when None)."""
         if self._adapter is None or self.params is None:
             raise RuntimeError(
                 "resume: the trainer has not been called yet; call trainer(emulator, key) first"
             )
         self.history = self.history.copy()
+        return check_positive_int(name, default if count is None else count)
 
     def _chunk_anchor(self) -> Anchor:
         """The anchor the next chunk (from step `self.step`) begins with: the last chunk's,
@@ -187,6 +219,13 @@ class Trainer:
                 nxt = min(nxt, (step // every + 1) * every)
         return nxt
 
+    def _context(self, apply, *, data, sampler, residuum_fn=None) -> CallbackContext:
+        """What the callbacks see now (each trainer names its data and sampler)."""
+        return CallbackContext(
+            step=self.step, params=self.params, apply=apply, opt_state=self.opt_state,
+            loss_history=self.history.loss, configuration=self.configuration, data=data,
+            ref_stepper=self.ref_stepper, residuum_fn=residuum_fn, sampler=sampler, trainer=self)
+
     def _run_callbacks(self, step: int, context: Callable[[], CallbackContext]) -> str | None:
         """Run the callbacks due at `step`, recording their values; the stop reason a
         callback asked for, if any. `context()` builds what they see (only when one is due)."""
@@ -207,22 +246,23 @@ class Trainer:
         return stop if stop is not None else self._take_stop_request()
 
     def _begin_run(self, emulator, adapter, *, resume_from: str | None, key,
-                   resume: Callable[[str], None], init: Callable[[], None]) -> None:
+                   resume: Callable[[str], None], init: Callable[[], None],
+                   target_step: int | None = None, limit: str | None = None) -> None:
         """The start of a call of an update-loop trainer: the stored model description,
         then either `resume(resume_from)` (which must set the run state; a checkpoint
-        beyond `num_training_steps` is refused) or a fresh run from the adapter's
-        parameters and `key`, completed by `init()` (the optimizer state and the rest)."""
+        beyond `target_step`, default `num_training_steps`, is refused, the message
+        naming `limit`) or a fresh run from the adapter's parameters and `key`,
+        completed by `init()` (the optimizer state and the rest)."""
         try:
             self._model_spec = describe_emulator(emulator)
         except (TypeError, ValueError, AttributeError):  # a user model: weights only
             self._model_spec = None
         if resume_from is not None:
             resume(resume_from)
-            if self.step > self.num_training_steps:
-                raise ValueError(
-                    f"resume_from: expected a checkpoint at step <= num_training_steps="
-                    f"{self.num_training_steps}, got step {self.step}"
-                )
+            target = self.num_training_steps if target_step is None else target_step
+            if self.step > target:
+                raise ValueError(f"resume_from: expected a checkpoint at step <= "
+                                 f"{limit or f'num_training_steps={target}'}, got step {self.step}")
         else:
             self.key = key
             self.params = adapter.params

@@ -13,7 +13,7 @@ from jaxtyping import PyTree
 from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._compile import jit
 from .._input_checks import check_emulator_data, check_time_levels
-from ..callback import Callback, CallbackContext
+from ..callback import Callback
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt
@@ -200,10 +200,6 @@ class GeneralTrainer(Trainer):
         super().reset()
         self._model_spec = None
 
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint of this trainer holds."""
-        return self._run_state()
-
     # ------------------------------------------------------------ validation
     def _adapt(self, emulator):
         """The model adapter, checked against one state of the data (no compilation)."""
@@ -259,13 +255,7 @@ class GeneralTrainer(Trainer):
                               key=self.key, first_batch=first_batch)
 
     # ------------------------------------------------------------------ call
-    def __call__(
-        self,
-        emulator: Any,
-        key: int | jax.Array | None = None,
-        *,
-        resume_from: str | None = None,
-    ) -> tuple[Any, TrainingHistory]:
+    def _train(self, emulator, key, *, resume_from):
         """Train from `emulator`; return `(trained_emulator, history)`.
 
         Every call starts fresh (new optimizer state, step 0, new history) from the
@@ -321,21 +311,10 @@ class GeneralTrainer(Trainer):
             RuntimeError: if the trainer has not been called yet.
             ValueError: for a non-positive `num_training_steps`.
         """
-        self._continued_history()
-        extra = check_positive_int(
-            "num_training_steps",
-            self.num_training_steps if num_training_steps is None else num_training_steps,
-        )
+        extra = self._continued_history("num_training_steps", num_training_steps,
+                                        self.num_training_steps)
         apply, chunk = self._program(self._adapter)
         return self._run(self._adapter, apply, chunk, self.step + extra)
-
-    def _callback_context(self, apply) -> CallbackContext:
-        return CallbackContext(
-            step=self.step, params=self.params, apply=apply, opt_state=self.opt_state,
-            loss_history=self.history.loss, configuration=self.configuration, data=self.data,
-            ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn, sampler=self.sampler,
-            trainer=self,
-        )
 
     def _run(self, adapter, apply, chunk, target_step):
         bar = ProgressBar(
@@ -359,7 +338,9 @@ class GeneralTrainer(Trainer):
             return call
 
         return self._run_update_chunks(adapter, target_step, launch, bar,
-                                       lambda: self._callback_context(apply))
+                                       lambda: self._context(apply, data=self.data,
+                                                             sampler=self.sampler,
+                                                             residuum_fn=self.residuum_fn))
 
     # ------------------------------------------------------- seed parallel
     def train_seeds(

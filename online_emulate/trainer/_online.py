@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -22,14 +23,14 @@ from .._checks import (
 )
 from .._compile import jit as compiled
 from .._rollout import rollout, tree_add
-from ..callback import Callback, CallbackContext
+from ..callback import Callback
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from ..estimators import ForwardRTRL, OnlineEstimator, TruncatedBPTT
 from ..estimators._base import online_spec_for
 from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
-from ._checkpoint import StoredTree, load_checkpoint, restore_tree
+from ._checkpoint import StoredTree, restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
 from ._history import TrainingHistory
 from ._progress import ProgressBar
@@ -280,12 +281,19 @@ class OnlineTrainer(Trainer):
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds: the trainer state plus stream position and carry."""
-        return {
-            "params": self.params, "opt_state": self.opt_state, "step": self.step,
-            "key": self.key, "loss": self.history.loss, "records": self.history.records,
-            "rollout": self.rollout, "position": self.position, "carry": self.carry,
-            "reference_state": self.reference_state,
-        }
+        return {**self._run_state(), "rollout": self.rollout, "position": self.position,
+                "carry": self.carry, "reference_state": self.reference_state}
+
+    def _resume(self, path, params) -> None:
+        blob = self._load_run(path, params, kind="OnlineTrainer",
+                              extra=("rollout", "position", "carry", "reference_state"))
+        as_tree = lambda t: jax.tree_util.tree_map(jnp.asarray, t)  # noqa: E731
+        self.opt_state = as_tree(restore_tree(blob["opt_state"], self._transform.init(params),
+                                              path=os.fspath(path), name="optimizer state"))
+        self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
+        carry = blob["carry"]
+        self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
+        self.reference_state = as_tree(blob["reference_state"])
 
     # -------------------------------------------------------------- the stream
     def _initial_state(self, rollout: int):
@@ -400,13 +408,7 @@ class OnlineTrainer(Trainer):
         return compiled(chunk, jit_fn=jit)
 
     # ------------------------------------------------------------------ call
-    def __call__(
-        self,
-        emulator: Any,
-        key: int | jax.Array | None = None,
-        *,
-        resume_from: str | None = None,
-    ) -> tuple[Any, TrainingHistory]:
+    def _train(self, emulator, key, *, resume_from):
         """Train from `emulator` on `num_rollouts` rollouts of the stream.
 
         Every call starts fresh (new optimizer state, update 0, the stream's first
@@ -434,26 +436,14 @@ class OnlineTrainer(Trainer):
         adapter = adapt(emulator)
         params = adapter.params
         target_step = self.num_rollouts * self.updates_per_rollout
-        if resume_from is not None:
-            blob = load_checkpoint(resume_from, like={
-                "params": params, "opt_state": self._transform.init(params)})
-            as_tree = lambda t: jax.tree_util.tree_map(jnp.asarray, t)  # noqa: E731
-            self.params, self.opt_state = as_tree(blob["params"]), as_tree(blob["opt_state"])
-            self.step, self.key = int(blob["step"]), jnp.asarray(blob["key"])
-            self.history = TrainingHistory(np.asarray(blob["loss"]), dict(blob["records"]))
-            self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
-            carry = blob["carry"]
-            self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
-            self.reference_state = as_tree(blob["reference_state"])
-            if self.step > target_step:
-                raise ValueError(
-                    f"resume_from: expected a checkpoint at update <= {target_step} "
-                    f"(num_rollouts={self.num_rollouts}), got update {self.step}"
-                )
-        else:
-            self.key = key_data(key)
-            self.params = params
+
+        def init():
             self.opt_state = self._transform.init(params)
+
+        self._begin_run(emulator, adapter, resume_from=resume_from, init=init,
+                        key=None if resume_from is not None else key_data(key),
+                        resume=lambda path: self._resume(path, params), target_step=target_step,
+                        limit=f"{target_step} (num_rollouts={self.num_rollouts})")
         return self._start(adapter, target_step)
 
     def resume(self, num_rollouts: int | None = None) -> tuple[Any, TrainingHistory]:
@@ -469,9 +459,7 @@ class OnlineTrainer(Trainer):
             RuntimeError: if the trainer has not been called yet.
             ValueError: for a non-positive `num_rollouts`.
         """
-        self._continued_history()
-        extra = check_positive_int(
-            "num_rollouts", self.num_rollouts if num_rollouts is None else num_rollouts)
+        extra = self._continued_history("num_rollouts", num_rollouts, self.num_rollouts)
         return self._start(self._adapter, self.step + extra * self.updates_per_rollout)
 
     def _start(self, adapter, target_step):
@@ -509,14 +497,6 @@ class OnlineTrainer(Trainer):
             self._compiled = (signature, (self._build(bound, ops), ops, bound.carry_init(ops), out))
         return self._compiled[1]
 
-    def _callback_context(self, apply) -> CallbackContext:
-        return CallbackContext(
-            step=self.step, params=self.params, apply=apply, opt_state=self.opt_state,
-            loss_history=self.history.loss, configuration=self.configuration,
-            data=self.reference_data, ref_stepper=self.ref_stepper, residuum_fn=None,
-            sampler=None, trainer=self,
-        )
-
     def _install(self, state: tuple) -> None:
         self.params, self.opt_state, self.carry, self.reference_state, position, rollout = state
         self.position, self.rollout = int(position), int(rollout)
@@ -546,7 +526,8 @@ class OnlineTrainer(Trainer):
             return call
 
         return self._run_update_chunks(adapter, target_step, launch, bar,
-                                       lambda: self._callback_context(apply),
+                                       lambda: self._context(apply, data=self.reference_data,
+                                                             sampler=None),
                                        checkpoint_every=self.checkpoint_every)
 
     def __repr__(self):

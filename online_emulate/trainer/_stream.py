@@ -374,13 +374,7 @@ class StreamTrainer(Trainer):
         return self._compiled[1], self._compiled[2]
 
     # ------------------------------------------------------------------ call
-    def __call__(
-        self,
-        emulator: Any,
-        key: int | jax.Array | None = None,
-        *,
-        resume_from: str | None = None,
-    ) -> tuple[Any, TrainingHistory]:
+    def _train(self, emulator, key, *, resume_from):
         """Train from `emulator`; return `(trained_emulator, history)`.
 
         Arguments:
@@ -444,21 +438,15 @@ class StreamTrainer(Trainer):
             RuntimeError: if the trainer has not been called yet.
             ValueError: for a non-positive `num_training_steps`.
         """
-        self._continued_history()
-        extra = check_positive_int(
-            "num_training_steps",
-            self.num_training_steps if num_training_steps is None else num_training_steps)
+        extra = self._continued_history("num_training_steps", num_training_steps,
+                                        self.num_training_steps)
         return self._run(self._adapter, self._compiled[2], self.step + extra)
 
     def _callback_context(self) -> CallbackContext:
         M, L = self.buffer_size, self.window_length
-        return CallbackContext(
-            step=self.step, params=self.params, apply=self._adapter.apply,
-            opt_state=self.opt_state, loss_history=self.history.loss,
-            configuration=self.configuration, data=self.buffer.windows,
-            ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
-            sampler=WindowSampler(M, L, L, min(self.batch_size, M), False), trainer=self,
-        )
+        return self._context(self._adapter.apply, data=self.buffer.windows,
+                             sampler=WindowSampler(M, L, L, min(self.batch_size, M), False),
+                             residuum_fn=self.residuum_fn)
 
     def _run(self, adapter, chunk, target_step):
         bar = ProgressBar(

@@ -1,0 +1,242 @@
+"""ETrace on any model: the parameter-consuming operations of equinox modules, pairs and
+plain-jax brainstate modules lifted into braintrace ETP ops (`emulators/_lift.py`),
+checked against networks written by hand with braintrace ops, and against the exact
+facts the README publishes for the built-in emulators."""
+
+import brainstate
+import braintrace
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pdequinox as pdeqx
+import pytest
+
+from online_emulate.configuration import Supervised
+from online_emulate.emulators import adapt, hidden_state
+from online_emulate.estimators import BPTT, ETrace, TruncatedBPTT, value_and_grad
+from online_emulate.sample_data import advection_1d_periodic
+from online_emulate.trainer import OnlineTrainer
+
+VARIANTS = [ETrace("d_rtrl"), ETrace("d_rtrl", recurrence="coupled"),
+            ETrace("es_d_rtrl", decay=0.9)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return jnp.asarray(advection_1d_periodic(num_points=16, num_samples=2, cfl=-0.75,
+                                             temporal_horizon=21, key=jax.random.PRNGKey(0)))
+
+
+def pdeqx_convnet(hidden=4, depth=1, key=0):
+    return pdeqx.arch.ConvNet(1, 1, 1, hidden_channels=hidden, depth=depth,
+                              activation=jax.nn.relu, boundary_mode="periodic",
+                              key=jax.random.PRNGKey(key))
+
+
+class HandConvNet(brainstate.nn.Module):
+    """pdequinox's periodic ConvNet written by hand with braintrace's ETP convolution,
+    channel-last (the layout a user's brainstate module steps), each inner layer's
+    output declared a hidden state (what the README tells users to do)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.kernels = [brainstate.ParamState(jnp.transpose(c.weight, (2, 1, 0)))
+                        for c in net.layers]  # (out, in, k) -> (k, in, out)
+        self.biases = [brainstate.ParamState(c.bias[:, 0]) for c in net.layers]
+
+    def __call__(self, x):  # (B, N, C)
+        h = x
+        for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
+            padded = jnp.pad(h, ((0, 0), (1, 1), (0, 0)), mode="wrap")
+            h = braintrace.conv(padded, k.value, b.value, strides=(1,), padding="VALID",
+                                dimension_numbers=("NWC", "WIO", "NWC"))
+            if i < len(self.kernels) - 1:
+                h = jax.nn.relu(hidden_state(h))
+        return h
+
+
+def _hand_grads_as_pdeqx(g, net):
+    """The hand network's gradient dict in the pdequinox layout."""
+    layers = [(jnp.transpose(g["kernels"][i], (2, 1, 0)), g["biases"][i][:, None])
+              for i in range(len(net.layers))]
+    return [x for pair in layers for x in pair]
+
+
+def _pdeqx_grads(g):
+    return [x for c in g.layers for x in (c.weight, c.bias)]
+
+
+def _assert_close(got, want, rtol=1e-5):
+    for a, b in zip(got, want):
+        scale = float(jnp.abs(b).max()) or 1.0
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("estimator", VARIANTS, ids=repr)
+@pytest.mark.parametrize("rollout", [1, 5, pytest.param(20, marks=pytest.mark.slow)])
+def test_lifted_pdequinox_convnet_equals_the_hand_written_braintrace_network(data, estimator, rollout):
+    net = pdeqx_convnet(depth=1)
+    windows = data[:, :rollout + 1]
+    loss, g = value_and_grad(Supervised(rollout), net, windows, estimator=estimator)
+    ref_loss, ref_g = value_and_grad(Supervised(rollout), HandConvNet(net), windows,
+                                     estimator=estimator)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_close(_pdeqx_grads(g), _hand_grads_as_pdeqx(ref_g, net))
+
+
+def test_lifted_deeper_pdequinox_convnet_at_rollout_20(data):
+    """Two inner layers (an inner layer feeding an inner layer), the longest window."""
+    net = pdeqx_convnet(depth=2, key=3)
+    estimator = ETrace("es_d_rtrl", decay=0.8)
+    loss, g = value_and_grad(Supervised(20), net, data, estimator=estimator)
+    ref_loss, ref_g = value_and_grad(Supervised(20), HandConvNet(net), data, estimator=estimator)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_close(_pdeqx_grads(g), _hand_grads_as_pdeqx(ref_g, net))
+
+
+def test_lifted_plain_conv_in_diagonal_scope_equals_truncated_bptt_1(data):
+    """u -> conv(u) + b: braintrace's diagonal scope drops the convolution from the
+    transition, so D_RTRL is TruncatedBPTT(1) exactly (README), for a lifted model too."""
+    conv = eqx.nn.Conv1d(1, 1, 3, padding="SAME", padding_mode="CIRCULAR",
+                         key=jax.random.PRNGKey(1))
+    windows = data[:, :7]
+    loss, g = value_and_grad(Supervised(6), conv, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(6), conv, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    _assert_close([g.weight, g.bias], [ref_g.weight, ref_g.bias])
+
+
+def test_lifted_kernel_1_stencil_in_coupled_scope_equals_bptt(data):
+    """u -> w * u + b (a kernel-1 convolution, diagonal Jacobian): the coupled scope keeps
+    that diagonal, so D_RTRL is exact RTRL and equals BPTT (README), for a pair too."""
+    def apply(p, u):  # one state (1, N)
+        y = jax.lax.conv_general_dilated(u[None], p["w"], (1,), "VALID")[0]
+        return y + p["b"][:, None]
+
+    model = (apply, {"w": jnp.full((1, 1, 1), 0.9), "b": jnp.full((1,), 0.05)})
+    windows = data[:, :9]
+    loss, g = value_and_grad(Supervised(8), model, windows,
+                             estimator=ETrace("d_rtrl", recurrence="coupled"))
+    ref_loss, ref_g = value_and_grad(Supervised(8), model, windows, estimator=BPTT())
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    _assert_close([g["w"], g["b"]], [ref_g["w"], ref_g["b"]])
+
+
+class PlainConv(brainstate.nn.Module):
+    """A user's brainstate module written with plain jax ops (no braintrace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = brainstate.ParamState(jnp.array([[[0.2]], [[0.5]], [[0.3]]]))  # (k, in, out)
+        self.gain = brainstate.ParamState(jnp.ones((1,)))
+
+    def __call__(self, x):  # (B, N, C)
+        padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)), mode="wrap")
+        y = jax.lax.conv_general_dilated(padded, self.kernel.value, (1,), "VALID",
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return self.gain.value * y
+
+
+def test_a_plain_jax_brainstate_module_is_lifted(data):
+    windows = data[:, :5]
+    module = PlainConv()
+    loss, g = value_and_grad(Supervised(4), module, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(4), module, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    # the gain scales the convolution's output: a lifted scale feeding no other lifted
+    # op, and the kernel feeds the scale (declared a hidden state): one-step traces
+    _assert_close([g["kernel"], g["gain"]], [ref_g["kernel"], ref_g["gain"]])
+
+
+@pytest.mark.parametrize("make", [
+    lambda k: pdeqx.arch.ClassicResNet(1, 1, 1, hidden_channels=4, num_blocks=1,
+                                       boundary_mode="periodic", key=k),
+    pytest.param(lambda k: pdeqx.arch.ClassicUNet(1, 1, 1, hidden_channels=4, num_levels=1,
+                                                  boundary_mode="periodic", key=k),
+                 marks=pytest.mark.slow),  # ~30 s on 2 cores
+    pytest.param(lambda k: pdeqx.arch.ModernResNet(1, 1, 1, hidden_channels=4, num_blocks=1,
+                                                   boundary_mode="periodic", key=k),
+                 marks=pytest.mark.slow),  # ~9 s on 2 cores
+], ids=["ClassicResNet", "ClassicUNet(group norm)", "ModernResNet"])
+def test_pdequinox_resnet_and_unet_in_diagonal_scope_equal_truncated_bptt_1(data, make):
+    """No global skip: every path from the field to the next field crosses a lifted op,
+    so diagonal-scope D_RTRL is TruncatedBPTT(1) exactly (strided and transposed
+    convolutions, group norm's scale and bias included)."""
+    net = make(jax.random.PRNGKey(2))
+    windows = data[:, :4]
+    loss, g = value_and_grad(Supervised(3), net, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(3), net, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_close(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g), rtol=1e-4)
+
+
+def test_lifted_ops_and_hidden_states_of_the_pdequinox_convnet():
+    net = pdeqx_convnet(depth=1)
+    module = adapt(net, state_ndim=2).recurrent_module((2, 1, 16))
+    kinds = [(kind, declared) for kind, _, declared in module.lifted_ops]
+    # the lifting and projection convolutions (depth 1), each with its bias folded in;
+    # the first one's output reaches the second
+    assert kinds == [("conv", True), ("conv", False)]
+
+
+def _stream_trainer(data, num_rollouts, **options):
+    return OnlineTrainer(optimizer=optax.adam(1e-3), rollout_length=8, num_rollouts=num_rollouts,
+                         update_every=4, estimator=ETrace("d_rtrl", recurrence="coupled"),
+                         reference_data=data,
+                         batch_size=2, progress_bar=False, **options)
+
+
+def test_online_trainer_streams_a_pdequinox_model_and_resumes(data):
+    net = pdeqx_convnet(depth=1, key=4)
+    trainer = _stream_trainer(data, 1)
+    trained, first = trainer(net, key=0)
+    assert isinstance(trained, pdeqx.arch.ConvNet)
+    resumed, history = trainer.resume()
+    # the history goes on from the first call's; one longer stream from the same start
+    # is the same run
+    long_trained, whole = _stream_trainer(data, 2)(net, key=0)
+    assert len(first.loss) == 2 and len(history.loss) == 4
+    np.testing.assert_allclose(history.loss, whole.loss, rtol=1e-6)
+    _assert_close(jax.tree_util.tree_leaves(eqx.filter(resumed, eqx.is_inexact_array)),
+                  jax.tree_util.tree_leaves(eqx.filter(long_trained, eqx.is_inexact_array)))
+    # the traces persist across the updates within a rollout (coupled scope: they carry
+    # the convolutions' centre taps from step to step): without them the second update
+    # of each rollout takes another gradient
+    reset_trained, _ = _stream_trainer(data, 2, persist_carry=False)(net, key=0)
+    leaves = [jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_inexact_array))
+              for m in (reset_trained, long_trained)]
+    assert max(float(jnp.abs(a - b).max()) for a, b in zip(*leaves)) > 1e-6
+
+
+def test_a_dense_layer_on_a_state_without_space_is_lifted_to_a_matmul():
+    """An equinox Linear stepping a state (C,): the vmapped `weight @ x` and the bias
+    become one braintrace.matmul with its bias, and diagonal-scope D_RTRL is
+    TruncatedBPTT(1) exactly."""
+    net = eqx.nn.Linear(4, 4, key=jax.random.PRNGKey(0))
+    windows = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4))
+    module = adapt(net, state_ndim=1).recurrent_module((2, 4))
+    assert [kind for kind, _, _ in module.lifted_ops] == ["matmul"]
+    loss, g = value_and_grad(Supervised(3), net, windows, estimator=ETrace("d_rtrl"))
+    ref_loss, ref_g = value_and_grad(Supervised(3), net, windows, estimator=TruncatedBPTT(1))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    _assert_close([g.weight, g.bias], [ref_g.weight, ref_g.bias])
+
+
+def test_a_dense_layer_on_the_flattened_state_is_refused_naming_it(data):
+    """braintrace relates an op to the hidden state it writes position by position; an
+    equinox Linear on the flattened field writes it through a reshape."""
+    net = eqx.nn.Sequential([eqx.nn.Lambda(jnp.ravel), eqx.nn.Linear(16, 16, key=jax.random.PRNGKey(0)),
+                             eqx.nn.Lambda(lambda v: v[None])])
+    with pytest.raises(TypeError, match=r"(?s)Sequential.*layers\[1\]\.weight.*`dot_general`.*reshape.*BPTT"):
+        value_and_grad(Supervised(2), net, data[:, :3], estimator=ETrace("d_rtrl"))
+
+
+def test_a_parameter_inside_a_scan_is_refused_naming_it_and_the_op(data):
+    def apply(p, u):  # two scaled sub-steps in a lax.scan: no ETP op sees the weight
+        return jax.lax.scan(lambda c, _: (p["a"] * c, None), u, None, length=2)[0]
+
+    with pytest.raises(TypeError, match=r"(?s)pair.*\['a'\].*`scan`.*ForwardRTRL"):
+        value_and_grad(Supervised(2), (apply, {"a": jnp.array(0.5)}), data[:, :3],
+                       estimator=ETrace("d_rtrl"))
