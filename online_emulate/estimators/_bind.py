@@ -1,12 +1,6 @@
-"""The binding of an estimator to one problem: the pre-flight done once, and what every
-caller (the functional `value_and_grad`, the trainers, K-FAC, the metrics) needs from it.
-
-`Estimator.bind(configuration, model, *, state_shape, ...)` adapts the model, checks it
-against one state, requires the references the configuration needs, checks the
-recurrence an eligibility-trace learner needs, and returns a `Bound`. Equal problems
-(estimator value, configuration options, model structure, state shape and dtype, the
-same reference functions) share one `Bound` and so one compiled program.
-"""
+"""The binding of an estimator to one problem (`bind`): the pre-flight done once, and
+what every caller (value_and_grad, the trainers, gradient_fidelity) needs from it; equal
+problems share one `Bound` and so one compiled program."""
 
 from __future__ import annotations
 
