@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .configuration import BaseConfiguration
-from .emulators import Emulator, adapt
+from .emulators import adapt, declared_state_ndim
 
 __all__ = ["check_emulator_data", "check_time_levels", "check_model_state", "check_ref_stepper"]
 
@@ -101,21 +101,23 @@ def check_ref_stepper(ref_stepper, shape: tuple, dtype, *, name: str = "ref_step
                          f"same shape, got {got}")
 
 
-def _param_dtype(emulator):
+def _param_dtype(adapter):
     """The dtype jax computes the model's first floating-point parameter in (None when
-    it has none, or for something that is not a model: its own checks name it)."""
-    if isinstance(emulator, Emulator):
-        leaves = [s.value for s in emulator.states().values() if hasattr(s, "value")]
-    else:
-        try:
-            leaves = jax.tree_util.tree_leaves(adapt(emulator).params)
-        except TypeError:
-            return None
-    for leaf in leaves:
+    it has none)."""
+    for leaf in jax.tree_util.tree_leaves(adapter.params):
         dtype = getattr(leaf, "dtype", None)  # arrays only: Python scalars take any dtype
         if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
             return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
     return None
+
+
+def _adapter(emulator):
+    """The emulator's adapter, or None for something that is not a model (its own checks
+    name it)."""
+    try:
+        return adapt(emulator)
+    except TypeError:
+        return None
 
 
 def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int = 1,
@@ -136,14 +138,14 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
     """
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         leaves = jax.tree_util.tree_leaves(data)
-        own = isinstance(emulator, Emulator) and (
+        own = getattr(_adapter(emulator), "library_emulator", False) and (
             configuration is None or isinstance(configuration, BaseConfiguration)
         )
         if leaves and all(hasattr(x, "shape") for x in leaves) and not own:
             # a user module or configuration may handle PyTree data: check values only
             if not allow_nonfinite:
                 for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-                    if not bool(jnp.all(jnp.isfinite(leaf))):
+                    if not _concrete(jnp.all(jnp.isfinite(leaf)), True):
                         raise ValueError(
                             f"{name}{jax.tree_util.keystr(path)}: expected finite values, got "
                             "NaN/inf (pass allow_nonfinite=True to compute on it anyway)"
@@ -158,7 +160,8 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
         raise TypeError(f"{name}: expected an array (batch, time, C, *N), got {type(data).__name__}")
     # without jax_enable_x64, float64 input becomes float32 anyway: compare what jax uses
     dtype = np.dtype(jax.dtypes.canonicalize_dtype(data.dtype))
-    target = _param_dtype(emulator)
+    adapter = _adapter(emulator)
+    target = None if adapter is None else _param_dtype(adapter)
     if dtype.kind in "biu":
         data = jnp.asarray(data, target or jnp.float32)
     elif dtype.kind != "f":
@@ -169,7 +172,8 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
             f"{dtype} (cast the data with .astype({str(target)!r}) or build the emulator "
             f"with dtype={str(dtype)!r})"
         )
-    d = getattr(emulator, "num_spatial_dims", None)
+    ndim = declared_state_ndim(emulator)
+    d = None if ndim is None else ndim - 1
     c = getattr(emulator, "in_channels", None)
     if d is not None and c is not None:
         expected = f"(batch, time, {c}, {', '.join(['N'] * d)})"
@@ -187,7 +191,8 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
     check_time_levels(data.shape, min_levels, name=name)
     data = jnp.asarray(data)
     if not allow_nonfinite:
-        finite = np.asarray(jnp.isfinite(data).reshape(data.shape[0], data.shape[1], -1).all(-1))
+        finite = _concrete(jnp.isfinite(data).reshape(data.shape[0], data.shape[1], -1).all(-1),
+                           np.ones((1,), bool))
         if not finite.all():
             s, t = np.argwhere(~finite)[0]
             raise ValueError(
@@ -195,3 +200,9 @@ def check_emulator_data(emulator, data, *, name: str = "data", min_levels: int =
                 "(pass allow_nonfinite=True to compute on it anyway)"
             )
     return data
+
+
+def _concrete(value, traced):
+    """`value` as numpy, or `traced` inside an outer jit: there shapes and dtypes are
+    checked at trace time, values only by a caller holding them."""
+    return traced if isinstance(value, jax.core.Tracer) else np.asarray(value)

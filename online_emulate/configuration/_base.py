@@ -52,9 +52,9 @@ class BaseConfiguration(Frozen, abc.ABC):
     _residuum_fn_use = ""
 
     def __repr__(self) -> str:
-        parts = ", ".join(
-            f"{f.name}={_short(getattr(self, f.name))}" for f in dataclasses.fields(self)
-        )
+        # in the constructor's order: positional options first
+        fields = sorted(dataclasses.fields(self), key=lambda f: f.kw_only is True)
+        parts = ", ".join(f"{f.name}={_short(getattr(self, f.name))}" for f in fields)
         return f"{type(self).__name__}({parts})"
 
     @property
@@ -87,20 +87,41 @@ class BaseConfiguration(Frozen, abc.ABC):
                 too few time levels, or a needed `ref_stepper` / `residuum_fn` is None.
             TypeError: `stepper` (or a needed helper) is not callable.
         """
-        name = type(self).__name__
         check_callable("stepper", stepper,
                        expected="a callable mapping one state (C, *N) to the next")
-        check_data(data, self.num_time_levels, name)
-        helpers = []
-        if self.needs_ref_stepper:
-            helpers.append(("ref_stepper", ref_stepper, "a reference stepper on one state (C, *N)",
-                            self._ref_stepper_use))
-        if self.needs_residuum_fn:
-            helpers.append(("residuum_fn", residuum_fn, "a residuum function on batches",
-                            self._residuum_fn_use))
-        for arg, fn, what, why in helpers:
-            check_required(arg, fn, f"{what} ({name} needs it: {why})")
-            check_callable(arg, fn, expected=f"a callable ({name} needs it: {why})")
+        for part in self._parts():
+            check_data(data, part.num_time_levels, type(part).__name__)
+        self.check_references(ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+
+    def check_references(
+        self,
+        *,
+        ref_stepper: Optional[Stepper] = None,
+        residuum_fn: Optional[ResiduumFn] = None,
+    ) -> None:
+        """Require the `ref_stepper` / `residuum_fn` the loss needs (each part of a sum
+        names itself).
+
+        Raises:
+            ValueError: a needed function is None.
+            TypeError: a needed function is not callable.
+        """
+        for part in self._parts():
+            name = type(part).__name__
+            helpers = []
+            if part.needs_ref_stepper:
+                helpers.append(("ref_stepper", ref_stepper, "a reference stepper on one "
+                                "state (C, *N)", part._ref_stepper_use))
+            if part.needs_residuum_fn:
+                helpers.append(("residuum_fn", residuum_fn, "a residuum function on batches",
+                                part._residuum_fn_use))
+            for arg, fn, what, why in helpers:
+                check_required(arg, fn, f"{what} ({name} needs it: {why})")
+                check_callable(arg, fn, expected=f"a callable ({name} needs it: {why})")
+
+    def _parts(self) -> tuple:
+        """The configurations whose inputs are checked: itself (a sum: its terms)."""
+        return (self,)
 
     def __call__(
         self,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._frozen import frozen
-from ._base import BaseConfiguration, Data, ResiduumFn, Stepper
+from ._base import BaseConfiguration
 from ._validation import check_weights
 
 __all__ = ["Composite"]
@@ -70,17 +70,8 @@ class Composite(BaseConfiguration):
     def needs_residuum_fn(self) -> bool:
         return any(part.needs_residuum_fn for part in self.configurations)
 
-    def check_inputs(
-        self,
-        stepper: Stepper,
-        data: Data,
-        *,
-        ref_stepper: Optional[Stepper] = None,
-        residuum_fn: Optional[ResiduumFn] = None,
-    ) -> None:
-        # each part names itself in its own error message
-        for part in self.configurations:
-            part.check_inputs(stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    def _parts(self) -> tuple:
+        return tuple(q for part in self.configurations for q in part._parts())
 
     def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
         total = jnp.zeros(())

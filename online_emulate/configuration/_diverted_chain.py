@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
 from .._checks import check_flag, check_int
-from ..loss import BaseLoss, MSELoss
-from ._chain_fields import ChainConfiguration, chain_options
 from .._rollout import stop_gradient, weighted_rollout
+from ._chain_fields import ChainConfiguration, Weights, option, options, weights_option
 from ._utils import batched, time_level
-from ._validation import check_weights
 
 __all__ = ["DivertedChain"]
 
 
-@frozen(eq=False)
+@options
 class DivertedChain(ChainConfiguration):
     """Branches of B network steps leave the main chain and are compared with the reference.
 
@@ -53,50 +46,23 @@ class DivertedChain(ChainConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    num_branch_steps: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    cut_div_chain: bool
-    time_level_weights: Float[Array, "num_rollout_steps"]
-    branch_level_weights: Float[Array, "num_branch_steps"]
+    num_branch_steps: int = option(1, check_int, positional=True)
+    cut_div_chain: bool = option(False, check_flag)
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", meaning="one weight per rollout step, num_rollout_steps")
+    branch_level_weights: Weights = weights_option(
+        "num_branch_steps", meaning="one weight per branch step, num_branch_steps")
 
     _needs_ref_stepper = True
     _ref_stepper_use = "it makes the branch targets on the fly"
 
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        num_branch_steps: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_div_chain: bool = False,
-        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
-        branch_level_weights: Optional[Float[Array, "num_branch_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        rollout = options["num_rollout_steps"]
-        branch = check_int("num_branch_steps", num_branch_steps)
-        if branch > rollout:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_branch_steps > self.num_rollout_steps:
             raise ValueError(
-                f"num_branch_steps: expected at most num_rollout_steps = {rollout}, got {branch}"
+                f"num_branch_steps: expected at most num_rollout_steps = "
+                f"{self.num_rollout_steps}, got {self.num_branch_steps}"
             )
-        self._set(
-            **options,
-            num_branch_steps=branch,
-            cut_div_chain=check_flag("cut_div_chain", cut_div_chain),
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, rollout,
-                "one weight per rollout step, num_rollout_steps",
-            ),
-            branch_level_weights=check_weights(
-                "branch_level_weights", branch_level_weights, branch,
-                "one weight per branch step, num_branch_steps",
-            ),
-        )
 
     @property
     def num_time_levels(self) -> int:

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
 from .._checks import check_flag
-from ..loss import BaseLoss, MSELoss
 from .._rollout import stop_gradient
-from ._chain_fields import chain_options
+from ._chain_fields import Weights, option, options, weights_option
 from ._per_step import PerStepConfiguration
 from ._utils import batched
-from ._validation import check_weights
 
 __all__ = ["DivertedChainBranchOne"]
 
 
-@frozen(eq=False)
+@options
 class DivertedChainBranchOne(PerStepConfiguration):
     """Network chain whose every state is compared with one reference step from its predecessor.
 
@@ -44,35 +39,12 @@ class DivertedChainBranchOne(PerStepConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    cut_div_chain: bool
-    time_level_weights: Float[Array, "num_rollout_steps"]
+    cut_div_chain: bool = option(False, check_flag)
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", meaning="one weight per rollout step, num_rollout_steps")
 
     _needs_ref_stepper = True
     _ref_stepper_use = "it makes the one-step targets on the fly"
-
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_div_chain: bool = False,
-        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        self._set(
-            **options,
-            cut_div_chain=check_flag("cut_div_chain", cut_div_chain),
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, options["num_rollout_steps"],
-                "one weight per rollout step, num_rollout_steps",
-            ),
-        )
 
     @property
     def num_time_levels(self) -> int:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
 from .._checks import check_int
-from ..loss import BaseLoss, MSELoss
-from ._chain_fields import ChainConfiguration, chain_options
-from .._rollout import weighted_rollout
-from ._terms import data_target_loss
-from ._utils import batched, time_level
-from ._validation import check_weights
+from .._rollout import Events
+from ._chain_fields import ChainConfiguration, Weights, option, options, weights_option
+from ._terms import chained_data_loss
 
 __all__ = ["MixChainPrePhysics"]
 
 
-@frozen(eq=False)
+@options
 class MixChainPrePhysics(ChainConfiguration):
     """P reference steps from the initial condition, then R network steps.
 
@@ -46,54 +38,21 @@ class MixChainPrePhysics(ChainConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    num_pre_physics_steps: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    time_level_weights: Float[Array, "num_pre_physics_steps+num_rollout_steps"]
+    num_pre_physics_steps: int = option(1, check_int, positional=True)
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", "num_pre_physics_steps",
+        meaning="one weight per step, num_pre_physics_steps + num_rollout_steps")
 
     _needs_ref_stepper = True
     _ref_stepper_use = "it makes the first steps of the chain"
-
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        num_pre_physics_steps: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Optional[Float[Array, "num_pre_physics_steps+num_rollout_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        physics = check_int("num_pre_physics_steps", num_pre_physics_steps)
-        self._set(
-            **options,
-            num_pre_physics_steps=physics,
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, options["num_rollout_steps"] + physics,
-                "one weight per step, num_pre_physics_steps + num_rollout_steps",
-            ),
-        )
 
     @property
     def num_time_levels(self) -> int:
         return self.num_rollout_steps + self.num_pre_physics_steps + 1
 
     def _loss(self, stepper, data, *, ref_stepper, residuum_fn, scan):
-        physics = self.num_pre_physics_steps
-        term = lambda t, prev, nxt: data_target_loss(self.time_level_loss, t, nxt, data)
-        physics_loss, state = weighted_rollout(
-            batched(ref_stepper), time_level(data, 0), self.time_level_weights[:physics],
-            term=term, scan=scan,
-        )
-        network_loss, _ = weighted_rollout(
-            batched(stepper), state, self.time_level_weights[physics:],
-            term=term, scan=scan, time_offset=physics,
-            events=self._cuts,
-        )
-        return physics_loss + network_loss
+        return chained_data_loss(self, data, [(ref_stepper, self.num_pre_physics_steps, Events()),
+                                         (stepper, self.num_rollout_steps, self._cuts)], scan=scan)
 
     def _why_not_online(self) -> str:
         return (

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from typing import Optional
 
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
 from .._checks import check_flag
-from ..loss import BaseLoss, MSELoss
 from .._rollout import stop_gradient
-from ._chain_fields import chain_options
+from ._chain_fields import Weights, option, options, weights_option
 from ._per_step import PerStepConfiguration
-from ._validation import check_weights
 
 __all__ = ["Residuum"]
 
 
-@frozen(eq=False)
+@options
 class Residuum(PerStepConfiguration):
     """Network chain penalized by `residuum_fn(next, prev)` against zero.
 
@@ -46,38 +41,13 @@ class Residuum(PerStepConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    cut_prev: bool
-    cut_next: bool
-    time_level_weights: Float[Array, "num_rollout_steps"]
+    cut_prev: bool = option(False, check_flag)
+    cut_next: bool = option(False, check_flag)
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", meaning="one weight per rollout step, num_rollout_steps")
 
     _needs_residuum_fn = True
     _residuum_fn_use = "its loss is the residuum between consecutive states"
-
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        cut_prev: bool = False,
-        cut_next: bool = False,
-        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        self._set(
-            **options,
-            cut_prev=check_flag("cut_prev", cut_prev),
-            cut_next=check_flag("cut_next", cut_next),
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, options["num_rollout_steps"],
-                "one weight per rollout step, num_rollout_steps",
-            ),
-        )
 
     @property
     def num_time_levels(self) -> int:

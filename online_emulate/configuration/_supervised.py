@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
-from ..loss import BaseLoss, MSELoss
-from ._chain_fields import chain_options
+from ._chain_fields import Weights, options, weights_option
 from ._per_step import PerStepConfiguration
 from ._terms import data_target_loss
-from ._validation import check_weights
 
 __all__ = ["Supervised"]
 
 
-@frozen(eq=False)
+@options
 class Supervised(PerStepConfiguration):
     """Supervised rollout training against reference data.
 
@@ -42,29 +35,8 @@ class Supervised(PerStepConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    time_level_weights: Float[Array, "num_rollout_steps"]
-
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        self._set(
-            **options,
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, options["num_rollout_steps"],
-                "one weight per rollout step, num_rollout_steps",
-            ),
-        )
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", meaning="one weight per rollout step, num_rollout_steps")
 
     @property
     def num_time_levels(self) -> int:

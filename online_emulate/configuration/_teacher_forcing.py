@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from jaxtyping import Array, Float
-
-from .._frozen import frozen
 from .._checks import check_int
-from ..loss import BaseLoss, MSELoss
-from ._chain_fields import chain_options
+from ._chain_fields import Weights, option, options, weights_option
 from ._per_step import PerStepConfiguration
 from ._terms import data_target_loss
-from ._validation import check_weights
 
 __all__ = ["TeacherForcing"]
 
 
-@frozen(eq=False)
+@options
 class TeacherForcing(PerStepConfiguration):
     """Rollout against data with the chain reset to the data every `reset_every` steps.
 
@@ -43,32 +36,9 @@ class TeacherForcing(PerStepConfiguration):
         TypeError: time_level_loss is not a loss object, a flag is not a bool.
     """
 
-    num_rollout_steps: int
-    reset_every: int
-    time_level_loss: BaseLoss
-    cut_bptt: bool
-    cut_bptt_every: int
-    time_level_weights: Float[Array, "num_rollout_steps"]
-
-    def __init__(
-        self,
-        num_rollout_steps: int = 1,
-        reset_every: int = 1,
-        *,
-        time_level_loss: BaseLoss = MSELoss(),
-        cut_bptt: bool = False,
-        cut_bptt_every: int = 1,
-        time_level_weights: Optional[Float[Array, "num_rollout_steps"]] = None,
-    ):
-        options = chain_options(num_rollout_steps, time_level_loss, cut_bptt, cut_bptt_every)
-        self._set(
-            **options,
-            reset_every=check_int("reset_every", reset_every),
-            time_level_weights=check_weights(
-                "time_level_weights", time_level_weights, options["num_rollout_steps"],
-                "one weight per rollout step, num_rollout_steps",
-            ),
-        )
+    reset_every: int = option(1, check_int, positional=True)
+    time_level_weights: Weights = weights_option(
+        "num_rollout_steps", meaning="one weight per rollout step, num_rollout_steps")
 
     @property
     def num_time_levels(self) -> int:

@@ -2,7 +2,7 @@
 
 from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
 
-from ._adapters import ModelAdapter, adapt, as_stepper, functional
+from ._adapters import ModelAdapter, adapt, as_stepper, declared_state_ndim, functional
 from ._base import Emulator
 from ._conv_net import ConvNet
 from ._hidden import declaring_hidden_states, hidden_state
@@ -27,6 +27,7 @@ __all__ = [
     "functional",
     "adapt",
     "as_stepper",
+    "declared_state_ndim",
     "ModelAdapter",
     "get_params",
     "set_params",

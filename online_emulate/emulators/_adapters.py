@@ -47,12 +47,20 @@ from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
 
-__all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS"]
+__all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS",
+           "declared_state_ndim"]
 
 WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
 
 # lifted modules by model signature, state shape and conv-bias layout (`_lifted`)
 _LIFTED: dict = {}
+
+
+def declared_state_ndim(model: Any) -> int | None:
+    """Axes of one state `(C, *N)` that `model` (a model, or any stepper) declares by its
+    `num_spatial_dims` (the built-in emulators, exponax steppers); None otherwise."""
+    d = getattr(model, "num_spatial_dims", None)
+    return d + 1 if isinstance(d, int) else None
 
 
 def model_name(model) -> str:
@@ -83,6 +91,8 @@ class ModelAdapter:
     #: products on CPU, with kernels in kfac-jax's order under `lax_conv_ops()`; the
     #: built-in emulators need neither (their convolutions are written for both)
     rewrites_convolutions = False
+    #: whether the model is one of the library's emulators (they step one array)
+    library_emulator = False
 
     def __init__(self, model: Any, state_ndim: int | None):
         self.model = model
@@ -233,14 +243,14 @@ class BrainstateAdapter(ModelAdapter):
         # the built-in emulators take one state or a batch; a user module takes a batch
         self.one_sample = False
         self._own_layout = hasattr(model, "num_spatial_dims") and hasattr(model, "_forward")
+        self.library_emulator = self._own_layout
         # a user module's convolutions (lax or braintrace.nn) are rewritten on this path;
         # eligibility traces compile the module itself (`recurrent_module`), untouched
         self.rewrites_convolutions = not self._own_layout
         super().__init__(model, state_ndim)
 
     def _own_state_ndim(self):
-        d = getattr(self.model, "num_spatial_dims", None)
-        return d + 1 if isinstance(d, int) else None
+        return declared_state_ndim(self.model)
 
     def _module(self, params):
         states = brainstate.util.NestedDict.from_flat(
@@ -264,7 +274,8 @@ class BrainstateAdapter(ModelAdapter):
         return set_params(copy.deepcopy(self.model), params)
 
     def signature(self):
-        return (type(self.model),) + super().signature()
+        # the graph definition holds the module's options (an activation, a layout)
+        return (type(self.model), self._graphdef) + super().signature()
 
     def check_state(self, shape, dtype, *, name="data"):
         model = self.model

@@ -5,6 +5,7 @@ interface; `plan` shows what each costs for a problem before training."""
 from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x64)
 
 from ._base import CarryOps, Estimator, OnlineEstimator
+from ._bind import Bound
 from ._bptt import BPTT
 from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,
                                sqrt_checkpoint_scan, step_checkpoint_scan)
@@ -21,6 +22,7 @@ __all__ = [
     "Estimator",
     "OnlineEstimator",
     "CarryOps",
+    "Bound",
     "BPTT",
     "TruncatedBPTT",
     "ForwardRTRL",

@@ -15,6 +15,7 @@ from .._frozen import Frozen, frozen
 from .._rollout import rollout, tree_add
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter
+from ._bind import bind
 
 __all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
            "run_window", "model_apply", "BPTT_NAMES", "Model"]
@@ -61,6 +62,8 @@ class Estimator(Frozen):
     ) -> tuple[Float[Array, ""], PyTree]:
         raise NotImplementedError
 
+    #: `estimator.bind(configuration, model, *, state_shape, ...)`: see `_bind.bind`
+    bind = bind
 
 def model_apply(model: Model) -> Callable:
     """The pure `apply(params, u)` of an estimator's model view.

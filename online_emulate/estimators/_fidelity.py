@@ -12,7 +12,7 @@ from .._checks import check_positive_int
 from ..configuration import BaseConfiguration
 from ._base import Estimator
 from ._bptt import BPTT
-from ._value_and_grad import _adapt
+from ._value_and_grad import bind_to_data
 
 __all__ = ["gradient_fidelity", "compiled_temp_bytes", "flat_vector"]
 
@@ -20,15 +20,6 @@ __all__ = ["gradient_fidelity", "compiled_temp_bytes", "flat_vector"]
 def flat_vector(tree) -> np.ndarray:
     """All leaves of a PyTree concatenated into one float64 numpy vector."""
     return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
-
-
-def _lowered(estimator, configuration, model, params, data, ref_stepper, residuum_fn):
-    if estimator.jittable:
-        fn = jax.jit(lambda p, d: estimator.value_and_grad(
-            configuration, model, p, d, ref_stepper=ref_stepper, residuum_fn=residuum_fn))
-        return fn.lower(params, data)
-    return estimator.lowered(configuration, model, params, data, ref_stepper=ref_stepper,
-                             residuum_fn=residuum_fn)
 
 
 def compiled_temp_bytes(
@@ -41,9 +32,13 @@ def compiled_temp_bytes(
     residuum_fn: Callable | None = None,
 ) -> int:
     """XLA's `memory_analysis().temp_size_in_bytes` of the compiled value-and-grad program."""
-    adapter = _adapt(emulator, estimator, data)
-    lowered = _lowered(estimator, configuration, adapter, adapter.params, data, ref_stepper,
-                       residuum_fn)
+    bound, adapter = bind_to_data(estimator, configuration, emulator, data,
+                                  ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    if estimator.jittable:
+        lowered = jax.jit(bound.loss_and_grad).lower(adapter.params, data)
+    else:
+        lowered = estimator.lowered(configuration, adapter, adapter.params, data,
+                                    ref_stepper=ref_stepper, residuum_fn=residuum_fn)
     return int(lowered.compile().memory_analysis().temp_size_in_bytes)
 
 
@@ -113,7 +108,8 @@ def gradient_fidelity(
             check_positive_int(f"rollout_lengths[{i}]", T)
         configs = [(T, configuration(T)) for T in rollout_lengths]
     for est in estimators:  # a model ETrace cannot trace fails before any compilation
-        adapter = _adapt(emulator, est, data)
+        _, adapter = bind_to_data(est, configs[0][1], emulator, data, ref_stepper=ref_stepper,
+                                  residuum_fn=residuum_fn)
     params = adapter.params
     rows = []
     for T, cfg in configs:
@@ -127,12 +123,9 @@ def gradient_fidelity(
         steps = T if T is not None else max(1, levels - 1)
 
         def call(est):
-            if est.jittable:
-                fn = jax.jit(lambda p, dd: est.value_and_grad(
-                    cfg, adapter, p, dd, ref_stepper=ref_stepper, residuum_fn=residuum_fn))
-                return lambda: fn(params, d)
-            return lambda: est.value_and_grad(cfg, adapter, params, d, ref_stepper=ref_stepper,
-                                              residuum_fn=residuum_fn)
+            bound, _ = bind_to_data(est, cfg, adapter, d, ref_stepper=ref_stepper,
+                                    residuum_fn=residuum_fn)
+            return lambda: bound.value_and_grad(params, d)
 
         (_, g_ref) = call(BPTT())()
         ref = flat_vector(g_ref)

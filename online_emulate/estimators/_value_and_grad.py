@@ -9,8 +9,9 @@ from jaxtyping import Array, Float, PyTree
 
 from .._input_checks import check_emulator_data
 from ..configuration import BaseConfiguration
-from ..emulators import adapt
+from ..emulators import ModelAdapter, adapt
 from ._base import Estimator
+from ._bind import Bound
 from ._bptt import BPTT
 
 __all__ = ["value_and_grad"]
@@ -27,6 +28,11 @@ def value_and_grad(
     allow_nonfinite: bool = False,
 ) -> tuple[Float[Array, ""], PyTree]:
     """Loss of `configuration` for `emulator` on `data`, and its gradient by `estimator`.
+
+    The problem is bound once (`Estimator.bind`) and its gradient compiled once; later
+    calls with equal problems reuse it. Traceable by an outer `jax.jit` (all estimators
+    but ETrace): the data's shape and dtype are checked at trace time, its values only
+    when they are concrete.
 
     Arguments:
         configuration: an `online_emulate.configuration` object.
@@ -60,18 +66,21 @@ def value_and_grad(
         emulator, data, min_levels=getattr(configuration, "num_time_levels", 1),
         allow_nonfinite=allow_nonfinite, configuration=configuration,
     )
-    adapter = _adapt(emulator, estimator, data)
-    return estimator.value_and_grad(configuration, adapter, adapter.params, data,
-                                    ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    bound, adapter = bind_to_data(estimator, configuration, emulator, data,
+                                  ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    return bound.value_and_grad(adapter.params, data)
 
 
-def _adapt(emulator, estimator, data):
-    """The model's adapter, checked against the estimator (shared with gradient_fidelity)."""
+def bind_to_data(estimator, configuration, emulator, data, *, ref_stepper=None,
+                 residuum_fn=None) -> tuple[Bound, ModelAdapter]:
+    """`estimator.bind` for the states of `data` `(batch, time, C, *N)` (PyTree data
+    binds without a state shape), and the adapter holding `emulator`'s parameters
+    (shared with gradient_fidelity)."""
     leaves = jax.tree_util.tree_leaves(data)
-    state_ndim = leaves[0].ndim - 2 if len(leaves) == 1 else None
-    adapter = adapt(emulator, state_ndim=state_ndim)
-    if not estimator.jittable:
-        # raises for a model braintrace cannot trace, or whose ops cannot be lifted
-        shape = (leaves[0].shape[0], *leaves[0].shape[2:]) if len(leaves) == 1 else None
-        adapter.recurrent_module(shape)
-    return adapter
+    one = leaves[0] if len(leaves) == 1 else None
+    adapter = adapt(emulator, state_ndim=None if one is None else one.ndim - 2)
+    bound = estimator.bind(configuration, adapter,
+                           state_shape=None if one is None else one.shape[2:],
+                           dtype=None if one is None else one.dtype,
+                           ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    return bound, adapter

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float
 from .._checks import check_int
 from .._rollout import batched as batch_step
 from .._rollout import rollout as kernel_rollout
-from ..emulators import as_stepper, lax_ops
+from ..emulators import as_stepper, declared_state_ndim, lax_ops
 from ._validation import shape_of
 
 
@@ -63,12 +63,12 @@ def rollout(
             "initial_states: expected a batch of states (batch, channel, *space), "
             f"at least 2 axes, got shape {shape}"
         )
-    num_spatial_dims = getattr(model, "num_spatial_dims", None)
-    if isinstance(num_spatial_dims, int) and len(shape) != num_spatial_dims + 2:
+    ndim = declared_state_ndim(model)
+    if ndim is not None and len(shape) != ndim + 1:
         raise ValueError(
-            f"initial_states: expected {num_spatial_dims + 2} axes (batch, channel, "
-            f"{num_spatial_dims} spatial) for this {num_spatial_dims}-D stepper, got "
-            f"shape {shape} (add a leading batch axis for a single state)"
+            f"initial_states: expected {ndim + 1} axes (batch, channel, {ndim - 1} spatial) "
+            f"for this {ndim - 1}-D stepper, got shape {shape} (add a leading batch axis "
+            "for a single state)"
         )
     initial_states = jnp.asarray(initial_states)
     one = jax.ShapeDtypeStruct(shape[1:], initial_states.dtype)

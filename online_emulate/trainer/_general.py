@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +12,7 @@ from jaxtyping import PyTree
 
 from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._compile import jit
-from .._input_checks import check_emulator_data, check_model_state, check_ref_stepper, check_time_levels
+from .._input_checks import check_emulator_data, check_time_levels
 from ..callback import Callback
 from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
@@ -211,44 +210,39 @@ class GeneralTrainer(Trainer):
             configuration=self.configuration,
         )
         leaves = jax.tree_util.tree_leaves(self.data)
-        single = len(leaves) == 1
-        adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if single else None)
-        if single:
-            shape = leaves[0].shape
-            check_model_state(adapter, shape[2:], leaves[0].dtype, name="data", given=shape)
-            if self.ref_stepper is not None:
-                check_ref_stepper(self.ref_stepper, shape[2:], leaves[0].dtype)
-        if not self.estimator.jittable:
-            adapter.recurrent_module()  # a model ETrace cannot trace fails here
+        adapter = adapt(emulator, state_ndim=leaves[0].ndim - 2 if len(leaves) == 1 else None)
+        self._bind(adapter)
         return adapter
+
+    def _bind(self, adapter):
+        """The estimator bound to this trainer's problem for `adapter` (checked once)."""
+        leaves = jax.tree_util.tree_leaves(self.data)
+        one = leaves[0] if len(leaves) == 1 else None
+        return self.estimator.bind(
+            self.configuration, adapter, state_shape=None if one is None else one.shape[2:],
+            dtype=None if one is None else one.dtype, ref_stepper=self.ref_stepper,
+            residuum_fn=self.residuum_fn, given=None if one is None else tuple(one.shape))
 
     # --------------------------------------------------------------- program
     def _chunk_fn(self, model):
         """The (not yet compiled) chunk of steps for `model` (its adapter)."""
         sharding = batch_sharding() if self.data_parallel else None
-        loss_and_grad = make_loss_and_grad(
-            self.estimator, self.configuration, model, ref_stepper=self.ref_stepper,
-            residuum_fn=self.residuum_fn, sharding=sharding,
-        )
-        # braintrace estimators advance brainstate States inside their gradient; those
-        # writes must happen under brainstate's own transformations
-        while_loop = (jax.lax.while_loop if self.estimator.jittable
-                      else brainstate.transform.while_loop)
-        return self.rule.chunk(loss_and_grad=loss_and_grad, sampler=self.sampler,
-                               capacity=self.steps_per_call, while_loop=while_loop)
+        bound = self._bind(model)
+        return self.rule.chunk(loss_and_grad=make_loss_and_grad(bound, sharding=sharding),
+                               sampler=self.sampler, capacity=self.steps_per_call,
+                               while_loop=bound.while_loop)
 
     def _program(self, adapter):
         """The compiled chunk (reused for a model of the same signature) and the `apply`
         it was built with."""
-        if hasattr(self.estimator, "prepare"):
-            leaf = jax.tree_util.tree_leaves(self.data)[0]
-            self.estimator.prepare(adapter, (self.batch_size, *leaf.shape[2:]))
+        bound = self._bind(adapter)
+        leaf = jax.tree_util.tree_leaves(self.data)[0]
+        bound.prepare((self.batch_size, *leaf.shape[2:]))
         signature = adapter.signature()
         if self._compiled is None or self._compiled[0] != signature:
             chunk = self._chunk_fn(adapter)
             if isinstance(self.rule, OptaxRule):
-                chunk = jit(chunk, jit_fn=jax.jit if self.estimator.jittable
-                            else brainstate.transform.jit)
+                chunk = jit(chunk, jit_fn=bound.jit)
             self._compiled = (signature, adapter.apply, chunk)
         return self._compiled[1], self._compiled[2]
 

@@ -6,7 +6,6 @@ import math
 import os
 from typing import Any, Callable, Sequence
 
-import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,6 @@ from .._checks import (
     key_data,
 )
 from .._compile import jit as compiled
-from .._input_checks import check_model_state, check_ref_stepper
 from .._rollout import rollout, tree_add
 from ..callback import Callback
 from ..configuration import DivertedChainBranchOne, Supervised
@@ -326,7 +324,7 @@ class OnlineTrainer(Trainer):
         ref = jax.vmap(self.ref_stepper)
         return lambda prev, nxt, x: loss(nxt, jax.lax.stop_gradient(ref(prev)))
 
-    def _build(self, ops):
+    def _build(self, bound, ops):
         T, U = self.rollout_length, self.update_every
         transform, persist, term = self._transform, self.persist_carry, self._term()
         stored = self.reference_data is not None
@@ -336,12 +334,7 @@ class OnlineTrainer(Trainer):
         couple = self._coupling(ops)
         capacity = self.updates_per_call
         factor = self.divergence_factor
-        if ops.jittable:
-            jit, while_loop, cond, scan = jax.jit, jax.lax.while_loop, jax.lax.cond, jax.lax.scan
-        else:
-            # braintrace learners advance brainstate States: brainstate's transformations
-            t = brainstate.transform
-            jit, while_loop, cond, scan = t.jit, t.while_loop, t.cond, t.scan
+        jit, while_loop, cond, scan = bound.jit, bound.while_loop, bound.cond, bound.scan
 
         def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels,
                   step0, anchor):
@@ -416,13 +409,6 @@ class OnlineTrainer(Trainer):
         return compiled(chunk, jit_fn=jit)
 
     # ------------------------------------------------------------------ call
-    def _check_emulator(self, adapter, u0):
-        source = "ic_sampler" if self.reference_data is None else "reference_data"
-        given = tuple(u0.shape) if self.reference_data is None else tuple(self.reference_data.shape)
-        check_model_state(adapter, tuple(u0.shape[1:]), u0.dtype, name=source, given=given)
-        if self.ref_stepper is not None:
-            check_ref_stepper(self.ref_stepper, tuple(u0.shape[1:]), u0.dtype)
-
     def _train(self, emulator, key, *, resume_from):
         """Train from `emulator` on `num_rollouts` rollouts of the stream.
 
@@ -500,16 +486,16 @@ class OnlineTrainer(Trainer):
         traces nothing)."""
         signature = (adapter.signature(), tuple(u0.shape), str(u0.dtype))
         if self._compiled is None or self._compiled[0] != signature:
-            self._check_emulator(adapter, u0)
+            source = "ic_sampler" if self.reference_data is None else "reference_data"
+            given = u0.shape if self.reference_data is None else self.reference_data.shape
+            bound = self.estimator.bind(self.configuration, adapter, state_shape=u0.shape[1:],
+                                        dtype=u0.dtype, ref_stepper=self.ref_stepper,
+                                        name=source, given=tuple(given))
             out = jax.eval_shape(adapter.apply, self.params, u0)
             self.estimator.check(self.params, out.shape, out.dtype)
-            if not getattr(self.estimator, "jittable", True):
-                adapter.recurrent_module()  # a model braintrace cannot trace fails here
-            if hasattr(self.estimator, "prepare"):
-                self.estimator.prepare(adapter, tuple(out.shape))
-            ops = self.estimator.carry_ops(adapter, tuple(out.shape), horizon=self.update_every)
-            init = jax.jit(ops.init) if ops.jittable else ops.init
-            self._compiled = (signature, (self._build(ops), ops, init, out))
+            bound.prepare(out.shape)
+            ops = bound.carry_ops(out.shape, horizon=self.update_every)
+            self._compiled = (signature, (self._build(bound, ops), ops, bound.carry_init(ops), out))
         return self._compiled[1]
 
     def _install(self, state: tuple) -> None:

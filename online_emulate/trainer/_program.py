@@ -29,24 +29,17 @@ def batch_sharding() -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("batch"))
 
 
-def make_loss_and_grad(estimator, configuration, model, *, ref_stepper, residuum_fn,
-                       sharding: NamedSharding | None = None) -> Callable[[Any, Any], tuple]:
-    """`loss_and_grad(params, batch) -> (loss, grads)` of `configuration` by `estimator`.
-
-    Arguments:
-        estimator: how the gradient is computed.
-        configuration: what the loss is.
-        model: the estimator's model view (a `ModelAdapter`).
-        ref_stepper, residuum_fn: as the configuration needs them.
-        sharding: when given, each minibatch is constrained to it (data parallelism).
-    """
+def make_loss_and_grad(bound, *, sharding: NamedSharding | None = None) -> Callable[[Any, Any], tuple]:
+    """`loss_and_grad(params, batch) -> (loss, grads)` of a binding
+    (`Estimator.bind`), each minibatch constrained to `sharding` when given (data
+    parallelism)."""
+    if sharding is None:
+        return bound.loss_and_grad
 
     def loss_and_grad(params, batch):
-        if sharding is not None:
-            batch = jax.tree_util.tree_map(
-                lambda x: jax.lax.with_sharding_constraint(x, sharding), batch
-            )
-        return estimator.value_and_grad(configuration, model, params, batch,
-                                        ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        batch = jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, sharding), batch
+        )
+        return bound.loss_and_grad(params, batch)
 
     return loss_and_grad

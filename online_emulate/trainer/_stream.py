@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -320,11 +319,9 @@ class StreamTrainer(Trainer):
         """The (not yet compiled) chunk: feed, draw, update, with the divergence anchor
         (`_guard`) of every trainer."""
         sharding = batch_sharding() if self.data_parallel else None
-        update = self.rule.update(make_loss_and_grad(
-            self.estimator, self.configuration, model, ref_stepper=self.ref_stepper,
-            residuum_fn=self.residuum_fn, sharding=sharding))
-        while_loop = (jax.lax.while_loop if self.estimator.jittable
-                      else brainstate.transform.while_loop)
+        bound = self._bound
+        update = self.rule.update(make_loss_and_grad(bound, sharding=sharding))
+        while_loop = bound.while_loop
         capacity, B, K = self.steps_per_call, self.batch_size, self.solver_in_the_loop
         factor = self.divergence_factor
         ref_step = batched(self.ref_stepper)
@@ -369,13 +366,11 @@ class StreamTrainer(Trainer):
 
     def _program(self, adapter, state_shape, dtype):
         """`(prefill, chunk)`, compiled once per model signature and state layout."""
-        if hasattr(self.estimator, "prepare"):
-            self.estimator.prepare(adapter, (self.batch_size, *state_shape))
+        self._bound.prepare((self.batch_size, *state_shape))
         signature = (adapter.signature(), state_shape, str(dtype))
         if self._compiled is None or self._compiled[0] != signature:
-            jit_fn = jax.jit if self.estimator.jittable else brainstate.transform.jit
             self._compiled = (signature, jit(self._prefill_fn(state_shape, dtype)),
-                              jit(self._chunk_fn(adapter), jit_fn=jit_fn))
+                              jit(self._chunk_fn(adapter), jit_fn=self._bound.jit))
         return self._compiled[1], self._compiled[2]
 
     # ------------------------------------------------------------------ call
@@ -403,11 +398,11 @@ class StreamTrainer(Trainer):
         state_shape, dtype = self._state_shape(new_key if new_key is not None
                                                else jnp.zeros((2,), jnp.uint32))
         adapter = adapt(emulator, state_ndim=len(state_shape))
-        adapter.check_state(state_shape, dtype, name="ic_sampler")
-        if not self.estimator.jittable:
-            adapter.recurrent_module()  # a model ETrace cannot trace fails here
+        bound = self.estimator.bind(self.configuration, adapter, state_shape=state_shape,
+                                    dtype=dtype, ref_stepper=self.ref_stepper,
+                                    residuum_fn=self.residuum_fn, name="ic_sampler")
         self.reset()
-        self._adapter = adapter
+        self._adapter, self._bound = adapter, bound
         prefill, chunk = self._program(adapter, state_shape, dtype)
 
         def init():
