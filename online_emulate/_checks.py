@@ -1,5 +1,5 @@
 """Argument checks shared across the package, so every error reads the same way:
-``"name: expected ..., got ..."``, raised before anything is traced or compiled."""
+`"name: expected ..., got ..."`, raised before anything is traced or compiled."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ __all__ = [
 
 
 class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type, e.g. ``1.5`` or ``True`` where an int is expected.
+    """An argument of the wrong type, e.g. `1.5` or `True` where an int is expected.
 
-    It is both a ``TypeError`` and a ``ValueError``: the configuration and trainer
-    checks have always raised ``ValueError`` for a non-integer count and the sample-data
-    checks ``TypeError``; one checker now serves both, and callers catching either keep
+    It is both a `TypeError` and a `ValueError`: the configuration and trainer
+    checks have always raised `ValueError` for a non-integer count and the sample-data
+    checks `TypeError`; one checker now serves both, and callers catching either keep
     working.
     """
 
@@ -47,22 +47,22 @@ def check_int(
     allow_none: bool = False,
     meaning: str | None = None,
 ) -> int | None:
-    """Return `value` as an ``int`` if it is an integer in ``[minimum, maximum]``.
+    """Return `value` as an `int` if it is an integer in `[minimum, maximum]`.
 
     Arguments:
         name: the argument's name, quoted in the error.
-        value: the value to check; ``bool`` is rejected.
+        value: the value to check; `bool` is rejected.
         minimum: smallest accepted value.
-        maximum: largest accepted value (``None``: no upper bound).
-        allow_none: return ``None`` for ``None`` instead of raising.
+        maximum: largest accepted value (`None`: no upper bound).
+        allow_none: return `None` for `None` instead of raising.
         meaning: what the bound stands for, quoted after it in the error
-            (e.g. ``"trajectories per rollout"``).
+            (e.g. `"trajectories per rollout"`).
 
     Returns:
-        ``int(value)`` (or ``None``).
+        `int(value)` (or `None`).
 
     Raises:
-        ArgumentTypeError: (a ``TypeError`` and a ``ValueError``) if `value` is not an
+        ArgumentTypeError: (a `TypeError` and a `ValueError`) if `value` is not an
             integer.
         ValueError: if it is out of range.
     """
@@ -79,7 +79,7 @@ def check_int(
 
 
 def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
-    """`value` as an int >= 1 (or None when `allow_none`); see :func:`check_int`."""
+    """`value` as an int >= 1 (or None when `allow_none`); see `check_int`."""
     return check_int(name, value, minimum=1, allow_none=allow_none)
 
 
@@ -106,22 +106,22 @@ def check_real(
     maximum_inclusive: bool = True,
     allow_none: bool = False,
 ) -> float | None:
-    """Return `value` as a finite ``float``, optionally requiring a sign and an upper bound.
+    """Return `value` as a finite `float`, optionally requiring a sign and an upper bound.
 
     Arguments:
         name: the argument's name, quoted in the error.
-        value: the value to check; ``bool`` is rejected.
-        positive: require ``value > 0``.
-        nonnegative: require ``value >= 0``.
-        maximum: require ``value <= maximum`` (``< maximum`` unless `maximum_inclusive`).
+        value: the value to check; `bool` is rejected.
+        positive: require `value > 0`.
+        nonnegative: require `value >= 0`.
+        maximum: require `value <= maximum` (`< maximum` unless `maximum_inclusive`).
         maximum_inclusive: whether `maximum` itself is accepted.
-        allow_none: return ``None`` for ``None`` instead of raising.
+        allow_none: return `None` for `None` instead of raising.
 
     Returns:
-        ``float(value)`` (or ``None``).
+        `float(value)` (or `None`).
 
     Raises:
-        ArgumentTypeError: (a ``TypeError`` and a ``ValueError``) if `value` is not a
+        ArgumentTypeError: (a `TypeError` and a `ValueError`) if `value` is not a
             real number.
         ValueError: if it is not finite or out of range.
     """
@@ -143,10 +143,10 @@ def check_real(
 
 
 def check_flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
-    """Return `value` as a ``bool`` (or ``None`` when `allow_none`).
+    """Return `value` as a `bool` (or `None` when `allow_none`).
 
     Raises:
-        TypeError: for anything but a Python or NumPy boolean (``0``/``1`` included).
+        TypeError: for anything but a Python or NumPy boolean (`0`/`1` included).
     """
     if value is None and allow_none:
         return None
@@ -158,16 +158,16 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> bool | Non
 def check_callable(
     name: str, value: Any, *, expected: str = "a callable", allow_none: bool = False
 ) -> Callable | None:
-    """Return `value` if it is callable (or ``None`` when `allow_none`).
+    """Return `value` if it is callable (or `None` when `allow_none`).
 
     Arguments:
         name: the argument's name, quoted in the error.
         value: the value to check.
-        expected: what the error says was expected, e.g. ``"a callable on one state"``.
-        allow_none: accept ``None``.
+        expected: what the error says was expected, e.g. `"a callable on one state"`.
+        allow_none: accept `None`.
 
     Raises:
-        TypeError: if `value` is not callable (``None`` included unless `allow_none`).
+        TypeError: if `value` is not callable (`None` included unless `allow_none`).
     """
     if value is None and allow_none:
         return None
@@ -177,16 +177,16 @@ def check_callable(
 
 
 def check_required(name: str, value: Any, expected: str) -> Any:
-    """Return `value` unless it is ``None``: a missing argument that the caller needs.
+    """Return `value` unless it is `None`: a missing argument that the caller needs.
 
     Arguments:
         name: the argument's name, quoted in the error.
         value: the value to check.
         expected: what should have been passed and why, e.g.
-            ``"a reference stepper (Residuum needs it for ...)"``.
+            `"a reference stepper (Residuum needs it for ...)"`.
 
     Raises:
-        ValueError: if `value` is ``None``.
+        ValueError: if `value` is `None`.
     """
     if value is None:
         raise ValueError(f"{name}: expected {expected}, got None")
@@ -198,7 +198,7 @@ def _is_typed_key(key: Any) -> bool:
 
 
 def check_key(name: str, key: Any) -> None:
-    """Check that `key` is one JAX PRNG key (typed key or legacy ``uint32[2]``).
+    """Check that `key` is one JAX PRNG key (typed key or legacy `uint32[2]`).
 
     Raises:
         TypeError: otherwise.

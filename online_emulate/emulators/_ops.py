@@ -1,6 +1,6 @@
 """Periodic convolution shared by every emulator, with a switch between the braintrace
-ETP primitive (so ``braintrace.compile`` can build eligibility traces) and a plain
-``jax.lax`` convolution (for vmap-heavy BPTT training and for K-FAC's graph matcher).
+ETP primitive (so `braintrace.compile` can build eligibility traces) and a plain
+`jax.lax` convolution (for vmap-heavy BPTT training and for K-FAC's graph matcher).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _DIMENSION_NUMBERS = {
 
 @contextlib.contextmanager
 def lax_ops() -> Iterator[None]:
-    """Evaluate emulators with plain ``jax.lax`` convolutions inside this block.
+    """Evaluate emulators with plain `jax.lax` convolutions inside this block.
 
     The outputs are identical to the braintrace ETP path; only the primitive that
     appears in the traced program differs.
@@ -46,7 +46,7 @@ def lax_ops() -> Iterator[None]:
 
 @contextlib.contextmanager
 def lax_conv_ops() -> Iterator[None]:
-    """Evaluate emulators with ``lax.conv_general_dilated`` convolutions in this block.
+    """Evaluate emulators with `lax.conv_general_dilated` convolutions in this block.
 
     Implies `lax_ops()`. By default the plain-lax path computes a periodic convolution
     as one matrix product of shifted copies of the input (see `periodic_conv`), which is
@@ -59,19 +59,19 @@ def lax_conv_ops() -> Iterator[None]:
 
 
 def using_lax_ops() -> bool:
-    """Whether emulators currently evaluate with plain ``jax.lax`` ops."""
+    """Whether emulators currently evaluate with plain `jax.lax` ops."""
     return _MODE.value in ("lax", "lax_conv")
 
 
 def using_lax_conv_ops() -> bool:
-    """Whether convolutions must stay ``lax.conv_general_dilated`` primitives now."""
+    """Whether convolutions must stay `lax.conv_general_dilated` primitives now."""
     return _MODE.value == "lax_conv"
 
 
 def periodic_pad(x: Float[Array, "batch *space channel"], kernel_size: tuple[int, ...]):
     """Wrap-pad the spatial axes of a channel-last batch for a 'same' periodic conv.
 
-    An even kernel gets the extra cell on the right, as equinox/PyTorch ``'SAME'``
+    An even kernel gets the extra cell on the right, as equinox/PyTorch `'SAME'`
     circular padding does (the trainax quickstart's kernel-2 stencil relies on it).
     """
     widths = [(0, 0)]
@@ -94,16 +94,16 @@ def periodic_conv(
     with left = (k - 1) // 2 per axis (an even kernel reaches one cell further right).
 
     Three evaluations with equal outputs (up to float rounding):
-    - default: braintrace's ETP convolution primitive, so ``braintrace.compile`` can
+    - default: braintrace's ETP convolution primitive, so `braintrace.compile` can
       build eligibility traces through it;
     - inside `lax_ops()`: one matrix product of the k shifted copies of the input
       (im2col with periodic shifts, no padding). XLA:CPU runs convolution primitives
-      inside a ``while``/``scan`` body (every rollout, every trainer loop) 5-10x slower
+      inside a `while`/`scan` body (every rollout, every trainer loop) 5-10x slower
       than at top level, while matrix products keep their speed (benchmarks/RESULTS.md,
       "Training speed on a realistic network");
     - inside `lax_conv_ops()`, or for a 1-D kernel in the height-1 2-D layout
-      ``(1, k, C_in, C_out)`` (K-FAC's layout, see `online_emulate.optim`):
-      ``lax.conv_general_dilated`` on the wrap-padded input, which K-FAC's graph matcher
+      `(1, k, C_in, C_out)` (K-FAC's layout, see `online_emulate.optim`):
+      `lax.conv_general_dilated` on the wrap-padded input, which K-FAC's graph matcher
       recognises. The bias is added in the broadcast form of its conv-with-bias pattern.
     """
     num_spatial_dims = x.ndim - 2

@@ -32,34 +32,34 @@ def evaluate_rollout(
 ) -> dict[str, Any]:
     """Roll a stepper out from reference initial states and score it step by step.
 
-    The rollout starts at ``trajectories[:, 0]`` and its step t (1-based) is compared
-    with ``trajectories[:, t]`` for t = 1, ..., num_steps.
+    The rollout starts at `trajectories[:, 0]` and its step t (1-based) is compared
+    with `trajectories[:, t]` for t = 1, ..., num_steps.
 
     Arguments:
-        stepper: one state ``(C, *N)`` -> next state (an emulator or any callable).
-        trajectories: reference trajectories, shape ``(B, T + 1, C, *N)``; time level 0
+        stepper: one state `(C, *N)` -> next state (an emulator or any callable).
+        trajectories: reference trajectories, shape `(B, T + 1, C, *N)`; time level 0
             holds the initial states.
-        num_steps: rollout length; default ``T`` (all reference levels). At most ``T``.
-        metrics: names of per-step metrics to compute, any of ``"nrmse"``, ``"rmse"``,
-            ``"mae"``, ``"correlation"`` (normalised inner product, see
-            ``correlation``).
+        num_steps: rollout length; default `T` (all reference levels). At most `T`.
+        metrics: names of per-step metrics to compute, any of `"nrmse"`, `"rmse"`,
+            `"mae"`, `"correlation"` (normalised inner product, see
+            `correlation`).
         summary_steps: the geometric-mean summary of nRMSE uses the first
-            ``min(summary_steps, num_steps)`` steps (apebench: 100).
-        decorrelation_threshold: threshold for ``steps_until_decorrelation``.
+            `min(summary_steps, num_steps)` steps (apebench: 100).
+        decorrelation_threshold: threshold for `steps_until_decorrelation`.
 
     Returns:
-        A dict with ``"num_steps"`` (int), each requested metric name mapped to its
-        per-step array ``(num_steps,)``, and summaries as plain Python numbers:
-        ``"mean_<metric>"`` (arithmetic mean over all steps) for each metric,
-        ``"nrmse_geometric_mean"`` and ``"nrmse_geometric_mean_steps"`` if nRMSE was
-        requested, ``"steps_until_decorrelation"`` if correlation was requested. Pass
-        the dict through ``to_json_dict`` for JSON.
+        A dict with `"num_steps"` (int), each requested metric name mapped to its
+        per-step array `(num_steps,)`, and summaries as plain Python numbers:
+        `"mean_<metric>"` (arithmetic mean over all steps) for each metric,
+        `"nrmse_geometric_mean"` and `"nrmse_geometric_mean_steps"` if nRMSE was
+        requested, `"steps_until_decorrelation"` if correlation was requested. Pass
+        the dict through `to_json_dict` for JSON.
 
     Raises:
-        ValueError: if ``trajectories`` has fewer than 4 axes (batch, time, channel,
-            space) or fewer than 2 time levels, if ``num_steps`` is not in
+        ValueError: if `trajectories` has fewer than 4 axes (batch, time, channel,
+            space) or fewer than 2 time levels, if `num_steps` is not in
             [1, T], if a metric name is unknown or repeated, or for a bad
-            ``summary_steps`` / ``decorrelation_threshold``.
+            `summary_steps` / `decorrelation_threshold`.
     """
     shape = shape_of(trajectories)
     if len(shape) < 3:
@@ -117,19 +117,19 @@ def evaluate_rollout(
 
 
 def to_json_dict(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert a result dict (e.g. from ``evaluate_rollout``) to JSON-serialisable form.
+    """Convert a result dict (e.g. from `evaluate_rollout`) to JSON-serialisable form.
 
     Arrays become (nested) lists of Python floats/ints/bools, scalar arrays and NumPy
     scalars become Python numbers, nested mappings / lists / tuples are converted
-    recursively, and ``nan``/``inf`` are kept as floats (``json.dumps`` writes them as
-    ``NaN``/``Infinity`` unless ``allow_nan=False``).
+    recursively, and `nan`/`inf` are kept as floats (`json.dumps` writes them as
+    `NaN`/`Infinity` unless `allow_nan=False`).
 
     Arguments:
         results: a mapping with string keys.
 
     Returns:
-        A new dict containing only ``dict``, ``list``, ``str``, ``int``, ``float``,
-        ``bool`` and ``None``.
+        A new dict containing only `dict`, `list`, `str`, `int`, `float`,
+        `bool` and `None`.
 
     Raises:
         ValueError: if a key is not a string or a value has an unsupported type.

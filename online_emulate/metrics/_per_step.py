@@ -1,7 +1,7 @@
 """Per-rollout-step error metrics on batched trajectories.
 
 Every metric reduces channel and space per sample and per step, then averages over
-the batch, mapping ``(B, T, C, *N)`` prediction/reference pairs to a ``(T,)`` array.
+the batch, mapping `(B, T, C, *N)` prediction/reference pairs to a `(T,)` array.
 """
 
 from __future__ import annotations
@@ -80,16 +80,16 @@ def nrmse(
     RMSE(pred - ref) / RMS(ref). This is the apebench/exponax convention.
 
     Arguments:
-        pred: predicted trajectories, shape ``(B, T, C, *N)``.
+        pred: predicted trajectories, shape `(B, T, C, *N)`.
         ref: reference trajectories, same shape.
-        eps: added to the reference norm; the default 0 gives ``inf`` (or ``nan`` where
+        eps: added to the reference norm; the default 0 gives `inf` (or `nan` where
             the prediction is exact too) for a reference state that is identically zero.
 
     Returns:
-        The per-step nRMSE, shape ``(T,)``.
+        The per-step nRMSE, shape `(T,)`.
 
     Raises:
-        ValueError: if the shapes differ or have fewer than 3 axes, or ``eps < 0``.
+        ValueError: if the shapes differ or have fewer than 3 axes, or `eps < 0`.
     """
     check_trajectory_pair(pred, ref)
     if not eps >= 0:
@@ -108,11 +108,11 @@ def rmse(
     averaged over the batch b.
 
     Arguments:
-        pred: predicted trajectories, shape ``(B, T, C, *N)``.
+        pred: predicted trajectories, shape `(B, T, C, *N)`.
         ref: reference trajectories, same shape.
 
     Returns:
-        The per-step RMSE, shape ``(T,)``.
+        The per-step RMSE, shape `(T,)`.
 
     Raises:
         ValueError: if the shapes differ or have fewer than 3 axes.
@@ -132,11 +132,11 @@ def mae(
     averaged over the batch b.
 
     Arguments:
-        pred: predicted trajectories, shape ``(B, T, C, *N)``.
+        pred: predicted trajectories, shape `(B, T, C, *N)`.
         ref: reference trajectories, same shape.
 
     Returns:
-        The per-step MAE, shape ``(T,)``.
+        The per-step MAE, shape `(T,)`.
 
     Raises:
         ValueError: if the shapes differ or have fewer than 3 axes.
@@ -154,24 +154,24 @@ def correlation(
     """Correlation between prediction and reference per rollout step.
 
     Channel and space of each sample and step are flattened into one vector. By default
-    (``centered=False``) this is the normalised inner product (cosine similarity), the
+    (`centered=False`) this is the normalised inner product (cosine similarity), the
     convention of apebench:
 
         corr[b, t] = <pred[b, t], ref[b, t]> / (||pred[b, t]||_2 * ||ref[b, t]||_2)
 
-    With ``centered=True`` the spatial-and-channel mean of each vector is subtracted
+    With `centered=True` the spatial-and-channel mean of each vector is subtracted
     first, which gives the Pearson correlation coefficient. The two agree for
     zero-mean fields (e.g. periodic problems with a conserved zero mean). The result is
-    the mean over the batch b; it lies in [-1, 1], and is ``nan`` where a vector has zero
+    the mean over the batch b; it lies in [-1, 1], and is `nan` where a vector has zero
     norm (e.g. a prediction that collapsed to zero).
 
     Arguments:
-        pred: predicted trajectories, shape ``(B, T, C, *N)``.
+        pred: predicted trajectories, shape `(B, T, C, *N)`.
         ref: reference trajectories, same shape.
         centered: False for the normalised inner product, True for Pearson.
 
     Returns:
-        The per-step correlation, shape ``(T,)``.
+        The per-step correlation, shape `(T,)`.
 
     Raises:
         ValueError: if the shapes differ or have fewer than 3 axes.

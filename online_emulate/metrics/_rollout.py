@@ -24,35 +24,35 @@ def rollout(
 ) -> Float[Array, "batch time channel *space"]:
     """Roll a stepper out autoregressively from a batch of initial states.
 
-    The stepper acts on ONE sample ``(C, *N)`` (the library-wide convention); it is
-    ``jax.vmap``-ed over the batch (a model, or a `BatchStepper`, steps the batch whole)
-    and iterated with ``jax.lax.scan``:
+    The stepper acts on ONE sample `(C, *N)` (the library-wide convention); it is
+    `jax.vmap`-ed over the batch (a model, or a `BatchStepper`, steps the batch whole)
+    and iterated with `jax.lax.scan`:
 
         u_0 = initial_states,   u_{t+1} = stepper(u_t)   for t = 0, ..., num_steps - 1.
 
     Any callable works (e.g. an exponax reference stepper), and so does every model
     kind the trainers accept (a brainstate module, an equinox module, an
-    ``(apply, params)`` pair; see ``online_emulate.emulators.adapt``), evaluated at its
-    current parameters with plain ``jax.lax`` ops; models are only read, never written.
+    `(apply, params)` pair; see `online_emulate.emulators.adapt`), evaluated at its
+    current parameters with plain `jax.lax` ops; models are only read, never written.
 
     Arguments:
-        stepper: ``stepper(u) -> u_next`` mapping one state ``(C, *N)`` to the next state
+        stepper: `stepper(u) -> u_next` mapping one state `(C, *N)` to the next state
             of the same shape and dtype, or a model (see above).
-        initial_states: the batch of initial states, shape ``(B, C, *N)``.
-        num_steps: number of autoregressive steps ``T`` (an integer >= 0).
+        initial_states: the batch of initial states, shape `(B, C, *N)`.
+        num_steps: number of autoregressive steps `T` (an integer >= 0).
         include_init: if True, prepend the initial states, so the time axis holds
-            ``u_0, ..., u_T``; otherwise it holds ``u_1, ..., u_T``.
+            `u_0, ..., u_T`; otherwise it holds `u_1, ..., u_T`.
 
     Returns:
-        The trajectories, shape ``(B, T, C, *N)`` (``(B, T + 1, C, *N)`` with
-        ``include_init=True``).
+        The trajectories, shape `(B, T, C, *N)` (`(B, T + 1, C, *N)` with
+        `include_init=True`).
 
     Raises:
-        ValueError: if ``initial_states`` has fewer than 2 axes (or, for an emulator
-            exposing ``num_spatial_dims``, not ``num_spatial_dims + 2`` axes), if
-            ``num_steps`` is not a non-negative integer, or if the stepper does not
+        ValueError: if `initial_states` has fewer than 2 axes (or, for an emulator
+            exposing `num_spatial_dims`, not `num_spatial_dims + 2` axes), if
+            `num_steps` is not a non-negative integer, or if the stepper does not
             return a state of the same shape as its input.
-        TypeError: if ``stepper`` is neither callable nor a model.
+        TypeError: if `stepper` is neither callable nor a model.
     """
     shape = shape_of(initial_states)
     model = stepper

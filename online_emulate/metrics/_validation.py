@@ -15,7 +15,7 @@ def shape_of(x) -> tuple[int, ...]:
 
 
 def check_trajectory_pair(pred, ref, *, pred_name: str = "pred", ref_name: str = "ref"):
-    """Check that ``pred`` and ``ref`` are both ``(B, T, C, *N)`` with equal shapes.
+    """Check that `pred` and `ref` are both `(B, T, C, *N)` with equal shapes.
 
     Raises:
         ValueError: if either has fewer than 3 axes or if the shapes differ.
@@ -35,7 +35,7 @@ def check_trajectory_pair(pred, ref, *, pred_name: str = "pred", ref_name: str =
 
 
 def check_per_step(values, name: str) -> int:
-    """Check that ``values`` is a non-empty 1-D per-step array; return its length."""
+    """Check that `values` is a non-empty 1-D per-step array; return its length."""
     shape = shape_of(values)
     if len(shape) != 1 or shape[0] == 0:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Curvature-aware optimisation with kfac-jax (optional: ``pip install -e ".[kfac]"``).
+"""Curvature-aware optimisation with kfac-jax (optional: `pip install -e ".[kfac]"`).
 
 `KFAC` drives the trainers' K-FAC loop; `KFACPreconditioner` is an optax transformation
 for online gradients; `RolloutCurvature` is the curvature model both use. The kfac-jax

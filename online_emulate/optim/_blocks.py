@@ -21,12 +21,12 @@ def block_report(estimator, params: Any, kfac_jax=None) -> list[tuple[str, tuple
     """The curvature blocks of a finalised kfac estimator.
 
     Arguments:
-        estimator: a finalised ``kfac_jax`` block-diagonal curvature estimator.
+        estimator: a finalised `kfac_jax` block-diagonal curvature estimator.
         params: the parameter PyTree it was finalised with.
 
     Returns:
         One `(block class name, parameter paths)` per block, paths like
-        ``"layers/0/weight"``.
+        `"layers/0/weight"`.
     """
     paths = _param_paths(params)
     return [

@@ -1,11 +1,11 @@
 """Importing kfac-jax, and our compatibility shim for kfac-jax 0.0.8 on new jax.
 
 kfac-jax 0.0.8 evaluates single jaxpr equations with
-``subfuns, params = eqn.primitive.get_bind_params(eqn.params)``; newer jax returns one
+`subfuns, params = eqn.primitive.get_bind_params(eqn.params)`; newer jax returns one
 dict there (call primitives put their sub-functions into it), so the first
-``Optimizer.step`` fails with "too many values to unpack". We probe whether the
+`Optimizer.step` fails with "too many values to unpack". We probe whether the
 installed kfac-jax evaluates a small equation correctly and, only if it does not,
-replace ``kfac_jax._src.tag_graph_matcher.eval_jaxpr_eqn`` by a version that handles
+replace `kfac_jax._src.tag_graph_matcher.eval_jaxpr_eqn` by a version that handles
 both conventions.
 """
 
@@ -36,16 +36,16 @@ _SHIM_APPLIED = False
 
 
 def _probe_eqn():
-    """A small jaxpr equation (``sin``) and an input for it."""
+    """A small jaxpr equation (`sin`) and an input for it."""
     x = jnp.asarray(0.5, jnp.float32)
     return jax.make_jaxpr(jnp.sin)(x).eqns[0], x
 
 
 def bind_params_convention() -> str:
-    """What ``Primitive.get_bind_params`` returns in the installed jax.
+    """What `Primitive.get_bind_params` returns in the installed jax.
 
     Returns:
-        ``"pair"`` for the old ``(subfuns, params)`` tuple, ``"dict"`` for the newer
+        `"pair"` for the old `(subfuns, params)` tuple, `"dict"` for the newer
         single dict.
     """
     eqn, _ = _probe_eqn()
@@ -68,7 +68,7 @@ def eval_eqn_works(eval_jaxpr_eqn: Callable) -> bool:
 
 
 def _compatible_eval_jaxpr_eqn(eqn, in_values: list) -> list:
-    """Evaluate one jaxpr equation under either ``get_bind_params`` convention."""
+    """Evaluate one jaxpr equation under either `get_bind_params` convention."""
     bound = eqn.primitive.get_bind_params(eqn.params)
     if isinstance(bound, dict):
         subfuns, bind_params = (), bound
@@ -83,11 +83,11 @@ def kfac_needs_shim(tag_graph_matcher: Any | None = None) -> bool:
     """Whether the installed kfac-jax fails to evaluate jaxpr equations of this jax.
 
     Arguments:
-        tag_graph_matcher: the module holding ``eval_jaxpr_eqn`` (default: the
-            installed ``kfac_jax._src.tag_graph_matcher``).
+        tag_graph_matcher: the module holding `eval_jaxpr_eqn` (default: the
+            installed `kfac_jax._src.tag_graph_matcher`).
 
     Returns:
-        True when kfac-jax's ``eval_jaxpr_eqn`` fails on a probe equation.
+        True when kfac-jax's `eval_jaxpr_eqn` fails on a probe equation.
     """
     if tag_graph_matcher is None:
         tag_graph_matcher = importlib.import_module("kfac_jax._src.tag_graph_matcher")
@@ -97,7 +97,7 @@ def kfac_needs_shim(tag_graph_matcher: Any | None = None) -> bool:
 def apply_kfac_shim() -> bool:
     """Patch kfac-jax's equation evaluator if (and only if) it needs it.
 
-    Idempotent. The tracer module calls ``tag_graph_matcher.eval_jaxpr_eqn`` through
+    Idempotent. The tracer module calls `tag_graph_matcher.eval_jaxpr_eqn` through
     the module, so replacing the module attribute reaches every caller.
 
     Returns:
@@ -124,7 +124,7 @@ def import_kfac():
     """Import kfac_jax, applying the compatibility shim when needed.
 
     Returns:
-        The ``kfac_jax`` module.
+        The `kfac_jax` module.
 
     Raises:
         ImportError: if kfac-jax is not installed (the message says how to install it).

@@ -116,7 +116,7 @@ class RolloutCurvature:
     teacher-forcing resets), with the network's own chain `u_{t+1} = apply(p, u_t)` from
     `u_0 = data[:, 0]` rolled out by the library's rollout kernel with those events:
 
-    * `estimator_loss(p, (data, states))` (kfac's ``value_func_for_estimator``, which
+    * `estimator_loss(p, (data, states))` (kfac's `value_func_for_estimator`, which
       builds the Kronecker factors): ONE network step applied to the network's rollout
       states `u_0 .. u_{R-1}` (`states(p, data)`, computed beforehand without gradient,
       time folded into the batch, `B * R` rows), its output registered as a squared

@@ -20,7 +20,7 @@ from ._layout import lift_params, lifted_leaf_mask, lower_params
 
 __all__ = ["KFAC", "DEFAULT_KFAC_OPTIONS", "auto_curvature_scale", "check_kfac_options"]
 
-#: Defaults we choose; every other ``kfac_jax.Optimizer`` option keeps kfac's default.
+#: Defaults we choose; every other `kfac_jax.Optimizer` option keeps kfac's default.
 DEFAULT_KFAC_OPTIONS: dict[str, Any] = dict(
     l2_reg=0.0,
     use_adaptive_learning_rate=True,
@@ -103,14 +103,14 @@ class KFAC:
     Do not jit `init`/`step` (kfac compiles internally).
 
     Arguments:
-        curvature_scale: factor on the registered losses, or ``"auto"`` (default,
+        curvature_scale: factor on the registered losses, or `"auto"` (default,
             1.0: they already have the scale of the configuration's weighted rollout
             MSE).
         check_blocks: warn (naming them) about parameters that fell back to a
             diagonal/generic block after `init`. Default True.
-        **kfac_options: any keyword of ``kfac_jax.Optimizer`` except
-            ``value_and_grad_func``, ``value_func_for_estimator`` and
-            ``batch_size_extractor``; they override `DEFAULT_KFAC_OPTIONS` (adaptive
+        **kfac_options: any keyword of `kfac_jax.Optimizer` except
+            `value_and_grad_func`, `value_func_for_estimator` and
+            `batch_size_extractor`; they override `DEFAULT_KFAC_OPTIONS` (adaptive
             learning rate, momentum and damping, initial damping 1e-2, no burn-in).
 
     Raises:
@@ -282,7 +282,7 @@ class KFAC:
 
     @property
     def optimizer(self):
-        """The underlying ``kfac_jax.Optimizer`` (after `init`)."""
+        """The underlying `kfac_jax.Optimizer` (after `init`)."""
         return self._optimizer
 
 

@@ -3,7 +3,7 @@
 kfac-jax only recognises 2-D NHWC/HWIO convolutions whose kernel is itself a
 parameter (a reshape between the parameter and the convolution hides it from the graph
 matcher). So K-FAC works on a copy of the parameters in which every 1-D kernel
-``(k, C_in, C_out)`` is stored as ``(1, k, C_in, C_out)``; the emulators' lax path
+`(k, C_in, C_out)` is stored as `(1, k, C_in, C_out)`; the emulators' lax path
 evaluates such a kernel as a height-1 2-D convolution with identical outputs.
 """
 

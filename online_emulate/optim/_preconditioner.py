@@ -31,7 +31,7 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
 
     For gradients computed elsewhere (online estimators, truncated BPTT, ...): the
     curvature comes from the one-step squared-error loss of `apply` over a window
-    (time folded into the batch), estimated with ``kfac_jax.OptaxPreconditioner``.
+    (time folded into the batch), estimated with `kfac_jax.OptaxPreconditioner`.
     It returns the preconditioned gradient `(F + damping I)^-1 g`, with no sign or step
     size, so chain it with an optax optimizer::
 
@@ -52,10 +52,10 @@ class KFACPreconditioner(optax.GradientTransformationExtraArgs):
         damping: Tikhonov damping added to the curvature. Default 1e-3.
         curvature_scale: factor on the registered one-step loss. Default 1.0.
         check_blocks: warn naming parameters that fell back to diagonal/generic blocks.
-        **kfac_options: any keyword of ``kfac_jax.OptaxPreconditioner`` except
-            ``value_func`` and ``batch_size_extractor``. ``pmap_axis_name`` defaults
+        **kfac_options: any keyword of `kfac_jax.OptaxPreconditioner` except
+            `value_func` and `batch_size_extractor`. `pmap_axis_name` defaults
             to None (one device, no collectives; works inside jit / while_loop); name
-            the axis only when `update` runs under ``jax.pmap``.
+            the axis only when `update` runs under `jax.pmap`.
 
     Raises:
         ImportError: kfac-jax is not installed (the message says how to install it).

@@ -1,8 +1,8 @@
 """Figures for training and evaluation, drawn with matplotlib's Agg canvas.
 
-Every function writes a PNG to ``path`` and returns ``path``; passing ``ax=`` (an
+Every function writes a PNG to `path` and returns `path`; passing `ax=` (an
 existing matplotlib Axes, e.g. in a notebook) draws into it and returns its figure
-instead. Nothing here calls ``pyplot`` or changes the global matplotlib backend.
+instead. Nothing here calls `pyplot` or changes the global matplotlib backend.
 """
 
 from ._curves import plot_error_vs_step, plot_loss_history

@@ -43,17 +43,17 @@ def plot_loss_history(
     Arguments:
         histories: a 1-D array of losses (one per update) or a dict label -> 1-D array
             (curves may have different lengths).
-        path: PNG file to write. Required when ``ax`` is None.
+        path: PNG file to write. Required when `ax` is None.
         log: logarithmic loss axis (non-positive values are not drawn).
         ax: an existing matplotlib Axes to draw into (e.g. in a notebook).
 
     Returns:
-        ``path`` when ``ax`` is None, otherwise the figure of ``ax`` (also saved to
-        ``path`` if one was given).
+        `path` when `ax` is None, otherwise the figure of `ax` (also saved to
+        `path` if one was given).
 
     Raises:
         ValueError: for an empty dict, a curve that is not a non-empty 1-D numeric array,
-            a missing ``path`` with ``ax=None``, or an ``ax`` that is not an Axes.
+            a missing `path` with `ax=None`, or an `ax` that is not an Axes.
     """
     return _plot(histories, "histories", path, ax, 0, log=log, xlabel="update step",
                  ylabel="loss")
@@ -70,19 +70,19 @@ def plot_error_vs_step(
     """Plot per-step rollout errors, step 1 being the first predicted state.
 
     Arguments:
-        errors: a dict label -> per-step array ``(T,)`` (e.g. ``evaluate_rollout(...)
-            ["nrmse"]`` for several emulators), or one bare array.
-        path: PNG file to write. Required when ``ax`` is None.
+        errors: a dict label -> per-step array `(T,)` (e.g. `evaluate_rollout(...)
+            ["nrmse"]` for several emulators), or one bare array.
+        path: PNG file to write. Required when `ax` is None.
         ylabel: label of the error axis.
         log: logarithmic error axis (non-positive values are not drawn).
         ax: an existing matplotlib Axes to draw into.
 
     Returns:
-        ``path`` when ``ax`` is None, otherwise the figure of ``ax``.
+        `path` when `ax` is None, otherwise the figure of `ax`.
 
     Raises:
         ValueError: for an empty dict, a curve that is not a non-empty 1-D numeric array,
-            a missing ``path`` with ``ax=None``, or an ``ax`` that is not an Axes.
+            a missing `path` with `ax=None`, or an `ax` that is not an Axes.
     """
     return _plot(errors, "errors", path, ax, 1, log=log, xlabel="rollout step",
                  ylabel=ylabel)

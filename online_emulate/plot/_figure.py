@@ -1,7 +1,7 @@
 """Figure plumbing shared by the plotting functions: Agg-only figures, saving, checks.
 
-Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never through
-``pyplot``, so nothing here changes the global backend, opens a window or leaks figures.
+Figures are built with `matplotlib.figure.Figure` on an Agg canvas, never through
+`pyplot`, so nothing here changes the global backend, opens a window or leaks figures.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ DPI = 120
 
 
 def new_figure(figsize=(6.0, 4.0), ncols: int = 1, **subplot_kw):
-    """A fresh Agg figure and its axes (one axes, or an array of ``ncols``)."""
+    """A fresh Agg figure and its axes (one axes, or an array of `ncols`)."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols, **subplot_kw)
@@ -25,9 +25,9 @@ def new_figure(figsize=(6.0, 4.0), ncols: int = 1, **subplot_kw):
 
 
 def check_target(path, ax, *, num_axes: int = 1):
-    """Check the ``path``/``ax`` pair: ``ax=None`` needs a path; ``ax`` must be axes.
+    """Check the `path`/`ax` pair: `ax=None` needs a path; `ax` must be axes.
 
-    With ``num_axes > 1``, ``ax`` must be a sequence of that many axes.
+    With `num_axes > 1`, `ax` must be a sequence of that many axes.
     """
     if ax is None:
         if path is None:
@@ -51,7 +51,7 @@ def check_target(path, ax, *, num_axes: int = 1):
 
 
 def finish(fig: Figure, path, ax_given: bool) -> Any:
-    """Save ``fig`` as PNG to ``path`` (if any); return the path, or the figure if the
+    """Save `fig` as PNG to `path` (if any); return the path, or the figure if the
     caller supplied the axes."""
     if path is not None:
         fig.savefig(path, format="png", dpi=DPI)
@@ -59,7 +59,7 @@ def finish(fig: Figure, path, ax_given: bool) -> Any:
 
 
 def as_curve(values, name: str) -> np.ndarray:
-    """Convert ``values`` to a non-empty 1-D float array, or raise ``ValueError``."""
+    """Convert `values` to a non-empty 1-D float array, or raise `ValueError`."""
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as error:
@@ -72,7 +72,7 @@ def as_curve(values, name: str) -> np.ndarray:
 
 
 def as_curves(curves, name: str, default_label: str) -> dict[str, np.ndarray]:
-    """A mapping label -> 1-D array (a bare array gets ``default_label``)."""
+    """A mapping label -> 1-D array (a bare array gets `default_label`)."""
     if isinstance(curves, dict):
         if not curves:
             raise ValueError(f"{name}: expected a non-empty dict or an array, got an empty dict")

@@ -20,18 +20,18 @@ def plot_memory_vs_rollout(
     """Log-log plot of memory against rollout length, one line per estimator (in MiB).
 
     Arguments:
-        table: ``{estimator_name: {num_rollout_steps: bytes}}``, e.g.
-            ``{"BPTT": {1: 1.2e6, 10: 9.8e6}, "ETrace": {1: 1.1e6, 10: 1.1e6}}``.
+        table: `{estimator_name: {num_rollout_steps: bytes}}`, e.g.
+            `{"BPTT": {1: 1.2e6, 10: 9.8e6}, "ETrace": {1: 1.1e6, 10: 1.1e6}}`.
             Rollout lengths must be positive integers and byte counts positive numbers.
-        path: PNG file to write. Required when ``ax`` is None.
+        path: PNG file to write. Required when `ax` is None.
         ax: an existing matplotlib Axes to draw into.
 
     Returns:
-        ``path`` when ``ax`` is None, otherwise the figure of ``ax``.
+        `path` when `ax` is None, otherwise the figure of `ax`.
 
     Raises:
         ValueError: for an empty table or row, non-positive or non-numeric entries, or
-            unusable ``path``/``ax`` arguments.
+            unusable `path`/`ax` arguments.
     """
     check_target(path, ax)
     if not isinstance(table, Mapping) or not table:

@@ -5,16 +5,16 @@ configuration are drawn like it); the drawing reads the configuration's attribut
 
 Visual language:
 
-* circles on the top row: the main chain; ``u_0`` (grey square) comes from the data,
-  ``û_t`` are network outputs, blue arrows are network steps ``f``;
-* green arrows / green nodes: reference-stepper (physics) steps ``P``;
+* circles on the top row: the main chain; `u_0` (grey square) comes from the data,
+  `û_t` are network outputs, blue arrows are network steps `f`;
+* green arrows / green nodes: reference-stepper (physics) steps `P`;
 * diverted chains with branches longer than one step: each branch is drawn as its own
   block, starting from a dotted copy of the main-chain state it branches off;
 * grey squares: data (reference trajectory) time levels;
 * red circles: loss terms (labelled with their weight when weights are not all 1;
-  zero-weight terms are omitted); ``R`` marks a residuum loss;
+  zero-weight terms are omitted); `R` marks a residuum loss;
 * grey dashed segments beside an edge: the gradient (cotangent) along that edge is cut
-  by a ``stop_gradient``.
+  by a `stop_gradient`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ _R_LOSS = 0.16
 
 
 class _Drawer:
-    """Lays out nodes, edges and losses in data coordinates and draws them on ``ax``
-    (``ax=None``: a dry run that only validates and measures the layout)."""
+    """Lays out nodes, edges and losses in data coordinates and draws them on `ax`
+    (`ax=None`: a dry run that only validates and measures the layout)."""
 
     def __init__(self, ax):
         self.ax = ax
@@ -117,7 +117,7 @@ class _Drawer:
                                 linewidth=1.6, zorder=2))
 
     def loss(self, x, y, links, *, weight=None, label="L"):
-        """A loss circle at (x, y) connected to the points in ``links`` ((point, cut))."""
+        """A loss circle at (x, y) connected to the points in `links` ((point, cut))."""
         self._extent(x, y)
         if self.ax is None:
             return
@@ -399,38 +399,38 @@ def plot_configuration_schematic(
 ) -> Any:
     """Draw a schematic of a training configuration.
 
-    The top row is the main chain ``u_0 -> û_1 -> ... -> û_R`` of network steps; data
+    The top row is the main chain `u_0 -> û_1 -> ... -> û_R` of network steps; data
     levels, reference-stepper branches (diverted chains) and physics steps (mix chains)
     are drawn below or beside it, loss terms as red circles linked to what they compare,
-    and every cut gradient (``cut_bptt`` / ``cut_bptt_every``, ``cut_div_chain``,
-    ``cut_prev`` / ``cut_next``, teacher-forcing resets) as a grey dashed segment
-    alongside the edge whose cotangent it stops. A ``Composite`` is drawn as its parts
+    and every cut gradient (`cut_bptt` / `cut_bptt_every`, `cut_div_chain`,
+    `cut_prev` / `cut_next`, teacher-forcing resets) as a grey dashed segment
+    alongside the edge whose cotangent it stops. A `Composite` is drawn as its parts
     stacked, each captioned with its weight.
 
-    The configuration is one of ``online_emulate.configuration``'s Supervised,
+    The configuration is one of `online_emulate.configuration`'s Supervised,
     DivertedChain, DivertedChainBranchOne, MixChainPostPhysics, MixChainPrePhysics,
-    Residuum, TeacherForcing or Composite (or a subclass); read are ``num_rollout_steps``,
-    ``num_branch_steps``, ``num_post_physics_steps``, ``num_pre_physics_steps``,
-    ``reset_every``, ``cut_bptt``, ``cut_bptt_every``, ``cut_div_chain``, ``cut_prev``,
-    ``cut_next``, ``time_level_weights``, ``branch_level_weights`` (missing ones take
-    their defaults); a Composite needs ``configurations`` (and optionally ``weights``).
+    Residuum, TeacherForcing or Composite (or a subclass); read are `num_rollout_steps`,
+    `num_branch_steps`, `num_post_physics_steps`, `num_pre_physics_steps`,
+    `reset_every`, `cut_bptt`, `cut_bptt_every`, `cut_div_chain`, `cut_prev`,
+    `cut_next`, `time_level_weights`, `branch_level_weights` (missing ones take
+    their defaults); a Composite needs `configurations` (and optionally `weights`).
 
     Arguments:
         configuration: the configuration object.
-        path: PNG file to write. Required when ``ax`` is None.
+        path: PNG file to write. Required when `ax` is None.
         ax: an existing matplotlib Axes to draw into.
         title: figure title; default: a one-line description of the configuration.
 
     Returns:
-        ``path`` when ``ax`` is None, otherwise the figure of ``ax``.
+        `path` when `ax` is None, otherwise the figure of `ax`.
 
     Raises:
         TypeError: for an object that is not one of those configurations.
         ValueError: for attributes of the wrong kind (e.g. a non-positive step count,
-            too few weights), or unusable ``path``/``ax``.
+            too few weights), or unusable `path`/`ax`.
     """
     check_target(path, ax)
-    # dry run first, so that bad input raises before anything is drawn into ``ax``
+    # dry run first, so that bad input raises before anything is drawn into `ax`
     _check_supported(configuration)
     _draw_any(_Drawer(None), configuration, 0.0)
 

@@ -49,24 +49,24 @@ def plot_spacetime(
     """Draw reference | prediction | difference as space-time images (1-D space).
 
     Time runs upwards (row t = time level t), space to the right. Reference and
-    prediction share one colour scale; the difference ``prediction - reference`` uses a
+    prediction share one colour scale; the difference `prediction - reference` uses a
     symmetric diverging scale.
 
     Arguments:
-        reference: one reference trajectory, shape ``(T, C, N)`` or ``(T, N)``. (A
-            3-axis array is always read as ``(T, C, N)``.)
+        reference: one reference trajectory, shape `(T, C, N)` or `(T, N)`. (A
+            3-axis array is always read as `(T, C, N)`.)
         prediction: the predicted trajectory, same shape.
-        path: PNG file to write. Required when ``ax`` is None.
-        channel: which channel to draw for ``(T, C, N)`` input.
+        path: PNG file to write. Required when `ax` is None.
+        channel: which channel to draw for `(T, C, N)` input.
         ax: None, or a sequence of three Axes to draw the three panels into.
 
     Returns:
-        ``path`` when ``ax`` is None, otherwise the figure of the axes.
+        `path` when `ax` is None, otherwise the figure of the axes.
 
     Raises:
-        ValueError: if the shapes differ, are not ``(T, C, N)``/``(T, N)`` (2-D/3-D
-            spatial fields: pass a 1-D slice), ``channel`` is out of range, or the
-            ``path``/``ax`` arguments are unusable.
+        ValueError: if the shapes differ, are not `(T, C, N)`/`(T, N)` (2-D/3-D
+            spatial fields: pass a 1-D slice), `channel` is out of range, or the
+            `path`/`ax` arguments are unusable.
     """
     check_target(path, ax, num_axes=3)
     channel = check_int("channel", channel, minimum=0)

@@ -1,10 +1,10 @@
 """Reference trajectories and reference steppers for training PDE emulators.
 
-Every data generator returns float32 arrays laid out ``(samples, time, C, *N)``;
-every stepper acts on one state ``(C, *N)`` and is the exact stepper that produced
-that problem's data (usable as ``ref_stepper`` of diverted-chain configurations).
-``get_problem(name, **overrides)`` bundles both with metadata and with
-``sample_initial_conditions(num, key)``, the data's first level without the rollout
+Every data generator returns float32 arrays laid out `(samples, time, C, *N)`;
+every stepper acts on one state `(C, *N)` and is the exact stepper that produced
+that problem's data (usable as `ref_stepper` of diverted-chain configurations).
+`get_problem(name, **overrides)` bundles both with metadata and with
+`sample_initial_conditions(num, key)`, the data's first level without the rollout
 (what a trainer that streams from the solver draws).
 """
 

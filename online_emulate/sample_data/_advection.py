@@ -17,7 +17,7 @@ from ._exponax import check_band_limit
 
 def _shift_phase(num_points: int, cfl: float) -> np.ndarray:
     """Fourier multipliers exp(-i 2 pi m cfl / N), m = 0..N//2, for a shift by
-    ``cfl`` cells in the +x direction."""
+    `cfl` cells in the +x direction."""
     modes = np.arange(num_points // 2 + 1, dtype=np.float64)
     return np.exp(-2j * np.pi * modes * cfl / num_points)
 
@@ -25,7 +25,7 @@ def _shift_phase(num_points: int, cfl: float) -> np.ndarray:
 def advection_1d_stepper(
     num_points: int = 30, cfl: float = 0.75
 ) -> Callable[[Float[Array, "C num_points"]], Float[Array, "C num_points"]]:
-    """Exact time stepper of 1-D advection on a periodic grid of ``num_points`` cells.
+    """Exact time stepper of 1-D advection on a periodic grid of `num_points` cells.
 
     PDE (periodic domain, grid spacing dx, time step dt):
 
@@ -36,14 +36,14 @@ def advection_1d_stepper(
         u_{t+1}(x) = u_t(x - cfl * dx),
 
     applied as the Fourier multiplier exp(-i 2 pi m cfl / N) on mode m. Sign
-    convention: ``cfl > 0`` moves the field in the +x direction (towards larger
-    indices), ``cfl < 0`` in the -x direction. The natural linear emulator is the
-    first-order upwind (FOU) stencil: for ``cfl < 0`` (trainax's quickstart uses
-    -0.75) ``u_new[j] = (1 + cfl) * u[j] - cfl * u[j + 1]``, i.e. the correlation
-    kernel ``[1 + cfl, -cfl]`` over ``(u[j], u[j + 1])``; for ``cfl > 0``
-    ``u_new[j] = cfl * u[j - 1] + (1 - cfl) * u[j]``.
+    convention: `cfl > 0` moves the field in the +x direction (towards larger
+    indices), `cfl < 0` in the -x direction. The natural linear emulator is the
+    first-order upwind (FOU) stencil: for `cfl < 0` (trainax's quickstart uses
+    -0.75) `u_new[j] = (1 + cfl) * u[j] - cfl * u[j + 1]`, i.e. the correlation
+    kernel `[1 + cfl, -cfl]` over `(u[j], u[j + 1])`; for `cfl > 0`
+    `u_new[j] = cfl * u[j - 1] + (1 - cfl) * u[j]`.
 
-    A component at the Nyquist mode (even ``num_points``) cannot be shifted by a
+    A component at the Nyquist mode (even `num_points`) cannot be shifted by a
     real multiplier; it is scaled by cos(pi * cfl) (the real part), so the step is
     exact only for states without Nyquist content (all generated data).
 
@@ -52,13 +52,13 @@ def advection_1d_stepper(
         cfl: Courant number c * dt / dx (any real number; the step is exact).
 
     Returns:
-        A pure function ``stepper(u) -> u_next`` acting on one sample of shape
-        ``(C, num_points)`` (any leading axes; the shift acts on the last axis).
-        It is compatible with ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+        A pure function `stepper(u) -> u_next` acting on one sample of shape
+        `(C, num_points)` (any leading axes; the shift acts on the last axis).
+        It is compatible with `jax.jit`, `jax.vmap` and `jax.grad`.
 
     Raises:
-        TypeError / ValueError: for a non-integer or too small ``num_points`` or a
-            non-finite ``cfl``.
+        TypeError / ValueError: for a non-integer or too small `num_points` or a
+            non-finite `cfl`.
     """
     num_points = check_int("num_points", num_points, minimum=2)
     cfl = check_real("cfl", cfl)
@@ -83,7 +83,7 @@ def _draw_coefficients(
     key: PRNGKeyArray, num_samples: int, highest_init_mode: int
 ) -> tuple[Float[Array, "num_samples M"], Float[Array, "num_samples M"]]:
     """Sine and cosine amplitudes a_m, b_m ~ U(-1, 1), m = 1..M, per sample: one
-    key per sample (``split(key, num_samples)``), each split in three (sine,
+    key per sample (`split(key, num_samples)`), each split in three (sine,
     cosine, unused offset). Jitted apart from the grid evaluation so that its
     (slow to compile) random-bit generation is reused across grid sizes."""
 
@@ -119,23 +119,23 @@ def advection_1d_periodic(
     key: PRNGKeyArray,
 ) -> Float[Array, "num_samples temporal_horizon 1 num_points"]:
     """Trajectories of exact 1-D periodic advection (drop-in for trainax's
-    ``advection_1d_periodic``).
+    `advection_1d_periodic`).
 
     PDE: u_t + c u_x = 0 on a periodic grid of N cells, advanced by the exact
-    shift ``u_{t+1}(x) = u_t(x - cfl * dx)`` (see :func:`advection_1d_stepper` for
-    the sign convention: ``cfl < 0`` moves the field in the -x direction).
+    shift `u_{t+1}(x) = u_t(x - cfl * dx)` (see `advection_1d_stepper` for
+    the sign convention: `cfl < 0` moves the field in the -x direction).
 
-    Initial states: ``u_0(x) = sum_{m=1}^{highest_init_mode} a_m sin(m x) +
-    b_m cos(m x)`` on ``x_j = 2 pi j / N`` with independent ``a_m, b_m ~ U(-1, 1)``
-    (zero mean). The random draws follow trainax 0.0.2 (``key`` split into one key
+    Initial states: `u_0(x) = sum_{m=1}^{highest_init_mode} a_m sin(m x) +
+    b_m cos(m x)` on `x_j = 2 pi j / N` with independent `a_m, b_m ~ U(-1, 1)`
+    (zero mean). The random draws follow trainax 0.0.2 (`key` split into one key
     per sample, each split in three: sine, cosine, unused offset), so the same key
     gives the same data up to float rounding. The coefficients do not depend on
-    ``num_points``: one key gives the same continuous field at every resolution.
+    `num_points`: one key gives the same continuous field at every resolution.
 
-    Time levels: like trainax, the result holds ``temporal_horizon`` levels
-    ``u_0 .. u_{temporal_horizon-1}`` (NOT ``temporal_horizon + 1``, unlike the
-    exponax-based generators of this package; ``Problem.make_data`` of
-    ``"advection_1d"`` returns ``temporal_horizon + 1`` levels like every problem).
+    Time levels: like trainax, the result holds `temporal_horizon` levels
+    `u_0 .. u_{temporal_horizon-1}` (NOT `temporal_horizon + 1`, unlike the
+    exponax-based generators of this package; `Problem.make_data` of
+    `"advection_1d"` returns `temporal_horizon + 1` levels like every problem).
 
     Arguments:
         num_points: number of grid cells N (int >= 2, > 2 * highest_init_mode).
@@ -146,7 +146,7 @@ def advection_1d_periodic(
         key: JAX PRNG key.
 
     Returns:
-        float32 array of shape ``(num_samples, temporal_horizon, 1, num_points)``.
+        float32 array of shape `(num_samples, temporal_horizon, 1, num_points)`.
 
     Raises:
         TypeError / ValueError: naming the offending argument.
@@ -167,7 +167,7 @@ def advection_1d_periodic(
 @functools.partial(jax.jit, static_argnums=(3,))
 def _advect_series(sine_amplitudes, cosine_amplitudes, phases, num_points):
     """Evaluate u_0(x) = sum_m a_m sin(m x) + b_m cos(m x) on x_j = 2 pi j / N and
-    return the levels ``irfft(rfft(u_0) * phases[t])``."""
+    return the levels `irfft(rfft(u_0) * phases[t])`."""
     highest_init_mode = sine_amplitudes.shape[-1]
     x = jnp.arange(num_points) * (2.0 * jnp.pi / num_points)
     angles = jnp.arange(1, highest_init_mode + 1)[:, None] * x[None, :]
@@ -186,17 +186,17 @@ def advection_1d_initial_conditions(
     highest_init_mode: int = 5,
     cfl: float = 0.75,
 ) -> Float[Array, "num_samples 1 num_points"]:
-    """The first level of :func:`advection_1d_periodic` with the same arguments and key
+    """The first level of `advection_1d_periodic` with the same arguments and key
     (the same coefficient draws, evaluated the same way), without the shifted levels.
 
     Arguments:
         num_points, num_samples, key, highest_init_mode: as for
-            :func:`advection_1d_periodic`.
+            `advection_1d_periodic`.
         cfl: accepted so that a problem's parameters can be passed whole; the initial
             states do not depend on it.
 
     Returns:
-        float32 array ``(num_samples, 1, num_points)``.
+        float32 array `(num_samples, 1, num_points)`.
 
     Raises:
         TypeError / ValueError: naming the offending argument.

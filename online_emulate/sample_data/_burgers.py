@@ -21,7 +21,7 @@ def make_burgers_1d_stepper(
 
         u_t + b * 1/2 (u^2)_x = nu * u_xx,   b = convection_scale, nu = diffusivity,
 
-    integrated by exponax ``Burgers`` (ETDRK2, 2/3 dealiasing).
+    integrated by exponax `Burgers` (ETDRK2, 2/3 dealiasing).
     """
     return make_stepper(_SPEC, **locals())
 

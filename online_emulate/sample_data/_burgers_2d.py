@@ -23,7 +23,7 @@ def make_burgers_2d_stepper(
         (u_i)_t + b * 1/2 d_j (u_j u_i) = nu * Laplacian(u_i),
         b = convection_scale, nu = diffusivity,
 
-    integrated by exponax ``Burgers`` (ETDRK2, 2/3 dealiasing).
+    integrated by exponax `Burgers` (ETDRK2, 2/3 dealiasing).
     """
     return make_stepper(_SPEC, **locals())
 

@@ -21,7 +21,7 @@ def make_diffusion_1d_stepper(
 
         u_t = nu * u_xx,      nu = diffusivity,
 
-    solved exactly in Fourier space (exponax ``Diffusion``, mode k multiplied by
+    solved exactly in Fourier space (exponax `Diffusion`, mode k multiplied by
     exp(-nu (2 pi k / L)^2 dt) per step).
     """
     return make_stepper(_SPEC, **locals())

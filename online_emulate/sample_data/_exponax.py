@@ -31,13 +31,13 @@ class PDESpec:
     """One exponax problem.
 
     Attributes:
-        solver: class name in ``exponax.stepper`` (built as
-            ``solver(num_spatial_dims, domain_extent, num_points, dt, **options)``).
+        solver: class name in `exponax.stepper` (built as
+            `solver(num_spatial_dims, domain_extent, num_points, dt, **options)`).
         num_spatial_dims: number of spatial axes D.
         num_channels: number of channels C of one state.
-        physics: ``(name, sign)`` pairs in validation order; ``sign`` is
-            ``"positive"``, ``"nonnegative"`` or ``"real"``. ``dt`` and
-            ``domain_extent`` go to the solver positionally, the others as keywords.
+        physics: `(name, sign)` pairs in validation order; `sign` is
+            `"positive"`, `"nonnegative"` or `"real"`. `dt` and
+            `domain_extent` go to the solver positionally, the others as keywords.
     """
 
     solver: str
@@ -52,17 +52,17 @@ class PDESpec:
 
 _STEPPER_DOCS = """
     Returns:
-        An exponax stepper (an equinox module): ``stepper(u)`` maps one state
-        ``(C, *N)`` to the next; jit/vmap/grad compatible.
+        An exponax stepper (an equinox module): `stepper(u)` maps one state
+        `(C, *N)` to the next; jit/vmap/grad compatible.
 
     Raises:
         TypeError / ValueError: naming the offending argument.
 """
 
 _TRAJECTORY_DOCS = """
-    Initial states: per channel an exponax ``RandomTruncatedFourierSeries`` (Fourier
-    modes ``<= highest_init_mode`` along each axis, zero mean, max |u| = 1), one per
-    sample from ``jax.random.split(key, num_samples)``, advanced ``warmup_steps``
+    Initial states: per channel an exponax `RandomTruncatedFourierSeries` (Fourier
+    modes `<= highest_init_mode` along each axis, zero mean, max |u| = 1), one per
+    sample from `jax.random.split(key, num_samples)`, advanced `warmup_steps`
     discarded steps. The physics arguments are those of the problem's stepper.
 
     Arguments:
@@ -74,7 +74,7 @@ _TRAJECTORY_DOCS = """
         warmup_steps: steps taken and discarded before the first level (int >= 0).
 
     Returns:
-        float32 array ``(num_samples, temporal_horizon + 1, C, *N)``.
+        float32 array `(num_samples, temporal_horizon + 1, C, *N)`.
 
     Raises:
         TypeError / ValueError: naming the offending argument.
@@ -109,7 +109,7 @@ def trajectory_docs(function: Callable) -> Callable:
 
 
 def check_band_limit(highest_init_mode: int, num_points: int) -> None:
-    """Require ``2 * highest_init_mode < num_points`` (modes strictly below Nyquist).
+    """Require `2 * highest_init_mode < num_points` (modes strictly below Nyquist).
 
     Raises:
         ValueError: otherwise.
@@ -143,8 +143,8 @@ def _build(spec: PDESpec, num_points: int, values: tuple[float, ...]):
 
 
 def _band_limited_ic(num_spatial_dims: int, num_channels: int, highest_init_mode: int):
-    """exponax generator of random truncated Fourier series (modes ``<=
-    highest_init_mode`` along every axis, zero mean, max |u| = 1) per channel."""
+    """exponax generator of random truncated Fourier series (modes `<=
+    highest_init_mode` along every axis, zero mean, max |u| = 1) per channel."""
     single = ex.ic.RandomTruncatedFourierSeries(
         num_spatial_dims, cutoff=highest_init_mode, max_one=True
     )
@@ -201,12 +201,12 @@ def initial_conditions(
     **physics: Any,
 ) -> Float[Array, "num_samples C ..."]:
     """The first level of `trajectories` with the same arguments and key, without the
-    rollout: ``num_samples`` band-limited states (one key each,
-    ``jax.random.split(key, num_samples)``) advanced ``warmup_steps`` steps.
-    Traceable (a traced key works inside ``jax.jit``).
+    rollout: `num_samples` band-limited states (one key each,
+    `jax.random.split(key, num_samples)`) advanced `warmup_steps` steps.
+    Traceable (a traced key works inside `jax.jit`).
 
     Returns:
-        float32 array ``(num_samples, C, *N)``.
+        float32 array `(num_samples, C, *N)`.
 
     Raises:
         TypeError / ValueError: naming the offending argument.
@@ -227,14 +227,14 @@ def trajectories(
     warmup_steps: int,
     **physics: Any,
 ) -> Float[Array, "num_samples temporal_horizon+1 C ..."]:
-    """Validate every argument, draw ``num_samples`` band-limited initial states (one
-    key each, ``jax.random.split(key, num_samples)``), advance them ``warmup_steps``
-    steps (discarded), then roll out ``temporal_horizon`` steps with
-    ``exponax.rollout(stepper, temporal_horizon, include_init=True)`` vmapped over
+    """Validate every argument, draw `num_samples` band-limited initial states (one
+    key each, `jax.random.split(key, num_samples)`), advance them `warmup_steps`
+    steps (discarded), then roll out `temporal_horizon` steps with
+    `exponax.rollout(stepper, temporal_horizon, include_init=True)` vmapped over
     samples.
 
     Returns:
-        float32 array ``(num_samples, temporal_horizon + 1, C, *N)``.
+        float32 array `(num_samples, temporal_horizon + 1, C, *N)`.
 
     Raises:
         TypeError / ValueError: naming the offending argument.

@@ -21,7 +21,7 @@ def make_kuramoto_sivashinsky_1d_stepper(
 
         u_t + 1/2 (u^2)_x + u_xx + u_xxxx = 0,
 
-    integrated by exponax ``KuramotoSivashinskyConservative`` (ETDRK2, 2/3
+    integrated by exponax `KuramotoSivashinskyConservative` (ETDRK2, 2/3
     dealiasing). The dynamics are chaotic for domain lengths above about 22.
     """
     return make_stepper(_SPEC, **locals())
@@ -36,7 +36,7 @@ def kuramoto_sivashinsky_1d(
     """Trajectories of 1-D periodic Kuramoto-Sivashinsky,
     u_t + 1/2 (u^2)_x + u_xx + u_xxxx = 0, on its chaotic attractor.
 
-    The default ``warmup_steps=200`` (100 time units) starts every trajectory on the
+    The default `warmup_steps=200` (100 time units) starts every trajectory on the
     attractor. The stepper is `make_kuramoto_sivashinsky_1d_stepper`.
     """
     return trajectories(_SPEC, **locals())

@@ -31,24 +31,24 @@ class Problem:
     """One reference problem: its layout, its data generator and its stepper.
 
     Attributes:
-        name: registry name (e.g. ``"burgers_1d"``).
+        name: registry name (e.g. `"burgers_1d"`).
         num_spatial_dims: number of spatial axes D.
         num_channels: number of channels C.
         num_points: grid points per spatial axis N.
-        dt: time step between two levels (``1.0`` for ``"advection_1d"``, whose
-            time is measured in steps; its speed is given by ``params["cfl"]``).
-        make_data: ``make_data(num_samples, temporal_horizon, key)`` -> float32
-            array ``(num_samples, temporal_horizon + 1, C, *N)`` (every problem,
-            ``"advection_1d"`` included, returns ``temporal_horizon + 1`` levels).
+        dt: time step between two levels (`1.0` for `"advection_1d"`, whose
+            time is measured in steps; its speed is given by `params["cfl"]`).
+        make_data: `make_data(num_samples, temporal_horizon, key)` -> float32
+            array `(num_samples, temporal_horizon + 1, C, *N)` (every problem,
+            `"advection_1d"` included, returns `temporal_horizon + 1` levels).
         ref_stepper: the stepper that made the data, acting on one sample
-            ``(C, *N)``; jit/vmap/grad compatible.
+            `(C, *N)`; jit/vmap/grad compatible.
         params: every parameter the problem was built with (read-only mapping).
-        sample_initial_conditions: ``sample_initial_conditions(num, key)`` -> float32
-            ``(num, C, *N)``: the first level of ``make_data(num, T, key)`` (drawn
+        sample_initial_conditions: `sample_initial_conditions(num, key)` -> float32
+            `(num, C, *N)`: the first level of `make_data(num, T, key)` (drawn
             the same way from the same key, after the same warm-up steps), without
-            the rollout. With ``ref_stepper`` it lets a trainer stream the problem
-            from its solver (``trainer.StreamTrainer``); it can be traced (a traced
-            ``key`` inside ``jax.jit``; ``num`` is static).
+            the rollout. With `ref_stepper` it lets a trainer stream the problem
+            from its solver (`trainer.StreamTrainer`); it can be traced (a traced
+            `key` inside `jax.jit`; `num` is static).
     """
 
     name: str
@@ -63,15 +63,15 @@ class Problem:
 
     @property
     def state_shape(self) -> tuple[int, ...]:
-        """Shape ``(C, *N)`` of one state."""
+        """Shape `(C, *N)` of one state."""
         return (self.num_channels,) + (self.num_points,) * self.num_spatial_dims
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ProblemSpec:
-    """Registry entry: how to build a :class:`Problem` of one kind.
+    """Registry entry: how to build a `Problem` of one kind.
 
-    Call it (``spec(**overrides)``) to build the problem; ``defaults`` lists every
+    Call it (`spec(**overrides)`) to build the problem; `defaults` lists every
     parameter that may be overridden and its default value.
     """
 
@@ -83,7 +83,7 @@ class ProblemSpec:
     data_fn: Callable[..., Any]
     stepper_fn: Callable[..., Any]
     description: str
-    #: ``ic_fn(num_points, num_samples, key=, **data parameters)``: the data's first level
+    #: `ic_fn(num_points, num_samples, key=, **data parameters)`: the data's first level
     ic_fn: Callable[..., Any]
     extra_levels: int = 0
 
@@ -199,20 +199,20 @@ PROBLEMS: Mapping[str, ProblemSpec] = MappingProxyType(
 
 
 def get_problem(name: str, **overrides) -> Problem:
-    """Build the registered problem ``name`` with some parameters overridden.
+    """Build the registered problem `name` with some parameters overridden.
 
     Arguments:
-        name: one of ``PROBLEMS`` (``"advection_1d"``, ``"diffusion_1d"``,
-            ``"burgers_1d"``, ``"ks_1d"``, ``"burgers_2d"``).
-        **overrides: parameters to change from ``PROBLEMS[name].defaults``
-            (``num_points``, physics parameters such as ``dt`` or ``diffusivity``,
-            ``highest_init_mode``, ``warmup_steps``, ``cfl`` for advection).
+        name: one of `PROBLEMS` (`"advection_1d"`, `"diffusion_1d"`,
+            `"burgers_1d"`, `"ks_1d"`, `"burgers_2d"`).
+        **overrides: parameters to change from `PROBLEMS[name].defaults`
+            (`num_points`, physics parameters such as `dt` or `diffusivity`,
+            `highest_init_mode`, `warmup_steps`, `cfl` for advection).
 
     Returns:
-        A :class:`Problem`.
+        A `Problem`.
 
     Raises:
-        ValueError: unknown ``name`` (the message lists the valid names) or an
+        ValueError: unknown `name` (the message lists the valid names) or an
             invalid parameter value.
         TypeError: a parameter that the problem does not have, or of the wrong type.
     """

@@ -4,12 +4,12 @@ windows are drawn out, and nothing reaches the host.
 The buffer holds `buffer_size` windows `(L, C, *N)` in one array. Windows are offered
 one at a time, in order; the policy decides where an offered window goes:
 
-* ``"fifo"`` (the default): the n-th window offered (0-based) goes to slot
-  ``n % buffer_size``, replacing the oldest one. Every window stays for exactly
+* `"fifo"` (the default): the n-th window offered (0-based) goes to slot
+  `n % buffer_size`, replacing the oldest one. Every window stays for exactly
   `buffer_size` writes, so with `w` windows written per training step and `B` drawn
   per step, every window is drawn `B / w` times in expectation, whenever it was made,
   and no window is older than `buffer_size / w` steps: the buffer follows the stream.
-* ``"reservoir"`` (Vitter's algorithm R): the first `buffer_size` windows fill the
+* `"reservoir"` (Vitter's algorithm R): the first `buffer_size` windows fill the
   slots; the n-th one after that replaces a uniformly drawn slot with probability
   `buffer_size / (n + 1)` and is dropped otherwise, so at any time the buffer is a
   uniform sample of EVERYTHING offered so far. The price is freshness: after `n`
@@ -65,7 +65,7 @@ def offer(state: BufferState, windows: Float[Array, "K L C ..."], valid: Bool[Ar
         valid: which of them are offered.
         key: the buffer's key (the reservoir draws the slot of the n-th window from
             `fold_in(key, n)`, so its writes are a function of the key and the count).
-        policy: ``"fifo"`` or ``"reservoir"`` (see the module docstring).
+        policy: `"fifo"` or `"reservoir"` (see the module docstring).
 
     Returns:
         The new buffer state.
