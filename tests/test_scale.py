@@ -22,7 +22,6 @@ MULTI_DEVICE = textwrap.dedent(
     from online_emulate.sample_data import advection_1d_periodic
     from online_emulate.trainer import GeneralTrainer
     from online_emulate.trainer._program import batch_sharding, make_loss_and_grad
-    from online_emulate.emulators import adapt
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     data = advection_1d_periodic(num_points=16, num_samples=4, temporal_horizon=10, key=jax.random.PRNGKey(0))
@@ -50,9 +49,9 @@ MULTI_DEVICE = textwrap.dedent(
         runs[dp] = (get_params(trained), history.loss)
         # the compiled gradient program really is split over 4 devices (2 samples each)
         # with data_parallel=True, and holds the whole batch of 8 on one device without
+        bound = trainer.estimator.bind(config, emulator, state_shape=(1, 16))
         loss_and_grad = make_loss_and_grad(
-            trainer.estimator, config, adapt(emulator), ref_stepper=None, residuum_fn=None,
-            sharding=batch_sharding() if trainer.data_parallel else None)
+            bound, sharding=batch_sharding() if trainer.data_parallel else None)
         hlo = jax.jit(loss_and_grad).lower(params, batch).compile().as_text()
         assert ("num_partitions=4" in hlo) == dp, dp
         assert ("f32[2,1,16]" in hlo) == dp and ("f32[8,1,16]" in hlo) != dp, dp
