@@ -1,7 +1,9 @@
 """`Estimator.bind`: the pre-flight once, a jittable `value_and_grad`, and an estimator
-and a configuration defined here only, working through the library's entry points."""
+and a configuration defined here only, working through the library's entry points and,
+registered in the catalogues, through the command line and `estimators.plan`."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,13 @@ import optax
 import pytest
 
 import online_emulate as oe
-from online_emulate.configuration import BaseConfiguration, DivertedChainBranchOne, Supervised
+from online_emulate.cli import main
+from online_emulate.cli._factories import make_estimator
+from online_emulate.configuration import (CONFIGURATIONS, BaseConfiguration,
+                                          DivertedChainBranchOne, Supervised)
 from online_emulate.emulators import ConvNet, LinearStencil, functional
-from online_emulate.estimators import BPTT, ETrace, Estimator, TruncatedBPTT
+from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL, TruncatedBPTT,
+                                       compiled_temp_bytes, plan)
 from online_emulate.trainer import GeneralTrainer, OnlineTrainer, SupervisedTrainer
 
 
@@ -40,6 +46,9 @@ class LastState(BaseConfiguration):
 class ForwardDifferences(Estimator):
     """A toy: the gradient by central differences along each parameter (exact for the
     quadratic losses of linear models)."""
+
+    def __repr__(self):
+        return "ForwardDifferences()"
 
     def value_and_grad(self, configuration, model, params, data, *, ref_stepper=None,
                        residuum_fn=None):
@@ -169,3 +178,59 @@ def test_online_trainer_runs_through_the_binding():
         OnlineTrainer(estimator=TruncatedBPTT(2), reference_data=reference[:, :, :, :8][..., None],
                       rollout_length=6, update_every=2, batch_size=2, num_rollouts=1,
                       optimizer=optax.sgd(0.05), progress_bar=False)(emulator, 0)
+
+
+@pytest.fixture
+def registered():
+    """The two toys in the catalogues for one test, removed afterwards."""
+    with CONFIGURATIONS.registered("last-state", lambda o: LastState(o["rollout_steps"])), \
+            ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()):
+        yield
+    assert "last-state" not in CONFIGURATIONS.names()
+    assert "forward-differences" not in ESTIMATORS.names()
+
+
+def test_registered_toys_are_command_line_choices_and_train_there(registered, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    usage = capsys.readouterr().out
+    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state}" in usage
+    assert "es_d_rtrl,forward-differences}" in usage
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--estimator", "magic"])
+    assert info.value.code == 2 and "'forward-differences'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--estimator: expected one of bptt, .*, es_d_rtrl, "
+                                         r"forward-differences, got 'magic'"):
+        make_estimator("magic")
+    with pytest.raises(ValueError, match="--decay: expected no decay unless --estimator es_d_rtrl"):
+        make_estimator("forward-differences", {"decay": 0.5})
+    out = tmp_path / "toy"
+    argv = ["train", "--problem", "advection_1d", "--num-points", "16", "--samples", "4",
+            "--horizon", "6", "--test-samples", "2", "--test-horizon", "4", "--emulator",
+            "linear", "--steps", "15", "--batch-size", "4", "--no-progress",
+            "--learning-rate", "5e-2", "--optimizer", "sgd", "--configuration", "last-state",
+            "--rollout-steps", "2", "--estimator", "forward-differences", "--output", str(out)]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["configuration_repr"] == "LastState(num_steps=2)"
+    assert config["estimator_repr"] == "ForwardDifferences()"
+    loss = json.loads((out / "history.json").read_text())["loss"]
+    assert len(loss) == 15 and loss[-1] < loss[0]
+    # an online estimator does not suit the toy; the refusal lists the configurations that fit
+    assert main([*argv[:-6], "--estimator", "d_rtrl", "--configuration", "last-state",
+                 "--output", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "with --configuration last-state" in err and "forward-differences" in err
+
+
+def test_a_registered_estimator_is_a_row_of_plan(registered):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jnp.zeros((2, 3, 1, 8))
+    rows = plan(Supervised(2), emulator, data, 2**20).rows
+    # the four exact schemes, then every other catalogue entry in registration order
+    assert [r.estimator for r in rows[4:]] == [
+        "TruncatedBPTT(1)", repr(ForwardRTRL()), "ETrace('d_rtrl')",
+        "ETrace('es_d_rtrl', decay=0.9)", "ForwardDifferences()"]
+    toy = rows[-1]
+    assert toy.supported and toy.temp_bytes == compiled_temp_bytes(
+        ForwardDifferences(), Supervised(2), emulator, data)

@@ -9,7 +9,7 @@ import re
 import jax.numpy as jnp
 
 from ..estimators import plan
-from ._factories import PROBLEM_NAMES, make_configuration, make_emulator, make_problem, make_residuum_fn
+from ._factories import CONFIGURATIONS, PROBLEM_NAMES, make_emulator, make_problem, make_residuum_fn
 from ._options import add_configuration_options, add_emulator_options, positive_int
 
 __all__ = ["add_plan_parser", "run_plan", "parse_bytes"]
@@ -44,7 +44,7 @@ def run_plan(args):
     """Build the problem's shapes (no data is simulated: only shapes matter), print
     `estimators.plan` and return it."""
     problem = make_problem(args.problem, args.num_points)
-    configuration = make_configuration(args.configuration, args)
+    configuration = CONFIGURATIONS.make(args.configuration, vars(args))
     emulator = make_emulator({
         "kind": args.emulator, "num_spatial_dims": problem.num_spatial_dims,
         "channels": problem.num_channels, "kernel_size": args.kernel_size,
