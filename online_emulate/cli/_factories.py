@@ -19,11 +19,10 @@ __all__ = [
     "OPTIMIZERS",
     "make_problem",
     "make_estimator",
-    "make_emulator",
-    "make_optimizer",
     "make_residuum_fn",
 ]
 
+#: by the emulator spec of config.json (kind, num_spatial_dims, channels, options, seed)
 EMULATORS = Catalogue("--emulator")
 EMULATORS.register("linear", lambda s: LinearStencil(
     s["num_spatial_dims"], s["channels"], s["channels"], kernel_size=s["kernel_size"], key=s["seed"]))
@@ -34,8 +33,6 @@ OPTIMIZERS = Catalogue("--optimizer")
 OPTIMIZERS.register("adam", lambda o: optax.adam(o["learning_rate"]))
 OPTIMIZERS.register("sgd", lambda o: optax.sgd(o["learning_rate"]))
 OPTIMIZERS.register("kfac", lambda o: KFAC())
-#: the estimator options only some estimators take, and what each is called in errors
-_ONLY_SOME = {"decay": "decay", "num_checkpoints": "checkpoint count"}
 
 
 def make_problem(name: str, num_points: int | None = None):
@@ -47,22 +44,13 @@ def make_estimator(name: str, options=None):
     """The estimator `name` of the `ESTIMATORS` catalogue, from a run's `truncation`,
     `decay` and `num_checkpoints` (None: the estimator's default); refuses an option the
     estimator does not take."""
-    options = dict(options or {})
-    for option, what in _ONLY_SOME.items():
+    options = options or {}
+    for option, what in (("decay", "decay"), ("num_checkpoints", "checkpoint count")):
         takers = [n for n in ESTIMATORS.names() if option in ESTIMATORS.takes(n)]
         if options.get(option) is not None and name not in takers:
             raise ValueError(f"--{option.replace('_', '-')}: expected no {what} unless --estimator "
                              f"{' or '.join(takers)}, got --estimator {name}")
     return ESTIMATORS.make(name, options)
-
-
-def make_emulator(spec: dict):
-    """`spec` (as saved in config.json): kind, num_spatial_dims, channels, options, seed."""
-    return EMULATORS.make(spec["kind"], spec)
-
-
-def make_optimizer(name: str, learning_rate: float):
-    return OPTIMIZERS.make(name, {"learning_rate": learning_rate})
 
 
 def make_residuum_fn(ref_stepper):

@@ -48,7 +48,7 @@ def add_configuration_options(g) -> None:
 
 
 def add_emulator_options(g) -> None:
-    """The options that build an emulator (`_factories.make_emulator`)."""
+    """The options that build an emulator (`_factories.EMULATORS`)."""
     g.add_argument("--emulator", choices=EMULATORS.names(), default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
     g.add_argument("--kernel-size", type=positive_int, default=3, help="convolution width (default: %(default)s)")
     g.add_argument("--hidden-channels", type=positive_int, default=8, help="conv net width (default: %(default)s)")

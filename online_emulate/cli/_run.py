@@ -31,10 +31,10 @@ from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
 from ..trainer import GeneralTrainer, StreamTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
     CONFIGURATIONS,
+    EMULATORS,
     ESTIMATORS,
-    make_emulator,
+    OPTIMIZERS,
     make_estimator,
-    make_optimizer,
     make_problem,
     make_residuum_fn,
 )
@@ -152,8 +152,8 @@ def resolve_run(run: dict):
         problem = make_problem(run["problem"], run.get("num_points"))
         source = {"num_points": problem.num_points}
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
-    emulator = make_emulator(emulator_spec)
-    optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
+    emulator = EMULATORS.make(emulator_spec["kind"], emulator_spec)
+    optimizer = OPTIMIZERS.make(run["optimizer"], run)
     resolved = {**run, **source, **chosen, "emulator": emulator_spec,
                 "configuration_repr": repr(configuration), "estimator_repr": repr(estimator)}
     return problem, configuration, estimator, emulator, optimizer, resolved

@@ -13,9 +13,8 @@ __all__ = ["ESTIMATORS"]
 
 #: register an estimator of your own with `ESTIMATORS.register(name, factory, **defaults)`
 ESTIMATORS = Catalogue("--estimator")
-ESTIMATORS.register("bptt", lambda o: BPTT())
-ESTIMATORS.register("bptt-step", lambda o: BPTT(checkpoint="step"))
-ESTIMATORS.register("bptt-sqrt", lambda o: BPTT(checkpoint="sqrt"))
+for _name, _checkpoint in (("bptt", None), ("bptt-step", "step"), ("bptt-sqrt", "sqrt")):
+    ESTIMATORS.register(_name, lambda o, c=_checkpoint: BPTT(checkpoint=c))
 ESTIMATORS.register("bptt-binomial", lambda o: BPTT(checkpoint="binomial", num_checkpoints=o["num_checkpoints"]),
                     num_checkpoints=16)
 ESTIMATORS.register("tbptt", lambda o: TruncatedBPTT(o["truncation"]), truncation=1)
