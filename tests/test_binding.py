@@ -17,8 +17,9 @@ from online_emulate.cli._factories import make_estimator
 from online_emulate.configuration import (CONFIGURATIONS, BaseConfiguration,
                                           DivertedChainBranchOne, Supervised)
 from online_emulate.emulators import ConvNet, LinearStencil, functional
-from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL, TruncatedBPTT,
-                                       compiled_temp_bytes, plan)
+from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL,
+                                       OnlineEstimator, TruncatedBPTT, compiled_temp_bytes,
+                                       plan)
 from online_emulate.trainer import GeneralTrainer, OnlineTrainer, SupervisedTrainer
 
 
@@ -58,6 +59,19 @@ class ForwardDifferences(Estimator):
         h = 1e-2
         grads = jax.vmap(lambda e: (loss(flat + h * e) - loss(flat - h * e)) / (2 * h))(eye)
         return loss(flat), unravel(grads)
+
+
+class WholeWindow(OnlineEstimator):
+    """A toy online estimator: one reverse-mode window over all the steps between two
+    flushes (the library's window carry), so exact BPTT on a window of data."""
+
+    persist_carry = False
+
+    def __repr__(self):
+        return "WholeWindow()"
+
+    def carry_ops(self, model, state_shape, *, horizon):
+        return TruncatedBPTT(horizon).carry_ops(model, state_shape, horizon=horizon)
 
 
 def _hand_rollout_loss(apply, params, data, steps):
@@ -184,10 +198,11 @@ def test_online_trainer_runs_through_the_binding():
 def registered():
     """The two toys in the catalogues for one test, removed afterwards."""
     with CONFIGURATIONS.registered("last-state", lambda o: LastState(o["rollout_steps"])), \
-            ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()):
+            ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()), \
+            ESTIMATORS.registered("whole-window", lambda o: WholeWindow()):
         yield
     assert "last-state" not in CONFIGURATIONS.names()
-    assert "forward-differences" not in ESTIMATORS.names()
+    assert not {"forward-differences", "whole-window"} & set(ESTIMATORS.names())
 
 
 def test_registered_toys_are_command_line_choices_and_train_there(registered, tmp_path, capsys):
@@ -195,12 +210,12 @@ def test_registered_toys_are_command_line_choices_and_train_there(registered, tm
         main(["train", "--help"])
     usage = capsys.readouterr().out
     assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state}" in usage
-    assert "es_d_rtrl,forward-differences}" in usage
+    assert "es_d_rtrl,forward-differences,whole-window}" in usage
     with pytest.raises(SystemExit) as info:
         main(["train", "--estimator", "magic"])
     assert info.value.code == 2 and "'forward-differences'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"--estimator: expected one of bptt, .*, es_d_rtrl, "
-                                         r"forward-differences, got 'magic'"):
+                                         r"forward-differences, whole-window, got 'magic'"):
         make_estimator("magic")
     with pytest.raises(ValueError, match="--decay: expected no decay unless --estimator es_d_rtrl"):
         make_estimator("forward-differences", {"decay": 0.5})
@@ -221,6 +236,29 @@ def test_registered_toys_are_command_line_choices_and_train_there(registered, tm
                  "--output", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
     assert "with --configuration last-state" in err and "forward-differences" in err
+    assert "online estimators (tbptt, rtrl, d_rtrl, es_d_rtrl, whole-window)" in err
+
+
+def test_a_registered_online_estimator_trains_online(registered):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jax.random.normal(jax.random.PRNGKey(4), (3, 4, 1, 16))
+    toy = ESTIMATORS.make("whole-window")
+    # one window over the whole rollout is exact: the gradient of plain BPTT
+    loss, grads = oe.value_and_grad(Supervised(3), emulator, data, estimator=toy)
+    ref_loss, ref_grads = oe.value_and_grad(Supervised(3), emulator, data)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # streaming with an update every 2 steps, its window is TruncatedBPTT(2)'s
+    reference = jax.random.normal(jax.random.PRNGKey(3), (4, 7, 1, 16))
+    histories = []
+    for estimator in (toy, TruncatedBPTT(2)):
+        trainer = OnlineTrainer(estimator=estimator, reference_data=reference, rollout_length=6,
+                                update_every=2, batch_size=2, num_rollouts=2,
+                                optimizer=optax.sgd(0.05), progress_bar=False)
+        histories.append(trainer(emulator, 0)[1].loss)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-6)
+    assert np.all(np.isfinite(histories[0]))
 
 
 def test_a_registered_estimator_is_a_row_of_plan(registered):
@@ -230,7 +268,7 @@ def test_a_registered_estimator_is_a_row_of_plan(registered):
     # the four exact schemes, then every other catalogue entry in registration order
     assert [r.estimator for r in rows[4:]] == [
         "TruncatedBPTT(1)", repr(ForwardRTRL()), "ETrace('d_rtrl')",
-        "ETrace('es_d_rtrl', decay=0.9)", "ForwardDifferences()"]
-    toy = rows[-1]
-    assert toy.supported and toy.temp_bytes == compiled_temp_bytes(
-        ForwardDifferences(), Supervised(2), emulator, data)
+        "ETrace('es_d_rtrl', decay=0.9)", "ForwardDifferences()", "WholeWindow()"]
+    for row, toy in zip(rows[-2:], (ForwardDifferences(), WholeWindow())):
+        assert row.supported and row.temp_bytes == compiled_temp_bytes(
+            toy, Supervised(2), emulator, data)
