@@ -1,7 +1,9 @@
 """`Estimator.bind`: the pre-flight once, a jittable `value_and_grad`, and an estimator
-and a configuration defined here only, working through the library's entry points."""
+and a configuration defined here only, working through the library's entry points and,
+registered in the catalogues, through the command line and `estimators.plan`."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,14 @@ import optax
 import pytest
 
 import online_emulate as oe
-from online_emulate.configuration import BaseConfiguration, DivertedChainBranchOne, Supervised
+from online_emulate.cli import main
+from online_emulate.cli._factories import make_estimator
+from online_emulate.configuration import (CONFIGURATIONS, BaseConfiguration,
+                                          DivertedChainBranchOne, Supervised)
 from online_emulate.emulators import ConvNet, LinearStencil, functional
-from online_emulate.estimators import BPTT, ETrace, Estimator, TruncatedBPTT
+from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL,
+                                       OnlineEstimator, TruncatedBPTT, compiled_temp_bytes,
+                                       plan)
 from online_emulate.trainer import GeneralTrainer, OnlineTrainer, SupervisedTrainer
 
 
@@ -41,6 +48,9 @@ class ForwardDifferences(Estimator):
     """A toy: the gradient by central differences along each parameter (exact for the
     quadratic losses of linear models)."""
 
+    def __repr__(self):
+        return "ForwardDifferences()"
+
     def value_and_grad(self, configuration, model, params, data, *, ref_stepper=None,
                        residuum_fn=None):
         flat, unravel = jax.flatten_util.ravel_pytree(params)
@@ -49,6 +59,19 @@ class ForwardDifferences(Estimator):
         h = 1e-2
         grads = jax.vmap(lambda e: (loss(flat + h * e) - loss(flat - h * e)) / (2 * h))(eye)
         return loss(flat), unravel(grads)
+
+
+class WholeWindow(OnlineEstimator):
+    """A toy online estimator: one reverse-mode window over all the steps between two
+    flushes (the library's window carry), so exact BPTT on a window of data."""
+
+    persist_carry = False
+
+    def __repr__(self):
+        return "WholeWindow()"
+
+    def carry_ops(self, model, state_shape, *, horizon):
+        return TruncatedBPTT(horizon).carry_ops(model, state_shape, horizon=horizon)
 
 
 def _hand_rollout_loss(apply, params, data, steps):
@@ -169,3 +192,83 @@ def test_online_trainer_runs_through_the_binding():
         OnlineTrainer(estimator=TruncatedBPTT(2), reference_data=reference[:, :, :, :8][..., None],
                       rollout_length=6, update_every=2, batch_size=2, num_rollouts=1,
                       optimizer=optax.sgd(0.05), progress_bar=False)(emulator, 0)
+
+
+@pytest.fixture
+def registered():
+    """The two toys in the catalogues for one test, removed afterwards."""
+    with CONFIGURATIONS.registered("last-state", lambda o: LastState(o["rollout_steps"])), \
+            ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()), \
+            ESTIMATORS.registered("whole-window", lambda o: WholeWindow()):
+        yield
+    assert "last-state" not in CONFIGURATIONS.names()
+    assert not {"forward-differences", "whole-window"} & set(ESTIMATORS.names())
+
+
+def test_registered_toys_are_command_line_choices_and_train_there(registered, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    usage = capsys.readouterr().out
+    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state}" in usage
+    assert "es_d_rtrl,forward-differences,whole-window}" in usage
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--estimator", "magic"])
+    assert info.value.code == 2 and "'forward-differences'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--estimator: expected one of bptt, .*, es_d_rtrl, "
+                                         r"forward-differences, whole-window, got 'magic'"):
+        make_estimator("magic")
+    with pytest.raises(ValueError, match="--decay: expected no decay unless --estimator es_d_rtrl"):
+        make_estimator("forward-differences", {"decay": 0.5})
+    out = tmp_path / "toy"
+    argv = ["train", "--problem", "advection_1d", "--num-points", "16", "--samples", "4",
+            "--horizon", "6", "--test-samples", "2", "--test-horizon", "4", "--emulator",
+            "linear", "--steps", "15", "--batch-size", "4", "--no-progress",
+            "--learning-rate", "5e-2", "--optimizer", "sgd", "--configuration", "last-state",
+            "--rollout-steps", "2", "--estimator", "forward-differences", "--output", str(out)]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["configuration_repr"] == "LastState(num_steps=2)"
+    assert config["estimator_repr"] == "ForwardDifferences()"
+    loss = json.loads((out / "history.json").read_text())["loss"]
+    assert len(loss) == 15 and loss[-1] < loss[0]
+    # an online estimator does not suit the toy; the refusal lists the configurations that fit
+    assert main([*argv[:-6], "--estimator", "d_rtrl", "--configuration", "last-state",
+                 "--output", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "with --configuration last-state" in err and "forward-differences" in err
+    assert "online estimators (tbptt, rtrl, d_rtrl, es_d_rtrl, whole-window)" in err
+
+
+def test_a_registered_online_estimator_trains_online(registered):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jax.random.normal(jax.random.PRNGKey(4), (3, 4, 1, 16))
+    toy = ESTIMATORS.make("whole-window")
+    # one window over the whole rollout is exact: the gradient of plain BPTT
+    loss, grads = oe.value_and_grad(Supervised(3), emulator, data, estimator=toy)
+    ref_loss, ref_grads = oe.value_and_grad(Supervised(3), emulator, data)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # streaming with an update every 2 steps, its window is TruncatedBPTT(2)'s
+    reference = jax.random.normal(jax.random.PRNGKey(3), (4, 7, 1, 16))
+    histories = []
+    for estimator in (toy, TruncatedBPTT(2)):
+        trainer = OnlineTrainer(estimator=estimator, reference_data=reference, rollout_length=6,
+                                update_every=2, batch_size=2, num_rollouts=2,
+                                optimizer=optax.sgd(0.05), progress_bar=False)
+        histories.append(trainer(emulator, 0)[1].loss)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-6)
+    assert np.all(np.isfinite(histories[0]))
+
+
+def test_a_registered_estimator_is_a_row_of_plan(registered):
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jnp.zeros((2, 3, 1, 8))
+    rows = plan(Supervised(2), emulator, data, 2**20).rows
+    # the four exact schemes, then every other catalogue entry in registration order
+    assert [r.estimator for r in rows[4:]] == [
+        "TruncatedBPTT(1)", repr(ForwardRTRL()), "ETrace('d_rtrl')",
+        "ETrace('es_d_rtrl', decay=0.9)", "ForwardDifferences()", "WholeWindow()"]
+    for row, toy in zip(rows[-2:], (ForwardDifferences(), WholeWindow())):
+        assert row.supported and row.temp_bytes == compiled_temp_bytes(
+            toy, Supervised(2), emulator, data)

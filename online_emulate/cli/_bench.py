@@ -8,10 +8,9 @@ import jax
 
 from .. import configuration as cfg
 from ..emulators import ConvNet
-from ..estimators import BPTT, ETrace, ForwardRTRL, TruncatedBPTT, gradient_fidelity
+from ..estimators import ESTIMATORS, gradient_fidelity
 from ..plot import plot_memory_vs_rollout
 from ..sample_data import get_problem
-from ._factories import DEFAULT_DECAY
 from ._run import check_output_folder, write_json
 
 __all__ = ["run_bench"]
@@ -24,8 +23,8 @@ def run_bench(*, rollout_lengths, batch_size: int, num_points: int, hidden_chann
     emulator = ConvNet(1, 1, 1, hidden_channels=hidden_channels, depth=2, residual=True, key=0)
     # DivertedChainBranchOne(cut_div_chain) makes its reference on the fly: only u0 is stored
     data = problem.make_data(batch_size, 1, jax.random.PRNGKey(0))[:, :1]
-    estimators = [BPTT(), BPTT(checkpoint="step"), BPTT(checkpoint="sqrt"), TruncatedBPTT(1),
-                  ForwardRTRL(), ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=DEFAULT_DECAY)]
+    # every registered estimator with its defaults, but binomial BPTT (its count is the question)
+    estimators = [ESTIMATORS.make(n) for n in ESTIMATORS.names() if n != "bptt-binomial"]
     rows = gradient_fidelity(
         emulator, lambda T: cfg.DivertedChainBranchOne(T, cut_div_chain=True), data,
         estimators=estimators, rollout_lengths=list(rollout_lengths), ref_stepper=problem.ref_stepper,

@@ -8,10 +8,8 @@ found by asking the library about each choice, so the list cannot go stale.
 
 from __future__ import annotations
 
-import types
-
 from .. import estimators as est
-from ._factories import CONFIGURATIONS, DEFAULT_NUM_CHECKPOINTS, ESTIMATORS, make_configuration, make_estimator
+from ._factories import CONFIGURATIONS, ESTIMATORS
 
 __all__ = ["check_choices_fit"]
 
@@ -19,13 +17,8 @@ __all__ = ["check_choices_fit"]
 _SWITCHES = ("cut_div_chain", "cut_prev", "cut_next", "cut_bptt")
 
 
-def _estimator(name: str):
-    """The estimator of a CLI name with its default options."""
-    return make_estimator(name, num_checkpoints=DEFAULT_NUM_CHECKPOINTS if name == "bptt-binomial" else None)
-
-
 def _estimators(online: bool) -> list[str]:
-    return [name for name in ESTIMATORS if _estimator(name).online == online]
+    return [name for name in ESTIMATORS.names() if ESTIMATORS.make(name).online == online]
 
 
 def _is_online(configuration) -> bool:
@@ -39,13 +32,13 @@ def _is_online(configuration) -> bool:
 def _online_configurations(run: dict) -> list[str]:
     """Each CLI configuration that suits online estimators, with the switch it needs."""
     fits = []
-    for name in CONFIGURATIONS:
+    for name in CONFIGURATIONS.names():
         for switch in (None, *_SWITCHES):
             if switch is not None and run.get(switch):
                 continue
             options = dict(run, **({switch: True} if switch else {}))
             try:
-                configuration = make_configuration(name, types.SimpleNamespace(**options))
+                configuration = CONFIGURATIONS.make(name, options)
             except (ValueError, TypeError):
                 continue
             if _is_online(configuration):
@@ -71,7 +64,7 @@ def check_choices_fit(run: dict, configuration, estimator) -> None:
             f"{', '.join(_online_configurations(run))}"
         )
     if run.get("optimizer") == "kfac" and not isinstance(estimator, est.BPTT):
-        exact = [n for n in ESTIMATORS if isinstance(_estimator(n), est.BPTT)]
+        exact = [n for n in ESTIMATORS.names() if isinstance(ESTIMATORS.make(n), est.BPTT)]
         raise ValueError(
             f"--optimizer: expected adam or sgd with --estimator {name} (kfac takes its "
             f"gradient from the full rollout: --estimator {', '.join(exact)}), got kfac"

@@ -33,8 +33,9 @@ decay = _number(float, 0.0, 1.0, False, "a number in (0, 1)")
 
 
 def add_configuration_options(g) -> None:
-    """The options that build a configuration (`_factories.make_configuration`)."""
-    g.add_argument("--configuration", choices=CONFIGURATIONS, default="supervised", help="training configuration (default: %(default)s)")
+    """The options that build a configuration (the `CONFIGURATIONS` catalogue, read now:
+    registered configurations are choices)."""
+    g.add_argument("--configuration", choices=CONFIGURATIONS.names(), default="supervised", help="training configuration (default: %(default)s)")
     g.add_argument("--rollout-steps", type=positive_int, default=5, help="network rollout steps R (default: %(default)s)")
     g.add_argument("--branch-steps", type=positive_int, default=1, help="branch length B of diverted-chain (default: %(default)s)")
     g.add_argument("--physics-steps", type=positive_int, default=1, help="reference steps of the mix-chain configurations (default: %(default)s)")
@@ -47,8 +48,8 @@ def add_configuration_options(g) -> None:
 
 
 def add_emulator_options(g) -> None:
-    """The options that build an emulator (`_factories.make_emulator`)."""
-    g.add_argument("--emulator", choices=EMULATORS, default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
+    """The options that build an emulator (`_factories.EMULATORS`)."""
+    g.add_argument("--emulator", choices=EMULATORS.names(), default="convnet", help="linear stencil or residual conv net (default: %(default)s)")
     g.add_argument("--kernel-size", type=positive_int, default=3, help="convolution width (default: %(default)s)")
     g.add_argument("--hidden-channels", type=positive_int, default=8, help="conv net width (default: %(default)s)")
     g.add_argument("--depth", type=positive_int, default=2, help="conv layers (default: %(default)s)")

@@ -9,7 +9,7 @@ import re
 import jax.numpy as jnp
 
 from ..estimators import plan
-from ._factories import PROBLEM_NAMES, make_configuration, make_emulator, make_problem, make_residuum_fn
+from ._factories import CONFIGURATIONS, EMULATORS, PROBLEM_NAMES, make_problem, make_residuum_fn
 from ._options import add_configuration_options, add_emulator_options, positive_int
 
 __all__ = ["add_plan_parser", "run_plan", "parse_bytes"]
@@ -44,12 +44,9 @@ def run_plan(args):
     """Build the problem's shapes (no data is simulated: only shapes matter), print
     `estimators.plan` and return it."""
     problem = make_problem(args.problem, args.num_points)
-    configuration = make_configuration(args.configuration, args)
-    emulator = make_emulator({
-        "kind": args.emulator, "num_spatial_dims": problem.num_spatial_dims,
-        "channels": problem.num_channels, "kernel_size": args.kernel_size,
-        "hidden_channels": args.hidden_channels, "depth": args.depth, "seed": 0,
-    })
+    configuration = CONFIGURATIONS.make(args.configuration, vars(args))
+    emulator = EMULATORS.make(args.emulator, dict(vars(args), seed=0, channels=problem.num_channels,
+                                                  num_spatial_dims=problem.num_spatial_dims))
     data = jnp.zeros((args.batch_size, configuration.num_time_levels) + problem.state_shape)
     result = plan(
         configuration, emulator, data, args.memory_budget,

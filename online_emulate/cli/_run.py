@@ -14,7 +14,6 @@ import shutil
 import signal
 import tempfile
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +30,11 @@ from ..metrics._evaluate import _convert
 from ..plot import plot_error_vs_step, plot_loss_history, plot_spacetime
 from ..trainer import GeneralTrainer, StreamTrainer, TrainingDiverged, load_checkpoint
 from ._factories import (
-    DEFAULT_DECAY,
-    DEFAULT_NUM_CHECKPOINTS,
-    make_configuration,
-    make_emulator,
+    CONFIGURATIONS,
+    EMULATORS,
+    ESTIMATORS,
+    OPTIMIZERS,
     make_estimator,
-    make_optimizer,
     make_problem,
     make_residuum_fn,
 )
@@ -136,15 +134,10 @@ def resolve_run(run: dict):
     With `run["data"]` the "problem" returned is the `DataFile` of the user's
     trajectories (see `_data_file`), opened and checked here, before anything compiles.
     """
-    configuration = make_configuration(run["configuration"], types.SimpleNamespace(**run))
-    decay = run.get("decay")
-    if run["estimator"] == "es_d_rtrl" and decay is None:
-        decay = DEFAULT_DECAY
-    num_checkpoints = run.get("num_checkpoints")
-    if run["estimator"] == "bptt-binomial" and num_checkpoints is None:
-        num_checkpoints = DEFAULT_NUM_CHECKPOINTS
-    estimator = make_estimator(run["estimator"], truncation=run["truncation"], decay=decay,
-                               num_checkpoints=num_checkpoints)
+    configuration = CONFIGURATIONS.make(run["configuration"], run)
+    estimator = make_estimator(run["estimator"], run)
+    takes = ESTIMATORS.takes(run["estimator"])  # the resolved config records its defaults
+    chosen = {k: takes.get(k) if run.get(k) is None else run[k] for k in ("decay", "num_checkpoints")}
     check_choices_fit(run, configuration, estimator)  # one line in the CLI's words
     if run.get("data"):
         run = {**run, "data": absolute(run["data"])}
@@ -159,10 +152,9 @@ def resolve_run(run: dict):
         problem = make_problem(run["problem"], run.get("num_points"))
         source = {"num_points": problem.num_points}
     emulator_spec = dict(run["emulator"], num_spatial_dims=problem.num_spatial_dims, channels=problem.num_channels)
-    emulator = make_emulator(emulator_spec)
-    optimizer = make_optimizer(run["optimizer"], run["learning_rate"])
-    resolved = {**run, **source, "decay": decay,
-                "num_checkpoints": num_checkpoints, "emulator": emulator_spec,
+    emulator = EMULATORS.make(emulator_spec["kind"], emulator_spec)
+    optimizer = OPTIMIZERS.make(run["optimizer"], run)
+    resolved = {**run, **source, **chosen, "emulator": emulator_spec,
                 "configuration_repr": repr(configuration), "estimator_repr": repr(estimator)}
     return problem, configuration, estimator, emulator, optimizer, resolved
 

@@ -7,6 +7,7 @@ rollout loop through an injectable scan.
 
 from .._rollout import BatchStepper
 from ._base import BaseConfiguration
+from ._catalogue import CONFIGURATIONS
 from ._composite import Composite
 from ._diverted_chain import DivertedChain
 from ._diverted_chain_branch_one import DivertedChainBranchOne
@@ -19,6 +20,7 @@ from ._teacher_forcing import TeacherForcing
 
 __all__ = [
     "BaseConfiguration",
+    "CONFIGURATIONS",
     "BatchStepper",
     "Composite",
     "DivertedChain",

@@ -47,10 +47,7 @@ from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
 
-__all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "WORKING_ESTIMATORS",
-           "declared_state_ndim"]
-
-WORKING_ESTIMATORS = "BPTT(), BPTT(checkpoint=...), TruncatedBPTT(k), ForwardRTRL()"
+__all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "declared_state_ndim"]
 
 # lifted modules by model signature, state shape and conv-bias layout (`_lifted`)
 _LIFTED: dict = {}

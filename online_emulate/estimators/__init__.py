@@ -7,6 +7,7 @@ from .._precision import __all__ as _  # noqa: F401  (first: keeps jax_enable_x6
 from ._base import CarryOps, Estimator, OnlineEstimator
 from ._bind import Bound
 from ._bptt import BPTT
+from ._catalogue import ESTIMATORS
 from ._checkpoint_scan import (binomial_checkpoint_scan, binomial_step_evaluations,
                                sqrt_checkpoint_scan, step_checkpoint_scan)
 from ._etrace import ETrace
@@ -16,10 +17,9 @@ from ._plan import Plan, PlanRow, plan
 from ._truncated import TruncatedBPTT
 from ._value_and_grad import value_and_grad
 
-
-
 __all__ = [
     "Estimator",
+    "ESTIMATORS",
     "OnlineEstimator",
     "CarryOps",
     "Bound",

@@ -14,6 +14,7 @@ from ..emulators import functional
 from ._base import Estimator
 from ._bptt import BPTT
 from ._budget import Compiler, choose_exact_scheme, largest_binomial
+from ._catalogue import ESTIMATORS
 from ._checkpoint_scan import binomial_step_evaluations
 from ._etrace import ETrace
 from ._fidelity import compiled_temp_bytes
@@ -136,8 +137,10 @@ def plan(
             least `configuration.num_time_levels` levels.
         memory_budget_bytes: the compiled temp-memory budget (positive int, bytes).
         ref_stepper, residuum_fn: as the configuration needs them.
-        estimators: the non-BPTT estimators to list. Default: `TruncatedBPTT(1)`,
-            `ForwardRTRL()`, `ETrace("d_rtrl")`, `ETrace("es_d_rtrl", decay=0.9)`.
+        estimators: the non-BPTT estimators to list. Default: every entry of the
+            `ESTIMATORS` catalogue that is not a `BPTT`, with its default options
+            (`TruncatedBPTT(1)`, `ForwardRTRL()`, `ETrace("d_rtrl")`,
+            `ETrace("es_d_rtrl", decay=0.9)` and any registered since).
 
     Returns:
         A `Plan` (`print(plan)` shows the table).
@@ -150,8 +153,7 @@ def plan(
     """
     memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
     if estimators is None:
-        estimators = (TruncatedBPTT(1), ForwardRTRL(), ETrace("d_rtrl"),
-                      ETrace("es_d_rtrl", decay=0.9))
+        estimators = [e for e in map(ESTIMATORS.make, ESTIMATORS.names()) if not isinstance(e, BPTT)]
     for e in estimators:
         if not isinstance(e, Estimator):
             raise TypeError(f"estimators: expected Estimator objects, got {type(e).__name__}")
