@@ -271,3 +271,38 @@ def test_bptt_runs_the_builtin_convolutions_on_the_whole_batch():
     v_ref, g_ref = jax.value_and_grad(vmapped)(params)
     np.testing.assert_allclose(v, v_ref, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, g_ref)
+
+
+class ArrayInitConv(brainstate.nn.Module):
+    """A user's network whose layers keep an array initializer as a static attribute
+    (`b_init=jnp.zeros(...)`), which makes brainstate's graph definition unhashable."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = braintrace.nn.Conv1d((16, 1), 1, 3, padding="SAME", b_init=jnp.zeros(1))
+
+    def __call__(self, x):
+        return self.conv(x)
+
+
+def test_user_module_with_an_array_static_attribute_trains_and_matches_jax_grad(data):
+    model = ArrayInitConv()
+    adapter = adapt(model, state_ndim=2)
+    # the gradient through the library equals plain jax.grad of a hand-written rollout
+    window = jnp.asarray(data[:4, :3])
+    loss, grads = value_and_grad(Supervised(2), model, window)
+
+    ref_loss, ref_grads = jax.value_and_grad(lambda p: hand_rollout_loss(
+        lambda u: adapter.apply(p, u), window[:, 0], window[:, 1:]))(adapter.params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           grads, ref_grads)
+    # a trainer called twice on it (the benchmark's pattern) trains both times
+    trainer = SupervisedTrainer(data, optimizer=optax.adam(3e-2), num_training_steps=80,
+                                batch_size=4, num_rollout_steps=2, progress_bar=False)
+    for _ in range(2):
+        trainer.reset()
+        trained, history = trainer(model, key=0)
+        loss = np.asarray(history)
+        assert isinstance(trained, ArrayInitConv)
+        assert np.all(np.isfinite(loss)) and loss[-10:].mean() < 0.5 * loss[:10].mean()

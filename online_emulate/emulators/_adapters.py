@@ -272,7 +272,14 @@ class BrainstateAdapter(ModelAdapter):
 
     def signature(self):
         # the graph definition holds the module's options (an activation, a layout)
-        return (type(self.model), self._graphdef) + super().signature()
+        graph = self._graphdef
+        try:
+            hash(graph)
+        except TypeError:
+            # a static attribute holds an array (braintrace layers keep their `b_init`):
+            # no value describes it, so only this model object shares its programs
+            graph = ("model", id(self.model))
+        return (type(self.model), graph) + super().signature()
 
     def check_state(self, shape, dtype, *, name="data"):
         model = self.model
