@@ -20,6 +20,20 @@ from ._history import TrainingDiverged, TrainingHistory, _plain
 __all__ = ["Trainer", "optax_transform", "check_callbacks"]
 
 
+def check_configuration(configuration: Any) -> None:
+    """Refuse anything that is not a configuration (it needs `loss` and
+    `num_time_levels`) before a trainer keeps it.
+
+    Raises:
+        TypeError: naming `configuration`.
+    """
+    if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
+        raise TypeError(
+            "configuration: expected an online_emulate.configuration object, got "
+            f"{type(configuration).__name__}"
+        )
+
+
 def check_callbacks(callbacks: Sequence[Callback]) -> tuple[Callback, ...]:
     """The callbacks as a tuple.
 

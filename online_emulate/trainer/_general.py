@@ -19,7 +19,7 @@ from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt
 from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
-from ._base import Trainer, check_callbacks, check_clip, optax_transform
+from ._base import Trainer, check_callbacks, check_clip, check_configuration, optax_transform
 from ._checkpoint import restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
 from ._history import TrainingHistory
@@ -122,11 +122,7 @@ class GeneralTrainer(Trainer):
             )
         if do_sub_stacking is not None:  # trainax's name for sub_stacking
             sub_stacking = bool(do_sub_stacking)
-        if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
-            raise TypeError(
-                "configuration: expected an online_emulate.configuration object, got "
-                f"{type(configuration).__name__}"
-            )
+        check_configuration(configuration)
         self.configuration = configuration
         self.data = check_trajectories(data, name="data", check_finite=check_finite_data)
         samples, levels = trajectory_shape(self.data)

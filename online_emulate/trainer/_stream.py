@@ -25,7 +25,7 @@ from ..data import WindowSampler
 from ..emulators import adapt
 from ..estimators import BPTT, Estimator
 from ..estimators._base import online_spec_for
-from ._base import Trainer, check_callbacks, optax_transform
+from ._base import Trainer, check_callbacks, check_configuration, optax_transform
 from ._checkpoint import restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
 from ._history import TrainingHistory
@@ -178,11 +178,7 @@ class StreamTrainer(Trainer):
         data_parallel: bool = False,
         divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
-        if not hasattr(configuration, "loss") or not hasattr(configuration, "num_time_levels"):
-            raise TypeError(
-                "configuration: expected an online_emulate.configuration object, got "
-                f"{type(configuration).__name__}"
-            )
+        check_configuration(configuration)
         self.configuration = configuration
         self.window_length = int(configuration.num_time_levels)
         check_callable("ref_stepper", ref_stepper, expected="a solver on one state (C, *N)")
