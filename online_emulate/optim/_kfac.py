@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from typing import Any, Callable, Literal, Optional
 
 import jax
@@ -13,6 +14,7 @@ from jaxtyping import PyTree
 from .._checks import check_callable, check_real
 from ..configuration import BaseConfiguration
 from ..emulators import lax_conv_ops
+from ..estimators import BPTT, Bound
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
 from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
@@ -76,7 +78,9 @@ def auto_curvature_scale(configuration) -> float:
 class KFAC:
     """K-FAC (kfac-jax) for emulators trained on a configuration's rollout loss.
 
-    The gradient comes from the configuration's full rollout loss (BPTT). For a
+    The loss and its gradient are the binding's (`Bound.loss_and_grad` of a `BPTT`
+    estimator bound to the configuration and the model: the configuration's full
+    rollout loss, exactly what the other optimizers minimise). For a
     configuration with an `online_spec()` (Supervised, TeacherForcing, Residuum, ...)
     the curvature follows `RolloutCurvature`: kfac's Kronecker factors come from ONE
     network step applied to the network's own rollout states (computed before each
@@ -93,7 +97,7 @@ class KFAC:
     Protocol (what a trainer calls)::
 
         kfac = KFAC(**options)
-        kfac.build(apply, configuration, ref_stepper=None, residuum_fn=None)
+        kfac.build(BPTT().bind(configuration, emulator, state_shape=(C, *N), ...))
         state = kfac.init(params, key, batch)          # batch: (B, T, C, *N) window
         params, state, loss = kfac.step(params, state, batch, key)
 
@@ -153,33 +157,48 @@ class KFAC:
 
     def build(
         self,
-        apply: Callable,
-        configuration: BaseConfiguration,
+        bound: Bound | Callable,
+        configuration: BaseConfiguration | None = None,
         *,
         ref_stepper: Callable | None = None,
         residuum_fn: Callable | None = None,
     ) -> KFAC:
-        """Bind the model function and the configuration whose loss is minimised.
+        """Take the loss to minimise from a binding (`Estimator.bind`).
 
         Arguments:
-            apply: pure `apply(params, u)` on one state or a batch with plain lax ops
-                (`online_emulate.emulators.functional(emulator)[0]`).
-            configuration: has `loss(stepper, data, *, ref_stepper, residuum_fn)`.
-            ref_stepper, residuum_fn: passed to the configuration's loss.
+            bound: a `Bound` of a `BPTT` estimator (K-FAC needs the full rollout's
+                gradient): its `loss_and_grad` is the loss and gradient, its model's
+                `apply` the network whose curvature is estimated. Deprecated: a pure
+                `apply(params, u)` followed by `configuration` (and `ref_stepper`,
+                `residuum_fn`), bound by `init` once the parameters and the window are
+                known.
+            configuration, ref_stepper, residuum_fn: only with the deprecated `apply`.
 
         Returns:
             `self` (a later `build` replaces the binding; call `init` again).
 
         Raises:
-            TypeError: `apply` is not callable or `configuration` has no `loss`.
+            TypeError: `bound` is neither a `Bound` nor callable, or `configuration`
+                has no `loss`.
+            ValueError: `bound`'s estimator is not a `BPTT`.
         """
-        check_callable("apply", apply, expected="a callable apply(params, u)")
-        if not callable(getattr(configuration, "loss", None)):
-            raise TypeError(
-                "configuration: expected an object with loss(stepper, data, *, "
-                f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
-            )
-        self._built = (_with_conv_primitives(apply), configuration, ref_stepper, residuum_fn)
+        if isinstance(bound, Bound):
+            if not isinstance(bound.estimator, BPTT):
+                raise ValueError(f"bound: expected a binding of a BPTT estimator (K-FAC takes "
+                                 f"its gradient from the full rollout), got {bound.estimator!r}")
+            self._built = bound
+        else:
+            warnings.warn("KFAC.build(apply, configuration, ...) is deprecated: pass the "
+                          "binding, kfac.build(BPTT().bind(configuration, model, "
+                          "state_shape=...))", DeprecationWarning, stacklevel=2)
+            check_callable("bound", bound, expected="a Bound (Estimator.bind) or a callable "
+                           "apply(params, u)")
+            if not callable(getattr(configuration, "loss", None)):
+                raise TypeError(
+                    "configuration: expected an object with loss(stepper, data, *, "
+                    f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
+                )
+            self._built = (bound, configuration, ref_stepper, residuum_fn)
         self._optimizer = None
         return self
 
@@ -199,13 +218,14 @@ class KFAC:
             ValueError: `batch` is not a window array.
         """
         if self._built is None:
-            raise RuntimeError("KFAC.init: call kfac.build(apply, configuration) first")
-        apply, configuration, ref_stepper, residuum_fn = self._built
+            raise RuntimeError("KFAC.init: call kfac.build(bound) first")
         folded_batch_size(batch)  # validates the window
-        self._mask = _choose_mask(apply, params, batch)
+        bound, apply = self._bound(params, batch)
+        apply, loss_and_grad = _with_conv_primitives(apply), bound.loss_and_grad
+        self._mask = mask = _choose_mask(apply, params, batch)
         scale = 1.0 if self.curvature_scale == "auto" else float(self.curvature_scale)
         try:
-            curvature = RolloutCurvature(apply, configuration, curvature_scale=scale)
+            curvature = RolloutCurvature(apply, bound.configuration, curvature_scale=scale)
         except ValueError:  # no online spec: one-step curvature over the data levels
             curvature = None
         if curvature is not None:
@@ -221,14 +241,6 @@ class KFAC:
             self._prepare = lambda p, data: (data, None)
         self.curvature = curvature
 
-        def rollout_loss(p, data):
-            def stepper(u):
-                return apply(p, u)
-
-            return configuration.loss(
-                stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn
-            )
-
         def value_and_grad(p, batch):
             data = batch[0]
             # kfac's exact quadratic model (adaptive learning rate and momentum, the
@@ -236,8 +248,8 @@ class KFAC:
             # function: register the rollout's own predictions (with their dependence
             # through earlier states) so that model matches the gradient's loss.
             registered = model_loss(p, data)
-            value, grads = jax.value_and_grad(rollout_loss)(p, data)
-            return value + 0.0 * registered, grads
+            value, grads = loss_and_grad(lower_params(p, mask), data)
+            return value + 0.0 * registered, lift_params(grads, mask)
 
         self._optimizer = self._kfac_jax.Optimizer(
             value_and_grad_func=value_and_grad,
@@ -279,6 +291,18 @@ class KFAC:
         )
         self.last_stats = stats
         return lower_params(new, self._mask), state, stats["loss"]
+
+    def _bound(self, params, batch) -> tuple[Bound, Callable]:
+        """The binding and the model's `apply` whose curvature is estimated: those `build`
+        was given, or for a deprecated `build(apply, ...)` the binding of the pair
+        `(apply, params)` on the states of `batch`, and that `apply` as given (a pair is
+        called on one state: its vmap would hide the biases' Kronecker blocks)."""
+        if isinstance(self._built, Bound):
+            return self._built, self._built.model.apply
+        apply, configuration, ref_stepper, residuum_fn = self._built
+        bound = BPTT().bind(configuration, (apply, params), state_shape=tuple(batch.shape[2:]),
+                            dtype=batch.dtype, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        return bound, apply
 
     @property
     def optimizer(self):

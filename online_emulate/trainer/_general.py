@@ -242,13 +242,12 @@ class GeneralTrainer(Trainer):
             self._compiled = (signature, adapter.apply, chunk)
         return self._compiled[1], self._compiled[2]
 
-    def _init_optimizer(self, params, apply):
+    def _init_optimizer(self, params):
         def first_batch():
             return self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
 
-        return self.rule.init(params, apply=apply, configuration=self.configuration,
-                              ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
-                              key=self.key, first_batch=first_batch)
+        return self.rule.init(params, bound=self._bind(self._adapter), key=self.key,
+                              first_batch=first_batch)
 
     # ------------------------------------------------------------------ call
     def _train(self, emulator, key, *, resume_from):
@@ -281,17 +280,17 @@ class GeneralTrainer(Trainer):
         apply, chunk = self._program(adapter)
 
         def init():
-            self.opt_state = self._init_optimizer(adapter.params, apply)
+            self.opt_state = self._init_optimizer(adapter.params)
 
         self._begin_run(emulator, adapter, resume_from=resume_from, key=new_key, init=init,
-                        resume=lambda path: self._resume(path, adapter.params, apply))
+                        resume=lambda path: self._resume(path, adapter.params))
         return self._run(adapter, apply, chunk, self.num_training_steps)
 
-    def _resume(self, path, params, apply):
+    def _resume(self, path, params):
         """Load a checkpoint, checked against this run's parameter and optimizer-state
         layout (the optimizer is initialised first: K-FAC must be built anyway)."""
         blob = self._load_run(path, params, kind="trainer")
-        template = self._init_optimizer(params, apply)
+        template = self._init_optimizer(params)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
 
