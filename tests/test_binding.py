@@ -3,8 +3,10 @@ and a configuration defined here only, working through the library's entry point
 registered in the catalogues, through the command line and `estimators.plan`."""
 
 import dataclasses
+import gc
 import json
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +14,12 @@ import optax
 import pytest
 
 import online_emulate as oe
+from online_emulate._cache import identity_key
 from online_emulate.cli import main
 from online_emulate.cli._factories import make_estimator
 from online_emulate.configuration import (CONFIGURATIONS, BaseConfiguration,
                                           DivertedChainBranchOne, Supervised)
-from online_emulate.emulators import ConvNet, LinearStencil, functional
+from online_emulate.emulators import ConvNet, LinearStencil, adapt, functional
 from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL,
                                        OnlineEstimator, TruncatedBPTT, compiled_temp_bytes,
                                        plan)
@@ -272,3 +275,85 @@ def test_a_registered_estimator_is_a_row_of_plan(registered):
     for row, toy in zip(rows[-2:], (ForwardDifferences(), WholeWindow())):
         assert row.supported and row.temp_bytes == compiled_temp_bytes(
             toy, Supervised(2), emulator, data)
+
+
+class _Opaque:
+    """A static attribute with no value to key by (unhashable, not a dataclass)."""
+
+    __hash__ = None
+
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class _Scaled(brainstate.nn.Module):
+    """u -> opaque.scale * w * u: the scale lives in a static attribute only."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones(()))
+        self.opaque = _Opaque(scale)
+
+    def __call__(self, x):
+        return self.opaque.scale * self.w.value * x
+
+
+def test_a_dead_models_identity_is_not_another_models_signature():
+    """A graph definition that cannot be hashed is keyed by content, and what has no
+    value by an identity that is never given to another object: when a dead model's
+    id is reused, the new model does not find the old model's binding."""
+    data = jnp.ones((2, 3, 1, 8))
+    first = _Scaled(1.0)
+    signature, address = adapt(first, state_ndim=2).signature(), id(first)
+    loss = oe.value_and_grad(Supervised(2), first, data)[0]
+    np.testing.assert_allclose(loss, 0.0, atol=1e-7)  # scale 1: an exact emulator
+    del first
+    gc.collect()
+    later = [_Scaled(3.0) for _ in range(200)]  # one of them usually takes the old id
+    reused = [m for m in later if id(m) == address]
+    model = (reused or later)[0]
+    assert adapt(model, state_ndim=2).signature() != signature
+    # u_1 = 3 u_0, u_2 = 9 u_0 against targets 1: (2**2 + 8**2) / 1
+    loss = oe.value_and_grad(Supervised(2), model, data)[0]
+    np.testing.assert_allclose(loss, 68.0, rtol=1e-6)
+    # an unhashable graph with array statics only is keyed by value: equal models
+    # share one signature (and so one compiled program), different ones do not
+    a, b = (adapt(_ArrayStatic(v), state_ndim=2).signature() for v in (0.0, 0.0))
+    assert a == b != adapt(_ArrayStatic(1.0), state_ndim=2).signature()
+
+
+class _ArrayStatic(brainstate.nn.Module):
+    def __init__(self, offset):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones(()))
+        self.offset = jnp.full((1,), offset)
+
+    def __call__(self, x):
+        return self.w.value * x + self.offset
+
+
+def test_identity_keys_are_never_reused():
+    class Thing:
+        pass
+
+    thing = Thing()
+    key, address = identity_key(thing), id(thing)
+    assert identity_key(thing) == key
+    del thing
+    gc.collect()
+    later = [Thing() for _ in range(200)]
+    assert all(identity_key(t) != key for t in later)
+    assert len({identity_key(t) for t in later}) == len(later)
+    assert any(id(t) == address for t in later) or True  # reuse is CPython's choice
+
+
+def test_lifted_modules_are_a_bounded_cache():
+    """ETrace's lifted modules are kept for at most 16 models (each entry holds its
+    model alive, so no identity in a key is reused while the entry lives)."""
+    from online_emulate.emulators import _adapters
+
+    for k in range(18):
+        pair = (lambda p, u, k=k: p * u + k, jnp.ones(()))
+        module = adapt(pair, state_ndim=2).recurrent_module((1, 1, 8))
+        assert module is adapt(pair, state_ndim=2).recurrent_module((1, 1, 8))
+    assert len(_adapters._LIFTED.items()) == 16
