@@ -197,22 +197,52 @@ def test_online_trainer_runs_through_the_binding():
                       optimizer=optax.sgd(0.05), progress_bar=False)(emulator, 0)
 
 
+class Doubled(Supervised):
+    """A toy per-step configuration: Supervised with every step term counted twice."""
+
+    def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
+        return 2.0 * super()._step_loss(t, prev, nxt, data)
+
+
 @pytest.fixture
 def registered():
-    """The two toys in the catalogues for one test, removed afterwards."""
+    """The toys in the catalogues for one test, removed afterwards."""
     with CONFIGURATIONS.registered("last-state", lambda o: LastState(o["rollout_steps"])), \
+            CONFIGURATIONS.registered("doubled", lambda o: Doubled(o["rollout_steps"])), \
             ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()), \
             ESTIMATORS.registered("whole-window", lambda o: WholeWindow()):
         yield
-    assert "last-state" not in CONFIGURATIONS.names()
+    assert not {"last-state", "doubled"} & set(CONFIGURATIONS.names())
     assert not {"forward-differences", "whole-window"} & set(ESTIMATORS.names())
+
+
+def test_registered_toys_are_named_in_the_librarys_refusals(registered):
+    """The estimator and configuration lists of the error messages are read from the
+    catalogues: the toys registered here are in them, in registration order."""
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jnp.zeros((2, 4, 1, 8))
+    with pytest.raises(ValueError) as info:
+        oe.value_and_grad(LastState(2), emulator, data, estimator=WholeWindow())
+    err = str(info.value)
+    assert "not online: BPTT(), BPTT(checkpoint='step')" in err
+    assert "num_checkpoints=16), ForwardDifferences(). The online" in err
+    assert "ETrace('es_d_rtrl', decay=0.9), WholeWindow()) support Supervised, " in err
+    assert "Residuum(cut_prev=True), TeacherForcing, Doubled. (configuration said" in err
+    with pytest.raises(TypeError, match=r"estimator: expected .*ForwardDifferences\(\), "
+                                        r"WholeWindow\(\)\), got str"):
+        oe.value_and_grad(Supervised(2), emulator, data, estimator="bptt")
+    # the toy configuration is online: the toy online estimator trains on it as on
+    # Supervised, with twice the loss
+    loss = oe.value_and_grad(Doubled(2), emulator, data + 1.0, estimator=WholeWindow())[0]
+    ref = oe.value_and_grad(Supervised(2), emulator, data + 1.0)[0]
+    np.testing.assert_allclose(loss, 2.0 * ref, rtol=1e-6)
 
 
 def test_registered_toys_are_command_line_choices_and_train_there(registered, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     usage = capsys.readouterr().out
-    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state}" in usage
+    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state,doubled}" in usage
     assert "es_d_rtrl,forward-differences,whole-window}" in usage
     with pytest.raises(SystemExit) as info:
         main(["train", "--estimator", "magic"])
