@@ -17,7 +17,7 @@ from ..emulators import lax_conv_ops
 from ..estimators import BPTT, Bound
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
-from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
+from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss, rollout_spec
 from ._layout import lift_params, lifted_leaf_mask, lower_params
 
 __all__ = ["KFAC", "DEFAULT_KFAC_OPTIONS", "auto_curvature_scale", "check_kfac_options"]
@@ -68,11 +68,8 @@ def auto_curvature_scale(configuration) -> float:
     one-step curvature with `make_curvature_loss`; `KFAC` registers the rollout itself
     (`RolloutCurvature`). Configurations without an online spec get 1.0.
     """
-    try:
-        spec = configuration.online_spec()
-    except (AttributeError, ValueError, TypeError, NotImplementedError):
-        return 1.0
-    return float(jnp.sum(jnp.asarray(spec.weights)))
+    spec = rollout_spec(configuration)
+    return 1.0 if spec is None else float(jnp.sum(spec[1]))
 
 
 class KFAC:
@@ -186,7 +183,7 @@ class KFAC:
             if not isinstance(bound.estimator, BPTT):
                 raise ValueError(f"bound: expected a binding of a BPTT estimator (K-FAC takes "
                                  f"its gradient from the full rollout), got {bound.estimator!r}")
-            self._built = bound
+            self._built = lambda params, batch: (bound, bound.model.apply)
         else:
             warnings.warn("KFAC.build(apply, configuration, ...) is deprecated: pass the "
                           "binding, kfac.build(BPTT().bind(configuration, model, "
@@ -198,7 +195,16 @@ class KFAC:
                     "configuration: expected an object with loss(stepper, data, *, "
                     f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
                 )
-            self._built = (bound, configuration, ref_stepper, residuum_fn)
+
+            # the pair (apply, params) on the window's states is bound for the gradient;
+            # the curvature is that of apply as given (a pair is called on one state: its
+            # vmap would hide the biases' Kronecker blocks)
+            def bound_pair(params, batch):
+                return BPTT().bind(configuration, (bound, params), state_shape=batch.shape[2:],
+                                   dtype=batch.dtype, ref_stepper=ref_stepper,
+                                   residuum_fn=residuum_fn), bound
+
+            self._built = bound_pair
         self._optimizer = None
         return self
 
@@ -220,7 +226,7 @@ class KFAC:
         if self._built is None:
             raise RuntimeError("KFAC.init: call kfac.build(bound) first")
         folded_batch_size(batch)  # validates the window
-        bound, apply = self._bound(params, batch)
+        bound, apply = self._built(params, batch)
         apply, loss_and_grad = _with_conv_primitives(apply), bound.loss_and_grad
         self._mask = mask = _choose_mask(apply, params, batch)
         scale = 1.0 if self.curvature_scale == "auto" else float(self.curvature_scale)
@@ -291,18 +297,6 @@ class KFAC:
         )
         self.last_stats = stats
         return lower_params(new, self._mask), state, stats["loss"]
-
-    def _bound(self, params, batch) -> tuple[Bound, Callable]:
-        """The binding and the model's `apply` whose curvature is estimated: those `build`
-        was given, or for a deprecated `build(apply, ...)` the binding of the pair
-        `(apply, params)` on the states of `batch`, and that `apply` as given (a pair is
-        called on one state: its vmap would hide the biases' Kronecker blocks)."""
-        if isinstance(self._built, Bound):
-            return self._built, self._built.model.apply
-        apply, configuration, ref_stepper, residuum_fn = self._built
-        bound = BPTT().bind(configuration, (apply, params), state_shape=tuple(batch.shape[2:]),
-                            dtype=batch.dtype, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
-        return bound, apply
 
     @property
     def optimizer(self):
