@@ -511,7 +511,8 @@ def print_roofline(peak, plain, parts, table):
 
     print(f"\nroofline (XLA cost_analysis of one step; peak {peak['gflops']:.1f} GFLOP/s, "
           f"{peak['gbs']:.1f} GB/s; bound = min(peak, flop/byte * bandwidth); "
-          f"'bytes accessed' sums every fused kernel's operands, so flop/byte is a lower bound)")
+          f"'bytes accessed' sums every fused kernel's operands, cache hits included, so "
+          f"flop/byte is a lower bound and a step whose data stays in cache can pass 100%)")
     print(f"{'scenario':<10} | {'R':>2} | {'program':<14} | {'ms/step':>8} | {'GFLOP/step':>10} | "
           f"{'MB/step':>8} | {'flop/byte':>9} | {'GFLOP/s':>7} | {'GB/s':>6} | "
           f"{'bound GFLOP/s':>13} | {'least ms':>8} | {'roofline':>8} | {'of plain bound':>14}")
