@@ -15,7 +15,7 @@ from .._frozen import Frozen, frozen
 from .._input_checks import check_model_state, check_ref_stepper
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter, adapt
-from ._cache import BoundedCache, cache_key
+from .._cache import BoundedCache, cache_key
 
 __all__ = ["Bound", "bind"]
 
