@@ -13,28 +13,38 @@ Scenarios (APEBench's "difficulty" definitions, rebuilt here with exponax):
   (0, 0, 1.5, 0, 0), convection_difficulty=1.5, conservative=True)`; initial conditions
   truncated Fourier series (cutoff 5, zero mean, max one); 30 training trajectories of
   50 steps (train seed 0), 30 test trajectories of 200 steps (test seed 773).
-* burgers_2d: the same scenario at 64 x 64 (2 velocity channels), a 2-D ConvNet; 10 test
-  trajectories of 100 steps (the steps the summary reads).
+* burgers_2d: the same scenario on an `--n-2d` x `--n-2d` grid (the issue's 64 by default;
+  2 velocity channels), a 2-D ConvNet; 10 test trajectories of 100 steps (the steps the
+  summary reads).
 
 Each row runs one library in a fresh `python` process and reports: import, data,
 compile + train (the first call of the trainer, `--steps` steps), test rollout, their
 sum (the whole run), and the steady time per step (a second call of a trainer of
-`--steady-steps` steps; wall clock). The same run measures the machine's attainable peak
-(a large float32 matmul, GFLOP/s; a streaming add over 256 MiB arrays, GB/s) and the
-FLOPs and bytes of one training step from XLA's `cost_analysis` of a plain jitted step
-(loss, gradient and adam update of the same network, the work both libraries must do),
-and prints each row's fraction of that roofline:
+`--steady-steps` steps; wall clock). Three rows per scenario and rollout: APEBench
+(trainax), online_emulate's `SupervisedTrainer` on the pdequinox net, and the same
+trainer on its built-in `ConvNet` holding the same weights (the user-model row: a user's
+network should train within 1.2x of the built-in one).
 
-    roofline time = max(flops / peak_flops, bytes / peak_bandwidth),
-    fraction      = roofline time / steady time per step.
+The roofline (`_roofline.py`): the same run measures the machine's attainable peak (a
+2048^2 float32 matmul, GFLOP/s; an in-place add over 256 MiB, GB/s), counts the FLOPs and
+bytes of one step with XLA's `cost_analysis` of the program each row runs per step
+(trainax's jitted `step_fn`; our trainer's compiled chunk, whose loop body XLA counts
+once) and of a plain jitted equinox step (loss, gradient and adam update: the work all
+must do), and prints per row the achieved GFLOP/s and GB/s, the arithmetic intensity and
+the fraction of the bound:
+
+    bound    = min(peak_flops, intensity * bandwidth),   intensity = flops / bytes,
+    fraction = (flops / steady time per step) / bound.
 
     python benchmarks/vs_apebench.py [--steps 2000] [--steps-2d 200] [--rollouts 1 5]
-        [--steady-steps 50] [--steady-steps-2d 5] [--scenarios burgers_1d burgers_2d]
-        [--quick] [--breakdown]
+        [--steady-steps 50] [--steady-steps-2d 5] [--n-2d 64]
+        [--scenarios burgers_1d burgers_2d] [--no-builtin] [--quick] [--breakdown]
 
 `--quick` (a smoke test: tiny network, tiny grids, a few steps) runs in well under a
-minute per row. The last line is `speedup_vs_apebench=<worst ratio>`, the smallest of the
-APEBench / online_emulate ratios of every row (whole run and steady step).
+minute per row. The last two lines are `user_model_vs_builtin=<worst ratio>` (pdequinox
+net over built-in twin, steady step; absent with `--no-builtin`) and
+`speedup_vs_apebench=<worst ratio>`, the smallest of the APEBench / online_emulate
+ratios of every row (whole run and steady step).
 """
 
 import time
@@ -47,7 +57,8 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-LIBRARIES = ("apebench", "online_emulate")
+LIBRARIES = ("apebench", "online_emulate", "builtin")
+LABELS = {"apebench": "apebench", "online_emulate": "online_emulate", "builtin": "ours, built-in"}
 TEST_SEED, TRAIN_SEED, INIT_SEED, ORDER_SEED = 773, 0, 73, 42
 SUMMARY_STEPS = 100
 
@@ -63,7 +74,7 @@ def setting(args, scenario):
     elif dims == 2:
         # 10 test trajectories of the 100 steps the summary reads (30 x 200 as in 1-D
         # would cost more than the training on a 2-core CPU)
-        n, width, depth = 64, 26, 8
+        n, width, depth = args.n_2d, 26, 8
         train, horizon, test, test_steps = 30, 50, 10, SUMMARY_STEPS
     else:
         n, width, depth = 160, 26, 8
@@ -117,12 +128,24 @@ def make_optimizer(steps):
 
 
 # ------------------------------------------------------------------ workers
-def apebench_pipeline(s, rollout, steps):
-    """`train(net) -> trained` and `test_curve(trained, test) -> per-step mean nRMSE`,
-    as APEBench runs them (trainax trainer, exponax rollout and metric)."""
+def windows_of(s, rollout):
+    """A minibatch of training windows `(batch, rollout + 1, C, *N)`, zeros (lowering
+    needs only its shape; the quick setting has fewer trajectories than a batch)."""
+    import jax.numpy as jnp
+
+    return jnp.zeros((s["batch"], rollout + 1, s["dims"]) + (s["n"],) * s["dims"], jnp.float32)
+
+
+def apebench_pipeline(s, rollout):
+    """`trainer_for(train, steps) -> run` and `test_curve(trained, test) -> per-step
+    mean nRMSE`, as APEBench runs them (trainax trainer, exponax rollout and metric).
+    `run(net) -> trained` trains; `run.record()` (called before a timed call) and
+    `run.cost(net) -> (flops, bytes)` give XLA's counts of the program one step runs."""
+    import equinox as eqx
     import exponax as ex
     import jax
     import trainax as tx
+    from _roofline import xla_cost
 
     def trainer_for(train, num_steps):
         trainer = tx.trainer.SupervisedTrainer(
@@ -134,6 +157,14 @@ def apebench_pipeline(s, rollout, steps):
             trained, _ = trainer(net, key=jax.random.PRNGKey(ORDER_SEED), spawn_tqdm=False)
             return jax.block_until_ready(trained)
 
+        def cost(net):
+            # the program trainax jits for every minibatch: loss, gradient, adam update
+            opt_state = trainer.optimizer.init(eqx.filter(net, eqx.is_array))
+            lowered = eqx.filter_jit(trainer.step_fn).lower(
+                net, opt_state, windows_of(s, rollout))
+            return xla_cost(lowered.compile().compiled)
+
+        run.record, run.cost = (lambda: None), cost
         return run
 
     def test_curve(net, test):
@@ -144,10 +175,11 @@ def apebench_pipeline(s, rollout, steps):
     return trainer_for, test_curve
 
 
-def ours_pipeline(s, rollout, steps):
+def ours_pipeline(s, rollout):
     """The same with online_emulate's `SupervisedTrainer` and metrics."""
     import jax
 
+    from _roofline import xla_cost
     from online_emulate.metrics import nrmse
     from online_emulate.metrics import rollout as free_rollout
     from online_emulate.trainer import SupervisedTrainer
@@ -156,11 +188,36 @@ def ours_pipeline(s, rollout, steps):
         trainer = SupervisedTrainer(
             train, optimizer=make_optimizer(num_steps), num_training_steps=num_steps,
             batch_size=s["batch"], num_rollout_steps=rollout, progress_bar=False)
+        seen = {}
 
         def run(net):
             trained, _ = trainer(net, key=ORDER_SEED)
             return jax.block_until_ready(trained)
 
+        def record():
+            # The trainer keeps its compiled chunk (a `while_loop` over up to
+            # `steps_per_call` steps) in `_compiled`; wrap it to keep the arguments of
+            # its next call, so that the same program can be lowered for XLA's counts.
+            # A private attribute: this is a benchmark, not library code.
+            signature, apply, chunk = trainer._compiled
+
+            def recording(*a):
+                seen["args"], seen["chunk"] = a, chunk
+                return chunk(*a)
+
+            trainer._compiled = (signature, apply, recording)
+
+        def cost(net):
+            if not hasattr(seen["chunk"], "lower"):
+                return float("nan"), float("nan")
+            args = jax.tree_util.tree_map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
+                seen["args"])
+            # XLA counts a loop body once: the chunk's counts are those of one step
+            # (minibatch gather, loss, gradient, adam, finiteness checks)
+            return xla_cost(seen["chunk"].lower(*args).compile())
+
+        run.record, run.cost = record, cost
         return run
 
     def test_curve(net, test):
@@ -170,19 +227,41 @@ def ours_pipeline(s, rollout, steps):
     return trainer_for, test_curve
 
 
+def builtin_twin(s, net):
+    """online_emulate's built-in `ConvNet` of the architecture of the pdequinox `net`,
+    holding its weights: pdequinox's depth counts hidden layers (depth + 1
+    convolutions), its weights are `(out, in, *kernel)` and the built-in ones
+    `(*kernel, in, out)`."""
+    import jax
+    import jax.numpy as jnp
+
+    from online_emulate.emulators import ConvNet
+
+    d, c = s["dims"], s["dims"]
+    twin = ConvNet(d, c, c, hidden_channels=s["width"], depth=s["depth"] + 1,
+                   activation=jax.nn.relu, key=INIT_SEED)
+    perm = tuple(range(2, 2 + d)) + (1, 0)
+    for theirs, ours in zip(net.layers, twin.layers, strict=True):
+        ours.weight.value = jnp.transpose(theirs.weight, perm)
+        ours.bias.value = theirs.bias.reshape(-1)
+    return twin
+
+
 def worker(args):
     """One row: a library, a scenario, a rollout; prints one JSON line."""
     s = json.loads(args.setting)
-    pipeline = apebench_pipeline if args.worker == "apebench" else ours_pipeline
+    pipeline = apebench_pipeline if args.worker == "apebench" else ours_pipeline  # or built-in
     marks = {"start": _T0}
     import jax  # noqa: F401  (the import is timed as part of the pipeline)
     import numpy as np
 
-    trainer_for, test_curve = pipeline(s, args.rollout, s["steps"])
+    trainer_for, test_curve = pipeline(s, args.rollout)
     marks["import"] = time.perf_counter()
     train, test = make_data(s)
     marks["data"] = time.perf_counter()
     net = make_net(s)
+    if args.worker == "builtin":
+        net = builtin_twin(s, net)
     trained = trainer_for(train, s["steps"])(net)
     marks["train"] = time.perf_counter()
     curve = np.asarray(test_curve(trained, test))
@@ -191,13 +270,15 @@ def worker(args):
     # steady state: the second call of one trainer (its first call compiled)
     steady = trainer_for(train, s["steady_steps"])
     steady(net)
+    steady.record()
     t = time.perf_counter()
     steady(net)
     steady_s = (time.perf_counter() - t) / s["steady_steps"]
+    flops, nbytes = steady.cost(net)  # after the timings: it compiles again
     row = {"import": marks["import"] - marks["start"], "data": marks["data"] - marks["import"],
            "train": marks["train"] - marks["data"], "test": marks["test"] - marks["train"],
            "whole": marks["test"] - marks["start"], "steady_ms": 1e3 * steady_s,
-           "gmean_nrmse": summary}
+           "gmean_nrmse": summary, "flops": flops, "bytes": nbytes}
     print("ROW " + json.dumps(row), flush=True)
 
 
@@ -237,6 +318,7 @@ def cost_worker(args):
     each scenario and rollout."""
     import jax
     import jax.numpy as jnp
+    from _roofline import xla_cost
 
     out = {}
     for scenario in args.scenarios:
@@ -244,24 +326,15 @@ def cost_worker(args):
         for r in args.rollouts:
             step, _, params, opt_state, shape, _ = plain_step(s, r)
             windows = jax.ShapeDtypeStruct(shape, jnp.float32)
-            compiled = jax.jit(step).lower(params, opt_state, windows).compile()
-            cost = compiled.cost_analysis()
-            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-            out[f"{scenario}/{r}"] = {"flops": float(cost.get("flops", 0.0)),
-                                      "bytes": float(cost.get("bytes accessed", 0.0))}
+            flops, nbytes = xla_cost(jax.jit(step).lower(params, opt_state, windows).compile())
+            out[f"{scenario}/{r}"] = {"flops": flops, "bytes": nbytes}
     print("COST " + json.dumps(out), flush=True)
 
 
 def best_ms(fn, *xs, repeats=5):
-    import jax
+    from _roofline import best_seconds
 
-    jax.block_until_ready(fn(*xs))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*xs))
-        best = min(best, time.perf_counter() - t)
-    return 1e3 * best
+    return 1e3 * best_seconds(lambda: fn(*xs), repeats=repeats)
 
 
 def breakdown_worker(args):
@@ -312,31 +385,12 @@ def breakdown_worker(args):
 
 def peak_worker(args):
     """Attainable float32 matmul GFLOP/s and streaming memory bandwidth GB/s."""
-    import jax
-    import jax.numpy as jnp
+    from _roofline import matmul_gflops, stream_gbs
 
-    n = 512 if args.quick else 2048
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda x, y: x @ y)
-    jax.block_until_ready(mm(a, a))
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        jax.block_until_ready(mm(a, a))
-        best = min(best, time.perf_counter() - t)
-    gflops = 2 * n ** 3 / best / 1e9
-    m = (2 ** 22 if args.quick else 2 ** 26)  # float32 elements: 16 MiB / 256 MiB
-    # in place (donated): a fresh output buffer would time the page faults of its
-    # first touch, not the memory
-    add = jax.jit(lambda v: v + 1.0, donate_argnums=0)
-    x = jax.block_until_ready(add(jnp.ones((m,), jnp.float32)))
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        x = jax.block_until_ready(add(x))
-        best = min(best, time.perf_counter() - t)
-    gbs = 2 * 4 * m / best / 1e9  # one read, one write
-    print("PEAK " + json.dumps({"gflops": gflops, "gbs": gbs}), flush=True)
+    quick = args.quick  # 512^2 and 16 MiB; else 2048^2 and 256 MiB (beyond the caches)
+    peak = {"gflops": matmul_gflops(512 if quick else 2048),
+            "gbs": stream_gbs(2 ** 22 if quick else 2 ** 26)}
+    print("PEAK " + json.dumps(peak), flush=True)
 
 
 # --------------------------------------------------------------------- main
@@ -354,11 +408,12 @@ def run_child(args, extra, tag):
 def common_flags(args):
     return (["--steps", str(args.steps), "--steps-2d", str(args.steps_2d),
              "--steady-steps", str(args.steady_steps),
-             "--steady-steps-2d", str(args.steady_steps_2d), "--rollouts"]
+             "--steady-steps-2d", str(args.steady_steps_2d), "--n-2d", str(args.n_2d),
+             "--rollouts"]
             + [str(r) for r in args.rollouts] + ["--scenarios"] + list(args.scenarios))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps, 1-D")
     parser.add_argument("--steps-2d", type=int, default=200, help="training steps, 2-D")
@@ -366,9 +421,13 @@ def main():
                         help="steps of the second call that times the steady step")
     parser.add_argument("--steady-steps-2d", type=int, default=5,
                         help="the same for the 2-D scenario")
+    parser.add_argument("--n-2d", type=int, default=64,
+                        help="grid points per axis of the 2-D scenario (the issue's 64)")
     parser.add_argument("--rollouts", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--scenarios", nargs="+", default=["burgers_1d", "burgers_2d"],
                         choices=["burgers_1d", "burgers_2d"])
+    parser.add_argument("--no-builtin", action="store_true",
+                        help="skip the user-model row (the built-in ConvNet twin)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny network and grids (set --steps yourself)")
     parser.add_argument("--breakdown", action="store_true",
@@ -378,7 +437,11 @@ def main():
                         help=argparse.SUPPRESS)
     parser.add_argument("--rollout", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--setting", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
     if args.worker in LIBRARIES:
         return worker(args)
     if args.worker == "cost":
@@ -389,35 +452,32 @@ def main():
         return breakdown_worker(args)
 
     flags = common_flags(args)
+    libraries = LIBRARIES[:2] if args.no_builtin else LIBRARIES
     peak = run_child(args, ["--worker", "peak"] + flags, "PEAK")
-    cost = run_child(args, ["--worker", "cost"] + flags, "COST")
+    plain = run_child(args, ["--worker", "cost"] + flags, "COST")
     print(f"machine: {os.cpu_count()} CPUs; attainable peak: float32 matmul "
           f"{peak['gflops']:.1f} GFLOP/s, streaming add {peak['gbs']:.1f} GB/s"
           f"{' (quick)' if args.quick else ''}")
     print(f"adam warmup-cosine 0 -> 1e-3 (warmup = steps/4), batch 20, steady = second call "
           f"of {args.steady_steps} steps ({args.steady_steps_2d} in 2-D); seconds unless "
-          f"marked; each row a fresh process")
-    head = (f"{'scenario':<10} | {'R':>2} | {'library':<14} | {'steps':>5} | {'import':>6} | "
-            f"{'data':>5} | {'compile+train':>13} | {'test':>5} | {'whole':>7} | {'ms/step':>8} | "
-            f"{'GFLOP/step':>10} | {'MB/step':>7} | {'roofline':>8} | {'gmean nRMSE':>11}")
-    print(head)
-    ratios, table = [], {}
+          f"marked; each row a fresh process; '{LABELS['builtin']}' = online_emulate's "
+          f"built-in ConvNet holding the pdequinox net's weights")
+    print(f"{'scenario':<10} | {'R':>2} | {'library':<14} | {'steps':>5} | {'import':>6} | "
+          f"{'data':>5} | {'compile+train':>13} | {'test':>5} | {'whole':>7} | {'ms/step':>8} | "
+          f"{'gmean nRMSE':>11}")
+    ratios, user_ratios, table = [], [], {}
     for scenario in args.scenarios:
         s = setting(args, scenario)
         for r in args.rollouts:
-            c = cost[f"{scenario}/{r}"]
-            roof_s = max(c["flops"] / (1e9 * peak["gflops"]), c["bytes"] / (1e9 * peak["gbs"]))
             rows = {}
-            for lib in LIBRARIES:
+            for lib in libraries:
                 row = run_child(args, ["--worker", lib, "--rollout", str(r), "--setting",
                                        json.dumps(s)] + flags, "ROW")
                 rows[lib] = row
-                fraction = roof_s / (1e-3 * row["steady_ms"])
-                print(f"{scenario:<10} | {r:>2} | {lib:<14} | {s['steps']:>5} | "
+                print(f"{scenario:<10} | {r:>2} | {LABELS[lib]:<14} | {s['steps']:>5} | "
                       f"{row['import']:>6.1f} | {row['data']:>5.1f} | {row['train']:>13.1f} | "
                       f"{row['test']:>5.1f} | {row['whole']:>7.1f} | {row['steady_ms']:>8.2f} | "
-                      f"{c['flops'] / 1e9:>10.3f} | {c['bytes'] / 1e6:>7.1f} | "
-                      f"{100 * fraction:>7.1f}% | {row['gmean_nrmse']:>11.4f}", flush=True)
+                      f"{row['gmean_nrmse']:>11.4f}", flush=True)
             table[f"{scenario}/{r}"] = (s, rows)
             a, o = rows["apebench"], rows["online_emulate"]
             whole, step = a["whole"] / o["whole"], a["steady_ms"] / o["steady_ms"]
@@ -425,15 +485,68 @@ def main():
             print(f"{scenario:<10} | {r:>2} | speed-up APEBench / online_emulate: whole run "
                   f"{whole:.2f}x, steady step {step:.2f}x; gmean nRMSE {a['gmean_nrmse']:.4f} "
                   f"vs {o['gmean_nrmse']:.4f}", flush=True)
-    if args.breakdown:
-        print_breakdown(args, flags, table)
+            if "builtin" in rows:
+                b = rows["builtin"]
+                user_ratios.append(o["steady_ms"] / b["steady_ms"])
+                print(f"{scenario:<10} | {r:>2} | user model: pdequinox net / built-in twin "
+                      f"in SupervisedTrainer, steady step {user_ratios[-1]:.2f}x (target <= "
+                      f"1.2); gmean nRMSE {o['gmean_nrmse']:.4f} vs {b['gmean_nrmse']:.4f}",
+                      flush=True)
+    parts = run_child(args, ["--worker", "breakdown"] + flags, "BREAKDOWN") \
+        if args.breakdown else None
+    print_roofline(peak, plain, parts, table)
+    if parts is not None:
+        print_breakdown(parts, table)
+    if user_ratios:
+        print(f"user_model_vs_builtin={max(user_ratios):.2f}")
     print(f"speedup_vs_apebench={min(ratios):.2f}")
 
 
-def print_breakdown(args, flags, table):
+def print_roofline(peak, plain, parts, table):
+    """Each row's place under the roofline, from XLA's counts of the program it runs per
+    step; 'plain step' is the plain jitted equinox step (the work both must do), timed
+    only with `--breakdown`; 'of plain bound' = the plain step's least time over the
+    row's time (how far the row is from the least time of the useful work)."""
+    from _roofline import roofline
+
+    print(f"\nroofline (XLA cost_analysis of one step; peak {peak['gflops']:.1f} GFLOP/s, "
+          f"{peak['gbs']:.1f} GB/s; bound = min(peak, flop/byte * bandwidth); "
+          f"'bytes accessed' sums every fused kernel's operands, cache hits included, so "
+          f"flop/byte is a lower bound and a step whose data stays in cache can pass 100%)")
+    print(f"{'scenario':<10} | {'R':>2} | {'program':<14} | {'ms/step':>8} | {'GFLOP/step':>10} | "
+          f"{'MB/step':>8} | {'flop/byte':>9} | {'GFLOP/s':>7} | {'GB/s':>6} | "
+          f"{'bound GFLOP/s':>13} | {'least ms':>8} | {'roofline':>8} | {'of plain bound':>14}")
+    for key, (s, rows) in table.items():
+        scenario, r = key.split("/")
+        c = plain[key]
+        least_plain_ms = 1e3 * roofline(c["flops"], c["bytes"], 1.0, peak_gflops=peak["gflops"],
+                                        peak_gbs=peak["gbs"])["bound_s"]
+        entries = [("plain step", c["flops"], c["bytes"],
+                    parts[key]["step"] if parts is not None else None)]
+        entries += [(LABELS[lib], row["flops"], row["bytes"], row["steady_ms"])
+                    for lib, row in rows.items()]
+        for label, flops, nbytes, ms in entries:
+            lead = f"{scenario:<10} | {r:>2} | {label:<14} | "
+            if not (flops > 0 and nbytes > 0):  # nan: a program XLA could not count
+                print(lead + f"{ms:>8.2f} | (no XLA count)", flush=True)
+                continue
+            # untimed (the plain step without --breakdown): the counts and bound only
+            x = roofline(flops, nbytes, 1.0 if ms is None else ms / 1e3,
+                         peak_gflops=peak["gflops"], peak_gbs=peak["gbs"])
+            counts = (f"{flops / 1e9:>10.3f} | {nbytes / 1e6:>8.1f} | {x['intensity']:>9.2f} | ")
+            bound = f"{x['bound_gflops']:>13.1f} | {1e3 * x['bound_s']:>8.2f} | "
+            if ms is None:
+                print(lead + f"{'-':>8} | " + counts + f"{'-':>7} | {'-':>6} | " + bound
+                      + f"{'-':>8} | {'-':>14}", flush=True)
+                continue
+            print(lead + f"{ms:>8.2f} | " + counts + f"{x['gflops']:>7.1f} | {x['gbs']:>6.1f} | "
+                  + bound + f"{100 * x['fraction']:>7.1f}% | "
+                  f"{100 * least_plain_ms / ms:>13.1f}%", flush=True)
+
+
+def print_breakdown(parts, table):
     """Each row's time: compile (first call minus its steps at the steady rate), and per
     steady step the plain jitted step's parts plus what the library adds around them."""
-    parts = run_child(args, ["--worker", "breakdown"] + flags, "BREAKDOWN")
     print("\nwhere the time goes (ms per step unless marked; the parts are jitted pieces "
           "of the plain step, timed alone: XLA fuses them differently inside the step)")
     print(f"{'scenario':<10} | {'R':>2} | {'plain step':>10} | {'forward':>7} | "
@@ -446,7 +559,7 @@ def print_breakdown(args, flags, table):
             compile_s = row["train"] - s["steps"] * row["steady_ms"] / 1e3
             print(f"{scenario:<10} | {r:>2} | {p['step']:>10.2f} | {p['forward']:>7.2f} | "
                   f"{p['grad'] - p['forward']:>8.2f} | {p['adam']:>5.2f} | "
-                  f"{p['convolutions']:>9.2f} | {p['padding']:>8.2f} | {lib:<14} | "
+                  f"{p['convolutions']:>9.2f} | {p['padding']:>8.2f} | {LABELS[lib]:<14} | "
                   f"{row['steady_ms']:>7.2f} | {row['steady_ms'] - p['step']:>9.2f} | "
                   f"{compile_s:>9.1f}", flush=True)
 

@@ -234,3 +234,23 @@ def test_interrupt_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig
     assert a["step"] == b["step"] == steps
     np.testing.assert_array_equal(a["params"]["conv"]["weight"], b["params"]["conv"]["weight"])
     np.testing.assert_array_equal(a["loss"], b["loss"])
+
+
+def test_ctrl_c_during_evaluation_keeps_the_trained_emulator(tmp_path, capsys, monkeypatch):
+    import online_emulate.cli._run as run_module
+    from online_emulate.emulators import load_emulator
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_evaluate", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during evaluation" in err and "Traceback" not in err
+    assert f"evaluate with: online-emulate evaluate --run {out}" in err
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "emulator.npz", "history.json"]
+    assert load_checkpoint(out / "checkpoint.npz")["step"] == 30
+    assert load_emulator(out / "emulator.npz") is not None
+    monkeypatch.undo()
+    assert main(["evaluate", "--run", str(out), "--test-samples", "2", "--test-horizon", "5"]) == 0

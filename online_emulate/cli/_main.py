@@ -13,7 +13,13 @@ from ._demo import run_demo
 from ._options import (add_configuration_options, add_emulator_options, decay, positive_float,
                        positive_int)
 from ._plan import add_plan_parser, run_plan
-from ._run import RunDiverged, RunInterrupted, evaluate_checkpoint, run_training
+from ._run import (
+    EvaluationInterrupted,
+    RunDiverged,
+    RunInterrupted,
+    evaluate_checkpoint,
+    run_training,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -176,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_plan(args)
     except RunInterrupted as err:
         sys.stderr.write(f"online-emulate {args.command}: {err}\nresume with: {_resume_command(argv)}\n")
+        return 130
+    except EvaluationInterrupted as err:
+        sys.stderr.write(f"online-emulate {args.command}: {err}\nevaluate with: online-emulate "
+                         f"evaluate --run {shlex.quote(err.output)}\n")
         return 130
     except KeyboardInterrupt:
         sys.stderr.write(f"online-emulate {args.command}: interrupted\n")

@@ -49,6 +49,7 @@ __all__ = [
     "check_output_folder",
     "RunInterrupted",
     "RunDiverged",
+    "EvaluationInterrupted",
     "CHECKPOINT",
 ]
 
@@ -63,6 +64,17 @@ class RunInterrupted(Exception):
     def __init__(self, signal_name: str, step: int, checkpoint: str):
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
         super().__init__(f"interrupted by {signal_name} at step {step}; checkpoint written to {checkpoint}")
+
+
+class EvaluationInterrupted(Exception):
+    """Ctrl-C arrived after training had finished, while the run was being evaluated;
+    the trained emulator, its checkpoint and history were written to `output`."""
+
+    def __init__(self, output: str):
+        self.output = output
+        super().__init__(
+            f"interrupted during evaluation; training had finished and {output} holds "
+            f"emulator.npz, {CHECKPOINT} and history.json (no metrics)")
 
 
 class RunDiverged(Exception):
@@ -211,6 +223,8 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
         RunDiverged: training diverged (`OUTPUT/diverged.npz` holds the last good state).
         RunInterrupted: SIGINT/SIGTERM; `OUTPUT/checkpoint.npz` holds the last completed
             step and `--resume` continues bit-identically.
+        EvaluationInterrupted: Ctrl-C after training finished; the trained emulator,
+            checkpoint and history are in `output`, the metrics are not.
     """
     output = check_output_folder(output)
     check_run_folder(output, resume=resume, overwrite=overwrite)
@@ -282,29 +296,36 @@ def run_training(run: dict, *, output: str, progress: bool, resume: bool = False
             _publish(partial, output)
             raise RunInterrupted(stopper.received, trainer.step, os.path.join(output, CHECKPOINT))
         save_emulator(os.path.join(partial, "emulator.npz"), trained)
-
-        windows = test if train is None else train  # a stream's windows: test-data shaped
-        window = jnp.asarray(windows[: min(run["batch_size"], windows.shape[0]),
-                                     : configuration.num_time_levels])
-        temp_bytes = compiled_temp_bytes(
-            estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
-        )
-        metrics = _evaluate(trained, test, partial, label=run["estimator"])
-        steps_run = len(history.loss) - first_step
-        result = {
-            "problem": resolved["problem"],
-            "data": resolved.get("data"),
-            "configuration": repr(configuration),
-            "estimator": repr(estimator),
-            "final_train_loss": float(np.mean(history.loss[-20:])),
-            "train_seconds": train_seconds,
-            "ms_per_step": 1e3 * train_seconds / max(steps_run, 1),
-            "grad_temp_bytes": temp_bytes,
-            "metrics": metrics,
-        }
-        plot_loss_history({run["estimator"]: history.loss}, os.path.join(partial, "loss.png"))
-        write_json(os.path.join(partial, "metrics.json"), result)
-        write_json(os.path.join(partial, "history.json"), history.as_dict())
+        try:
+            windows = test if train is None else train  # a stream's windows: test-data shaped
+            window = jnp.asarray(windows[: min(run["batch_size"], windows.shape[0]),
+                                         : configuration.num_time_levels])
+            temp_bytes = compiled_temp_bytes(
+                estimator, configuration, trained, window, ref_stepper=ref_stepper, residuum_fn=residuum_fn
+            )
+            metrics = _evaluate(trained, test, partial, label=run["estimator"])
+            steps_run = len(history.loss) - first_step
+            result = {
+                "problem": resolved["problem"],
+                "data": resolved.get("data"),
+                "configuration": repr(configuration),
+                "estimator": repr(estimator),
+                "final_train_loss": float(np.mean(history.loss[-20:])),
+                "train_seconds": train_seconds,
+                "ms_per_step": 1e3 * train_seconds / max(steps_run, 1),
+                "grad_temp_bytes": temp_bytes,
+                "metrics": metrics,
+            }
+            plot_loss_history({run["estimator"]: history.loss}, os.path.join(partial, "loss.png"))
+            write_json(os.path.join(partial, "metrics.json"), result)
+            write_json(os.path.join(partial, "history.json"), history.as_dict())
+        except KeyboardInterrupt:
+            # what training produced is kept; the evaluation's files may be half written
+            for name in set(os.listdir(partial)) - {"emulator.npz", CHECKPOINT, "config.json"}:
+                os.unlink(os.path.join(partial, name))
+            write_json(os.path.join(partial, "history.json"), history.as_dict())
+            _publish(partial, output)
+            raise EvaluationInterrupted(output) from None
         _publish(partial, output)
         return result, history
     finally:

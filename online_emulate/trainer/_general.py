@@ -299,7 +299,7 @@ class GeneralTrainer(Trainer):
 
     def _run(self, adapter, apply, chunk, target_step):
         bar = ProgressBar(
-            total=target_step, initial=self.step, enabled=self.progress_bar and jax.process_index() == 0,
+            total=target_step, initial=self.step, enabled=self.progress_bar,
             epochs_per_step=self.sampler.batch_size / self.sampler.num_windows,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 from tqdm.auto import tqdm
 
 __all__ = ["ProgressBar"]
@@ -20,7 +21,8 @@ class ProgressBar:
         self.epochs_per_step = epochs_per_step
         self.step = initial
         self.bar = None
-        if enabled:
+        # one bar per job: in a multi-process run only process 0 draws it
+        if enabled and jax.process_index() == 0:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def advance(self, num_steps: int, loss) -> None:

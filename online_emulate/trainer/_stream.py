@@ -430,7 +430,7 @@ class StreamTrainer(Trainer):
     def _run(self, adapter, chunk, target_step):
         bar = ProgressBar(
             total=target_step, initial=self.step,
-            enabled=self.progress_bar and jax.process_index() == 0,
+            enabled=self.progress_bar,
             epochs_per_step=self.batch_size / self.buffer_size, desc="stream",
         )
 
