@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from .._checks import check_callable, check_positive_int, key_data
+from .._checks import check_callable, check_positive_int, check_required, key_data
 from .._compile import jit
 from .._input_checks import check_emulator_data, check_time_levels
 from ..callback import Callback
@@ -135,7 +135,13 @@ class GeneralTrainer(Trainer):
             samples, levels, configuration.num_time_levels, batch_size, sub_stacking
         )
         self.batch_size = batch_size
-        configuration.check_references(ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        owner = type(configuration).__name__
+        if configuration.needs_ref_stepper:
+            check_required("ref_stepper", ref_stepper,
+                           f"a reference stepper on one state (C, *N) ({owner} needs it)")
+        if configuration.needs_residuum_fn:
+            check_required("residuum_fn", residuum_fn,
+                           f"residuum_fn(next, prev) on batches ({owner} needs it)")
         check_callable("ref_stepper", ref_stepper, allow_none=True)
         check_callable("residuum_fn", residuum_fn, allow_none=True)
         self.ref_stepper = ref_stepper

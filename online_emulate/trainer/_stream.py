@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import check_callable, check_int, check_positive_int, key_data
+from .._checks import check_callable, check_int, check_positive_int, check_required, key_data
 from .._compile import jit
 from .._rollout import batched, bind, stop_gradient
 from ..callback import Callback, CallbackContext
@@ -178,7 +178,10 @@ class StreamTrainer(Trainer):
         check_callable("ref_stepper", ref_stepper, expected="a solver on one state (C, *N)")
         check_callable("ic_sampler", ic_sampler,
                        expected="a callable ic_sampler(key, num) -> (num, C, *N)")
-        configuration.check_references(ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        if configuration.needs_residuum_fn:
+            check_required("residuum_fn", residuum_fn,
+                           f"residuum_fn(next, prev) on batches ({type(configuration).__name__} "
+                           "needs it)")
         check_callable("residuum_fn", residuum_fn, allow_none=True)
         self.ref_stepper, self.ic_sampler, self.residuum_fn = ref_stepper, ic_sampler, residuum_fn
         if getattr(optimizer, "is_kfac", False):
