@@ -1,5 +1,5 @@
 """The binding of an estimator to one problem (`bind`): the pre-flight done once, and
-what every caller (value_and_grad, the trainers, gradient_fidelity) needs from it; equal
+what every caller (value_and_grad, the trainers, K-FAC, gradient_fidelity) needs; equal
 problems share one `Bound` and so one compiled program."""
 
 from __future__ import annotations
