@@ -8,7 +8,8 @@ traced to a jaxpr and evaluated again, with
 
 * each operation that combines the field with parameters replaced by the braintrace
   op that computes the same thing: a convolution `conv_general_dilated(x, w)` by
-  `braintrace.conv`, a dense product `dot_general(x, w)` of a `(batch, in)` input by
+  `braintrace.conv` (its kernel read in the order `(in, *space, out)`, see
+  `_kernel_in_space_out`), a dense product `dot_general(x, w)` of a `(batch, in)` input by
   `braintrace.matmul`, an element-wise scale `x * s` and bias `x + b` by
   `braintrace.einsum` (a bias `b` as `einsum(ones, b)`); a bias added to a lifted
   product's output is folded into that op;
@@ -51,6 +52,13 @@ __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# the kernel order a lifted convolution reads, per ETrace algorithm: "in_space_out"
+# (`_kernel_in_space_out`) or "model" (the model's own order, as lifted before). Measured
+# at the issue's size (benchmarks/RESULTS.md): D_RTRL 1.28x faster in_space_out, ES_D_RTRL
+# 3.6x slower (its kernel-gradient convolution then runs in a layout XLA:CPU is slow at).
+# Read when a model is lifted, so benchmarks/online_speed.py can measure one against the
+# other.
+KERNEL_ORDER = {"d_rtrl": "in_space_out", "es_d_rtrl": "model"}
 
 
 class LiftError(TypeError):
@@ -192,7 +200,8 @@ def _describe(eqn) -> str:
 
 
 def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = None,
-              model: str = "model", conv_bias: str = "vector") -> Plan:
+              model: str = "model", conv_bias: str = "vector",
+              kernel_order: str = "in_space_out") -> Plan:
     """Trace `fn(params, u)` (u a batch in the field layout) and find its lifted ops.
 
     Arguments:
@@ -204,14 +213,20 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         conv_bias: how a bias folded into a convolution is stored: "vector" `(out,)`
             (what braintrace's D_RTRL needs) or "state" (one state's rank, what its
             ES_D_RTRL needs in a channel-first layout).
+        kernel_order: the kernel order a lifted convolution reads, "in_space_out"
+            (see `_kernel_in_space_out`) or "model" (the model's own).
 
     Returns:
         The `Plan`.
 
     Raises:
+        ValueError: an unknown `kernel_order`.
         LiftError: a parameter is used by an operation that cannot be lifted, naming
             the parameter's path and the operation.
     """
+    if kernel_order not in ("in_space_out", "model"):
+        raise ValueError(
+            f"kernel_order: expected 'in_space_out' or 'model', got {kernel_order!r}")
     closed, out_tree = flat_jaxpr(fn, params, u)
     jaxpr = closed.jaxpr
     num_params = len(jaxpr.invars) - 1
@@ -337,7 +352,12 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                op = _Op("conv", eqn, x, operand(w), options=options)
+                if kernel_order == "in_space_out":
+                    perm, options["dimension_numbers"] = _kernel_in_space_out(
+                        eqn.params["dimension_numbers"])
+                    op = _Op("conv", eqn, x, operand(w, _permute(perm)), options=options)
+                else:
+                    op = _Op("conv", eqn, x, operand(w), options=options)
         elif name == "dot_general":
             op = _dense(eqn, leaves, on_field, operand)
         elif name in ("mul", "add", "sub") and len(eqn.invars) == 2:
@@ -360,6 +380,29 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                    f" (its output {tuple(op.out.aval.shape)} reaches the field "
                    f"{field_shape} only through a reshape)")
     return Plan(closed, ops, operands, weight_only, skipped, out_tree)
+
+
+def _kernel_in_space_out(dimension_numbers):
+    """The kernel order `(in, *space, out)` for a lifted convolution: the permutation
+    of the model's kernel into it, and the convolution's dimension numbers reading it.
+
+    braintrace's D_RTRL builds each step's per-position kernel trace in the order
+    `(batch, *space_out, in, *kernel_space, out)` and transposes it into the kernel's
+    own order; in this order that transpose is the identity, so the trace (B * S * |K|
+    floats per layer, the bulk of D_RTRL's work) is not copied once more every step
+    (benchmarks/RESULTS.md, "Where the lifted D_RTRL time goes")."""
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    d = len(rhs_spec) - 2
+    perm = (rhs_spec[1], *rhs_spec[2:], rhs_spec[0])
+    spec = jax.lax.ConvDimensionNumbers(tuple(lhs_spec), (d + 1, 0, *range(1, d + 1)),
+                                        tuple(out_spec))
+    return perm, spec
+
+
+def _permute(perm):
+    def transform(w):
+        return jnp.transpose(w, perm)
+    return transform
 
 
 def _reshape_to(shape, sign):
@@ -515,6 +558,7 @@ class LiftedModule(brainstate.nn.Module):
             brainstate module) or channel-first `(B, C, *N)` (equinox modules, pairs).
         model: the model's description (for errors).
         conv_bias: see `lift_plan` ("vector" for D_RTRL, "state" for ES_D_RTRL).
+        kernel_order: see `lift_plan`; default D_RTRL's entry of `KERNEL_ORDER`.
 
     Raises:
         LiftError: see `lift_plan`.
@@ -522,14 +566,14 @@ class LiftedModule(brainstate.nn.Module):
 
     def __init__(self, fn: Callable, params: Any, state_shape: tuple[int, ...],
                  dtype: Any, *, channel_last: bool, model: str = "model",
-                 conv_bias: str = "vector"):
+                 conv_bias: str = "vector", kernel_order: str | None = None):
         super().__init__()
         state_shape = tuple(int(s) for s in state_shape)
         avals = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
         self._s = _Static(fn=fn, treedef=jax.tree_util.tree_structure(params), avals=avals,
                           paths=paths, channel_last=bool(channel_last), plans={}, model=model,
-                          conv_bias=conv_bias)
+                          conv_bias=conv_bias, kernel_order=kernel_order or KERNEL_ORDER["d_rtrl"])
         self.num_spatial_dims = len(state_shape) - 1
         self.in_channels = self.out_channels = state_shape[0]
         self.field_channel_last = bool(channel_last)
@@ -560,7 +604,8 @@ class LiftedModule(brainstate.nn.Module):
         if plan is None:
             u = jax.ShapeDtypeStruct(field_shape, self.dtype)
             plan = lift_plan(self._s.fn, self._s.avals, u, paths=self._s.paths,
-                             model=self._s.model, conv_bias=self._s.conv_bias)
+                             model=self._s.model, conv_bias=self._s.conv_bias,
+                             kernel_order=self._s.kernel_order)
             reference = getattr(self._s, "reference", None)
             if reference is not None and plan.operand_shapes() != reference.operand_shapes():
                 raise LiftError(
