@@ -55,7 +55,7 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # the kernel order a lifted convolution reads, per ETrace algorithm: "in_space_out"
 # (`_kernel_in_space_out`) or "model" (the model's own order, as lifted before). Measured
 # at the size (benchmarks/RESULTS.md): D_RTRL 1.28x faster in_space_out, ES_D_RTRL
-# 3.6x slower (its kernel-gradient convolution then runs in a layout XLA:CPU is slow at).
+# 3.1-3.6x slower (cause not profiled; its kernel gradient is a convolution VJP).
 # Read when a model is lifted, so benchmarks/online_speed.py can measure one against the
 # other.
 KERNEL_ORDER = {"d_rtrl": "in_space_out", "es_d_rtrl": "model"}
