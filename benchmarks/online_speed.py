@@ -31,7 +31,8 @@ the issue's) 26, 9, 160, 20, 2000; `medium` 16, 5, 80, 10, 500; `quick` (also `-
 run that must fit a time box; `--skip-coupled` leaves out the coupled-scope D_RTRL, the
 slowest row, which the `etrace_vs_bptt` line does not read. `--compare-kernel-order` first
 measures the lifted net's ETrace rows with the convolution kernels in the model's order
-(as lifted before) against `(in, *space, out)` (D_RTRL's default, `emulators/_lift.py`);
+(as lifted before), in `(in, *space, out)` order and as width-1 convolutions over the
+input's patches (`emulators/_lift.py`, `KERNEL_ORDER`);
 `--no-table` stops after the comparisons.
 """
 
@@ -98,20 +99,23 @@ def _temp_mb(estimator, model, data, steps):
 
 def compare_kernel_orders(model, data, estimators, rollout, repeats):
     """The lifted pdequinox net's `value_and_grad` per step with its convolutions'
-    kernels read in the model's order (as lifted before) and in `(in, *space, out)`
-    order (D_RTRL's default now, `_lift.KERNEL_ORDER`), measured interleaved in this
-    process."""
-    print(f"## lifted kernel order: vag ms/step, Supervised({rollout})")
-    print(f"{'estimator':40s} {'model order':>12s} {'in_space_out':>13s} {'ratio':>6s}")
+    kernels read in the model's order (as lifted before), in `(in, *space, out)` order,
+    and as width-1 convolutions over the input's patches (`_lift.KERNEL_ORDER`),
+    measured interleaved in this process."""
+    orders = ("model", "in_space_out", "patches")
+    print(f"## lifted kernel order: vag ms/step, Supervised({rollout}); speed-ups over "
+          "'model'")
+    print(f"{'estimator':40s} " + " ".join(f"{o:>13s}" for o in orders) + "  speed-ups")
     for est in estimators:
         fns = []
         default = dict(_lift.KERNEL_ORDER)
-        for order in ("model", "in_space_out"):
+        for order in orders:
             _lift.KERNEL_ORDER = dict.fromkeys(default, order)
             fns.append(_window(est, model, data, rollout))
         _lift.KERNEL_ORDER = default
-        old, new = (1e3 * t / rollout for t in _min_times(fns, repeats))
-        print(f"{repr(est):40s} {old:12.2f} {new:13.2f} {old / new:6.2f}", flush=True)
+        times = [1e3 * t / rollout for t in _min_times(fns, repeats)]
+        print(f"{repr(est):40s} " + " ".join(f"{t:13.2f}" for t in times) + "  "
+              + " / ".join(f"{times[0] / t:.2f}" for t in times[1:]), flush=True)
 
 
 def fidelity(model, prob, batch, estimators, lengths=(5, 20, 100)):

@@ -89,17 +89,19 @@ def test_lifted_pdequinox_convnet_equals_the_hand_written_braintrace_network(dat
 @pytest.mark.parametrize("estimator", [ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=0.9)],
                          ids=repr)
 def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimator, monkeypatch):
-    """A lifted convolution reads its kernel in the model's order or in (in, *space, out)
-    order (`_lift.KERNEL_ORDER`, chosen per algorithm for speed): the same numbers."""
+    """A lifted convolution reads its kernel in the model's order, in (in, *space, out)
+    order, or as a width-1 convolution over its input's patches (`_lift.KERNEL_ORDER`,
+    chosen per algorithm for speed): the same numbers."""
     net = pdeqx_convnet(depth=2, key=1)
     windows = data[:, :6]
     results = []
-    for order in ("model", "in_space_out"):
+    for order in ("model", "in_space_out", "patches"):
         monkeypatch.setattr(_lift, "KERNEL_ORDER", dict.fromkeys(("d_rtrl", "es_d_rtrl"), order))
         results.append(value_and_grad(Supervised(5), net, windows, estimator=estimator))
-    (loss, g), (ref_loss, ref_g) = results
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    _assert_close(_pdeqx_grads(g), _pdeqx_grads(ref_g))
+    (ref_loss, ref_g), *others = results
+    for loss, g in others:
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+        _assert_close(_pdeqx_grads(g), _pdeqx_grads(ref_g))
 
 
 def test_lifted_deeper_pdequinox_convnet_at_rollout_20(data):

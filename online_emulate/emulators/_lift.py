@@ -8,8 +8,8 @@ traced to a jaxpr and evaluated again, with
 
 * each operation that combines the field with parameters replaced by the braintrace
   op that computes the same thing: a convolution `conv_general_dilated(x, w)` by
-  `braintrace.conv` (its kernel read in the order `(in, *space, out)`, see
-  `_kernel_in_space_out`), a dense product `dot_general(x, w)` of a `(batch, in)` input by
+  `braintrace.conv` (for D_RTRL a stride-1 one as a width-1 `braintrace.conv` over its
+  input's shifted slices, `_patch_options`), a dense product `dot_general(x, w)` of a `(batch, in)` input by
   `braintrace.matmul`, an element-wise scale `x * s` and bias `x + b` by
   `braintrace.einsum` (a bias `b` as `einsum(ones, b)`); a bias added to a lifted
   product's output is folded into that op;
@@ -36,6 +36,7 @@ TypeError naming the parameter's path and the operation, before anything compile
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Callable
 
@@ -45,20 +46,21 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from ._hidden import hidden_state
-from ._matmul_convs import _CALLS, _bind, environment
+from ._matmul_convs import _CALLS, _bind, _kernel_space_in_out, _rewritable, environment
 
 __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-# the kernel order a lifted convolution reads, per ETrace algorithm: "in_space_out"
+# how a lifted convolution reads its kernel, per ETrace algorithm: "patches" (a width-1
+# convolution over the input's patches, `_patch_options`), "in_space_out"
 # (`_kernel_in_space_out`) or "model" (the model's own order, as lifted before). Measured
-# at the issue's size (benchmarks/RESULTS.md): D_RTRL 1.28x faster in_space_out, ES_D_RTRL
-# 3.1-3.6x slower (cause not profiled; its kernel gradient is a convolution VJP).
-# Read when a model is lifted, so benchmarks/online_speed.py can measure one against the
-# other.
-KERNEL_ORDER = {"d_rtrl": "in_space_out", "es_d_rtrl": "model"}
+# at the issue's size (benchmarks/RESULTS.md): D_RTRL 1.70x faster with patches (1.52x
+# in_space_out), ES_D_RTRL 2-3x slower with either (cause not profiled; its kernel
+# gradient is a convolution VJP). Read when a model is lifted, so
+# benchmarks/online_speed.py can measure one against the other.
+KERNEL_ORDER = {"d_rtrl": "patches", "es_d_rtrl": "model"}
 
 
 class LiftError(TypeError):
@@ -201,7 +203,7 @@ def _describe(eqn) -> str:
 
 def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = None,
               model: str = "model", conv_bias: str = "vector",
-              kernel_order: str = "in_space_out") -> Plan:
+              kernel_order: str = "patches") -> Plan:
     """Trace `fn(params, u)` (u a batch in the field layout) and find its lifted ops.
 
     Arguments:
@@ -214,7 +216,9 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             (what braintrace's D_RTRL needs) or "state" (one state's rank, what its
             ES_D_RTRL needs in a channel-first layout).
         kernel_order: the kernel order a lifted convolution reads, "in_space_out"
-            (see `_kernel_in_space_out`) or "model" (the model's own).
+            (see `_kernel_in_space_out`), "model" (the model's own), or "patches" (a
+            stride-1 convolution as its input's shifted slices read by a width-1
+            convolution, see `_patch_options`; other convolutions "in_space_out").
 
     Returns:
         The `Plan`.
@@ -224,9 +228,9 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         LiftError: a parameter is used by an operation that cannot be lifted, naming
             the parameter's path and the operation.
     """
-    if kernel_order not in ("in_space_out", "model"):
+    if kernel_order not in ("in_space_out", "model", "patches"):
         raise ValueError(
-            f"kernel_order: expected 'in_space_out' or 'model', got {kernel_order!r}")
+            f"kernel_order: expected 'in_space_out', 'model' or 'patches', got {kernel_order!r}")
     closed, out_tree = flat_jaxpr(fn, params, u)
     jaxpr = closed.jaxpr
     num_params = len(jaxpr.invars) - 1
@@ -352,7 +356,11 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                if kernel_order == "in_space_out":
+                if kernel_order == "patches" and _rewritable(eqn.params):
+                    options.update(_patch_options(eqn.params, w.aval.shape))
+                    op = _Op("conv", eqn, x, operand(w, _patch_kernel(eqn.params)),
+                             options=options)
+                elif kernel_order != "model":
                     perm, options["dimension_numbers"] = _kernel_in_space_out(
                         eqn.params["dimension_numbers"])
                     op = _Op("conv", eqn, x, operand(w, _permute(perm)), options=options)
@@ -397,6 +405,51 @@ def _kernel_in_space_out(dimension_numbers):
     spec = jax.lax.ConvDimensionNumbers(tuple(lhs_spec), (d + 1, 0, *range(1, d + 1)),
                                         tuple(out_spec))
     return perm, spec
+
+
+def _patch_options(params, kernel_shape):
+    """A stride-1 convolution as a width-1 one over its input's patches: the patches'
+    padding and taps, and the width-1 convolution's options (kernel `(taps * in, 1, ...,
+    out)`, `_patch_kernel`).
+
+    The patches are the input's shifted slices (cheap), concatenated on the channel axis,
+    offset major, channel minor. braintrace's D_RTRL rule then extracts the patches of a
+    width-1 convolution, instead of those of a width-k one with a convolution primitive
+    that XLA:CPU runs slowly inside a loop. The per-position trace is the same, in the
+    same layout; the values are the convolution's up to float rounding."""
+    dims = params["dimension_numbers"]
+    d = len(dims.rhs_spec) - 2
+    _, spec = _kernel_in_space_out(dims)
+    return {"taps": tuple(kernel_shape[a] for a in dims.rhs_spec[2:]),
+            "patch_padding": tuple(tuple(p) for p in params["padding"]),
+            "padding": ((0, 0),) * d, "dimension_numbers": spec}
+
+
+def _patch_kernel(params):
+    rhs_spec = params["dimension_numbers"].rhs_spec
+    d = len(rhs_spec) - 2
+
+    def transform(w):
+        k = _kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
+        return k.reshape((-1,) + (1,) * d + (k.shape[-1],))
+    return transform
+
+
+def _patches(x, options):
+    lhs_spec = options["dimension_numbers"].lhs_spec
+    widths = [(0, 0, 0)] * x.ndim
+    for j, (lo, hi) in enumerate(options["patch_padding"]):
+        widths[lhs_spec[2 + j]] = (lo, hi, 0)
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
+    taps = options["taps"]
+    out = [x.shape[lhs_spec[2 + j]] - taps[j] + 1 for j in range(len(taps))]
+    copies = []
+    for offset in itertools.product(*(range(k) for k in taps)):
+        index = [slice(None)] * x.ndim
+        for j, o in enumerate(offset):
+            index[lhs_spec[2 + j]] = slice(o, o + out[j])
+        copies.append(x[tuple(index)])
+    return copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=lhs_spec[1])
 
 
 def _permute(perm):
@@ -506,6 +559,8 @@ def _evaluate(plan: Plan, u, weights):
         b = None if op.bias is None else weights[op.bias]
         if op.kind == "conv":
             o = op.options
+            if "taps" in o:
+                x = _patches(x, o)
             y = braintrace.conv(x, w, b, strides=o["window_strides"], padding=o["padding"],
                                 lhs_dilation=o["lhs_dilation"], rhs_dilation=o["rhs_dilation"],
                                 dimension_numbers=o["dimension_numbers"])
