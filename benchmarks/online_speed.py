@@ -23,8 +23,17 @@ With `--fidelity`, first the `gradient_fidelity` of each ETrace variant against 
 BPTT on the pdequinox net at T = 5, 20, 100 (cosine, relative error, temp memory, time
 per step), the rows of RESULTS.md.
 
-Usage: python benchmarks/online_speed.py [--quick] [--repeats R] [--long-T T] [--fidelity]
-(`--quick`: 8 channels, depth 2, N=32, batch 4, T=200 for the long memory column.)
+Usage: python benchmarks/online_speed.py [--size quick|medium|full] [--quick] [--repeats R]
+[--rollout R] [--long-T T] [--skip-coupled] [--fidelity] [--compare-kernel-order] [--no-table]
+Sizes (channels, convolutions, N, batch, T of the long memory column): `full` (default,
+the issue's) 26, 9, 160, 20, 2000; `medium` 16, 5, 80, 10, 500; `quick` (also `--quick`)
+8, 3, 32, 4, 200. `--rollout` shortens `Supervised(20)` (and the trainer's rollouts) for a
+run that must fit a time box; `--skip-coupled` leaves out the coupled-scope D_RTRL, the
+slowest row, which the `etrace_vs_bptt` line does not read. `--compare-kernel-order` first
+measures the lifted net's ETrace rows with the convolution kernels in the model's order
+(as lifted before), in `(in, *space, out)` order and as width-1 convolutions over the
+input's patches (`emulators/_lift.py`, `KERNEL_ORDER`);
+`--no-table` stops after the comparisons.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import optax
 import pdequinox as pdeqx
 
 from online_emulate.configuration import Supervised
-from online_emulate.emulators import ConvNet, adapt
+from online_emulate.emulators import ConvNet, _lift, adapt
 from online_emulate.estimators import BPTT, ETrace, compiled_temp_bytes, gradient_fidelity
 from online_emulate.estimators._base import online_spec_for
 from online_emulate.sample_data import get_problem
@@ -49,11 +58,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from online_streaming import _min_times  # noqa: E402  (interleaved minima, one definition)
 
 ROLLOUT = 20
+# (channels, depth, N, batch, long T) per --size
+SIZES = {"quick": (8, 2, 32, 4, 200), "medium": (16, 4, 80, 10, 500),
+         "full": (26, 8, 160, 20, 2000)}
 
 
-def _window(estimator, model, data):
-    """A compiled `(loss, grads)` of `Supervised(ROLLOUT)` on `data`."""
-    cfg = Supervised(ROLLOUT)
+def _window(estimator, model, data, rollout):
+    """A compiled `(loss, grads)` of `Supervised(rollout)` on `data`."""
+    cfg = Supervised(rollout)
     adapter = adapt(model, state_ndim=data.ndim - 2)
     adapter.check_state(data.shape[2:], data.dtype)
     if estimator.jittable:
@@ -66,11 +78,11 @@ def _window(estimator, model, data):
     return lambda: fn(adapter.params, data)
 
 
-def _stream(estimator, model, data):
-    trainer = OnlineTrainer(optimizer=optax.adam(1e-6), rollout_length=ROLLOUT, num_rollouts=2,
+def _stream(estimator, model, data, rollout):
+    trainer = OnlineTrainer(optimizer=optax.adam(1e-6), rollout_length=rollout, num_rollouts=2,
                             update_every=5, estimator=estimator, reference_data=data,
                             batch_size=data.shape[0], progress_bar=False,
-                            steps_per_call=2 * ROLLOUT)
+                            steps_per_call=2 * rollout)
 
     def run():
         trainer.reset()
@@ -83,6 +95,27 @@ def _temp_mb(estimator, model, data, steps):
     leaf = data[:, :1]
     long = jnp.broadcast_to(leaf, (data.shape[0], steps + 1, *data.shape[2:]))
     return compiled_temp_bytes(estimator, Supervised(steps), model, long) / 1e6
+
+
+def compare_kernel_orders(model, data, estimators, rollout, repeats):
+    """The lifted pdequinox net's `value_and_grad` per step with its convolutions'
+    kernels read in the model's order (as lifted before), in `(in, *space, out)` order,
+    and as width-1 convolutions over the input's patches (`_lift.KERNEL_ORDER`),
+    measured interleaved in this process."""
+    orders = ("model", "in_space_out", "patches")
+    print(f"## lifted kernel order: vag ms/step, Supervised({rollout}); speed-ups over "
+          "'model'")
+    print(f"{'estimator':40s} " + " ".join(f"{o:>13s}" for o in orders) + "  speed-ups")
+    for est in estimators:
+        fns = []
+        default = dict(_lift.KERNEL_ORDER)
+        for order in orders:
+            _lift.KERNEL_ORDER = dict.fromkeys(default, order)
+            fns.append(_window(est, model, data, rollout))
+        _lift.KERNEL_ORDER = default
+        times = [1e3 * t / rollout for t in _min_times(fns, repeats)]
+        print(f"{repr(est):40s} " + " ".join(f"{t:13.2f}" for t in times) + "  "
+              + " / ".join(f"{times[0] / t:.2f}" for t in times[1:]), flush=True)
 
 
 def fidelity(model, prob, batch, estimators, lengths=(5, 20, 100)):
@@ -99,15 +132,21 @@ def fidelity(model, prob, batch, estimators, lengths=(5, 20, 100)):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--size", choices=tuple(SIZES), default="full")
+    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
+    parser.add_argument("--rollout", type=int, default=ROLLOUT)
+    parser.add_argument("--skip-coupled", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long-T", type=int, default=None)
     parser.add_argument("--fidelity", action="store_true")
+    parser.add_argument("--compare-kernel-order", action="store_true")
+    parser.add_argument("--no-table", action="store_true")
     args = parser.parse_args()
-    width, depth, N, B, long_t = (8, 2, 32, 4, 200) if args.quick else (26, 8, 160, 20, 2000)
+    width, depth, N, B, long_t = SIZES["quick" if args.quick else args.size]
+    rollout = args.rollout
     long_t = args.long_T or long_t
     prob = get_problem("burgers_1d", num_points=N)
-    data = jnp.asarray(prob.make_data(B, ROLLOUT + 1, jax.random.PRNGKey(0)))
+    data = jnp.asarray(prob.make_data(B, rollout + 1, jax.random.PRNGKey(0)))
     models = {
         "pdequinox ConvNet": pdeqx.arch.ConvNet(1, 1, 1, hidden_channels=width, depth=depth,
                                                 activation=jax.nn.relu,
@@ -117,23 +156,30 @@ def main():
     }
     estimators = [BPTT(), ETrace("d_rtrl"), ETrace("d_rtrl", recurrence="coupled"),
                   ETrace("es_d_rtrl", decay=0.9)]
+    if args.skip_coupled:
+        estimators.pop(2)
     if args.fidelity:
         fidelity(models["pdequinox ConvNet"], prob, B, estimators[1:])
+    if args.compare_kernel_order:
+        compare_kernel_orders(models["pdequinox ConvNet"], data, estimators[1:], rollout,
+                              args.repeats)
+    if args.no_table:
+        return
     print(f"## online speed: Burgers 1-D, N={N}, B={B}, {width} channels, {depth + 1} "
-          f"convolutions, Supervised({ROLLOUT}); {jax.default_backend()} backend")
+          f"convolutions, Supervised({rollout}); {jax.default_backend()} backend")
     print(f"{'model':18s} {'estimator':40s} {'vag ms/step':>12s} {'stream ms/step':>15s} "
           f"{'ratio':>6s} {'temp MB T=20':>13s} {f'T={long_t}':>10s}")
     per_step = {}
     for name, model in models.items():
         for est in estimators:
-            fns = [_window(est, model, data)]
+            fns = [_window(est, model, data, rollout)]
             if est.online:
-                fns.append(_stream(est, model, data))
+                fns.append(_stream(est, model, data, rollout))
             times = _min_times(fns, args.repeats)
-            vag = 1e3 * times[0] / ROLLOUT
+            vag = 1e3 * times[0] / rollout
             per_step[(name, repr(est))] = vag
-            stream = 1e3 * times[1] / (2 * ROLLOUT) if est.online else float("nan")
-            short = _temp_mb(est, model, data, ROLLOUT)
+            stream = 1e3 * times[1] / (2 * rollout) if est.online else float("nan")
+            short = _temp_mb(est, model, data, rollout)
             long = _temp_mb(est, model, data, long_t)
             print(f"{name:18s} {repr(est):40s} {vag:12.2f} {stream:15.2f} "
                   f"{stream / vag:6.2f} {short:13.2f} {long:10.2f}", flush=True)

@@ -14,7 +14,7 @@ import pdequinox as pdeqx
 import pytest
 
 from online_emulate.configuration import Supervised
-from online_emulate.emulators import adapt, hidden_state
+from online_emulate.emulators import _lift, adapt, hidden_state
 from online_emulate.estimators import BPTT, ETrace, TruncatedBPTT, value_and_grad
 from online_emulate.sample_data import advection_1d_periodic
 from online_emulate.trainer import OnlineTrainer
@@ -84,6 +84,24 @@ def test_lifted_pdequinox_convnet_equals_the_hand_written_braintrace_network(dat
                                      estimator=estimator)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     _assert_close(_pdeqx_grads(g), _hand_grads_as_pdeqx(ref_g, net))
+
+
+@pytest.mark.parametrize("estimator", [ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=0.9)],
+                         ids=repr)
+def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimator, monkeypatch):
+    """A lifted convolution reads its kernel in the model's order, in (in, *space, out)
+    order, or as a width-1 convolution over its input's patches (`_lift.KERNEL_ORDER`,
+    chosen per algorithm for speed): the same numbers."""
+    net = pdeqx_convnet(depth=2, key=1)
+    windows = data[:, :6]
+    results = []
+    for order in ("model", "in_space_out", "patches"):
+        monkeypatch.setattr(_lift, "KERNEL_ORDER", dict.fromkeys(("d_rtrl", "es_d_rtrl"), order))
+        results.append(value_and_grad(Supervised(5), net, windows, estimator=estimator))
+    (ref_loss, ref_g), *others = results
+    for loss, g in others:
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+        _assert_close(_pdeqx_grads(g), _pdeqx_grads(ref_g))
 
 
 def test_lifted_deeper_pdequinox_convnet_at_rollout_20(data):

@@ -44,6 +44,7 @@ from jaxtyping import PyTree
 from .._cache import BoundedCache, cache_key, identity_key
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
+from . import _lift
 from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._ops import lax_ops, using_lax_conv_ops
@@ -178,10 +179,12 @@ class ModelAdapter:
         conv_bias = "state" if algorithm == "es_d_rtrl" else "vector"
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
-        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias)
+        kernel_order = _lift.KERNEL_ORDER[algorithm]
+        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, kernel_order)
         return _LIFTED.get(key, lambda: LiftedModule(
             fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,
-            model=model_name(self.model), conv_bias=conv_bias), keep=self.model)
+            model=model_name(self.model), conv_bias=conv_bias, kernel_order=kernel_order),
+            keep=self.model)
 
     def _lift_key(self):
         return self.signature()

@@ -8,7 +8,8 @@ traced to a jaxpr and evaluated again, with
 
 * each operation that combines the field with parameters replaced by the braintrace
   op that computes the same thing: a convolution `conv_general_dilated(x, w)` by
-  `braintrace.conv`, a dense product `dot_general(x, w)` of a `(batch, in)` input by
+  `braintrace.conv` (for D_RTRL a stride-1 one as a width-1 `braintrace.conv` over its
+  input's shifted slices, `_patch_options`), a dense product `dot_general(x, w)` of a `(batch, in)` input by
   `braintrace.matmul`, an element-wise scale `x * s` and bias `x + b` by
   `braintrace.einsum` (a bias `b` as `einsum(ones, b)`); a bias added to a lifted
   product's output is folded into that op;
@@ -35,6 +36,7 @@ TypeError naming the parameter's path and the operation, before anything compile
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Callable
 
@@ -44,13 +46,21 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from ._hidden import hidden_state
-from ._matmul_convs import _CALLS, _bind, environment
+from ._matmul_convs import _CALLS, _bind, _kernel_space_in_out, _rewritable, environment
 
 __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# how a lifted convolution reads its kernel, per ETrace algorithm: "patches" (a width-1
+# convolution over the input's patches, `_patch_options`), "in_space_out"
+# (`_kernel_in_space_out`) or "model" (the model's own order, as lifted before). Measured
+# at the issue's size (benchmarks/RESULTS.md): D_RTRL 1.70x faster with patches (1.52x
+# in_space_out), ES_D_RTRL 2-3x slower with either (cause not profiled; its kernel
+# gradient is a convolution VJP). Read when a model is lifted, so
+# benchmarks/online_speed.py can measure one against the other.
+KERNEL_ORDER = {"d_rtrl": "patches", "es_d_rtrl": "model"}
 
 
 class LiftError(TypeError):
@@ -192,7 +202,8 @@ def _describe(eqn) -> str:
 
 
 def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = None,
-              model: str = "model", conv_bias: str = "vector") -> Plan:
+              model: str = "model", conv_bias: str = "vector",
+              kernel_order: str = "patches") -> Plan:
     """Trace `fn(params, u)` (u a batch in the field layout) and find its lifted ops.
 
     Arguments:
@@ -204,14 +215,22 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         conv_bias: how a bias folded into a convolution is stored: "vector" `(out,)`
             (what braintrace's D_RTRL needs) or "state" (one state's rank, what its
             ES_D_RTRL needs in a channel-first layout).
+        kernel_order: the kernel order a lifted convolution reads, "in_space_out"
+            (see `_kernel_in_space_out`), "model" (the model's own), or "patches" (a
+            stride-1 convolution as its input's shifted slices read by a width-1
+            convolution, see `_patch_options`; other convolutions "in_space_out").
 
     Returns:
         The `Plan`.
 
     Raises:
+        ValueError: an unknown `kernel_order`.
         LiftError: a parameter is used by an operation that cannot be lifted, naming
             the parameter's path and the operation.
     """
+    if kernel_order not in ("in_space_out", "model", "patches"):
+        raise ValueError(
+            f"kernel_order: expected 'in_space_out', 'model' or 'patches', got {kernel_order!r}")
     closed, out_tree = flat_jaxpr(fn, params, u)
     jaxpr = closed.jaxpr
     num_params = len(jaxpr.invars) - 1
@@ -337,7 +356,16 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                op = _Op("conv", eqn, x, operand(w), options=options)
+                if kernel_order == "patches" and _rewritable(eqn.params):
+                    options.update(_patch_options(eqn.params, w.aval.shape))
+                    op = _Op("conv", eqn, x, operand(w, _patch_kernel(eqn.params)),
+                             options=options)
+                elif kernel_order != "model":
+                    perm, options["dimension_numbers"] = _kernel_in_space_out(
+                        eqn.params["dimension_numbers"])
+                    op = _Op("conv", eqn, x, operand(w, _permute(perm)), options=options)
+                else:
+                    op = _Op("conv", eqn, x, operand(w), options=options)
         elif name == "dot_general":
             op = _dense(eqn, leaves, on_field, operand)
         elif name in ("mul", "add", "sub") and len(eqn.invars) == 2:
@@ -360,6 +388,74 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                    f" (its output {tuple(op.out.aval.shape)} reaches the field "
                    f"{field_shape} only through a reshape)")
     return Plan(closed, ops, operands, weight_only, skipped, out_tree)
+
+
+def _kernel_in_space_out(dimension_numbers):
+    """The kernel order `(in, *space, out)` for a lifted convolution: the permutation
+    of the model's kernel into it, and the convolution's dimension numbers reading it.
+
+    braintrace's D_RTRL builds each step's per-position kernel trace in the order
+    `(batch, *space_out, in, *kernel_space, out)` and transposes it into the kernel's
+    own order; in this order that transpose is the identity, so the trace (B * S * |K|
+    floats per layer, the bulk of D_RTRL's work) is not copied once more every step
+    (benchmarks/RESULTS.md, "Where the lifted D_RTRL time goes")."""
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    d = len(rhs_spec) - 2
+    perm = (rhs_spec[1], *rhs_spec[2:], rhs_spec[0])
+    spec = jax.lax.ConvDimensionNumbers(tuple(lhs_spec), (d + 1, 0, *range(1, d + 1)),
+                                        tuple(out_spec))
+    return perm, spec
+
+
+def _patch_options(params, kernel_shape):
+    """A stride-1 convolution as a width-1 one over its input's patches: the patches'
+    padding and taps, and the width-1 convolution's options (kernel `(taps * in, 1, ...,
+    out)`, `_patch_kernel`).
+
+    The patches are the input's shifted slices (cheap), concatenated on the channel axis,
+    offset major, channel minor. braintrace's D_RTRL rule then extracts the patches of a
+    width-1 convolution, instead of those of a width-k one with a convolution primitive
+    that XLA:CPU runs slowly inside a loop. The per-position trace is the same, in the
+    same layout; the values are the convolution's up to float rounding."""
+    dims = params["dimension_numbers"]
+    d = len(dims.rhs_spec) - 2
+    _, spec = _kernel_in_space_out(dims)
+    return {"taps": tuple(kernel_shape[a] for a in dims.rhs_spec[2:]),
+            "patch_padding": tuple(tuple(p) for p in params["padding"]),
+            "padding": ((0, 0),) * d, "dimension_numbers": spec}
+
+
+def _patch_kernel(params):
+    rhs_spec = params["dimension_numbers"].rhs_spec
+    d = len(rhs_spec) - 2
+
+    def transform(w):
+        k = _kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
+        return k.reshape((-1,) + (1,) * d + (k.shape[-1],))
+    return transform
+
+
+def _patches(x, options):
+    lhs_spec = options["dimension_numbers"].lhs_spec
+    widths = [(0, 0, 0)] * x.ndim
+    for j, (lo, hi) in enumerate(options["patch_padding"]):
+        widths[lhs_spec[2 + j]] = (lo, hi, 0)
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
+    taps = options["taps"]
+    out = [x.shape[lhs_spec[2 + j]] - taps[j] + 1 for j in range(len(taps))]
+    copies = []
+    for offset in itertools.product(*(range(k) for k in taps)):
+        index = [slice(None)] * x.ndim
+        for j, o in enumerate(offset):
+            index[lhs_spec[2 + j]] = slice(o, o + out[j])
+        copies.append(x[tuple(index)])
+    return copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=lhs_spec[1])
+
+
+def _permute(perm):
+    def transform(w):
+        return jnp.transpose(w, perm)
+    return transform
 
 
 def _reshape_to(shape, sign):
@@ -463,6 +559,8 @@ def _evaluate(plan: Plan, u, weights):
         b = None if op.bias is None else weights[op.bias]
         if op.kind == "conv":
             o = op.options
+            if "taps" in o:
+                x = _patches(x, o)
             y = braintrace.conv(x, w, b, strides=o["window_strides"], padding=o["padding"],
                                 lhs_dilation=o["lhs_dilation"], rhs_dilation=o["rhs_dilation"],
                                 dimension_numbers=o["dimension_numbers"])
@@ -515,6 +613,7 @@ class LiftedModule(brainstate.nn.Module):
             brainstate module) or channel-first `(B, C, *N)` (equinox modules, pairs).
         model: the model's description (for errors).
         conv_bias: see `lift_plan` ("vector" for D_RTRL, "state" for ES_D_RTRL).
+        kernel_order: see `lift_plan`; default D_RTRL's entry of `KERNEL_ORDER`.
 
     Raises:
         LiftError: see `lift_plan`.
@@ -522,14 +621,14 @@ class LiftedModule(brainstate.nn.Module):
 
     def __init__(self, fn: Callable, params: Any, state_shape: tuple[int, ...],
                  dtype: Any, *, channel_last: bool, model: str = "model",
-                 conv_bias: str = "vector"):
+                 conv_bias: str = "vector", kernel_order: str | None = None):
         super().__init__()
         state_shape = tuple(int(s) for s in state_shape)
         avals = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
         self._s = _Static(fn=fn, treedef=jax.tree_util.tree_structure(params), avals=avals,
                           paths=paths, channel_last=bool(channel_last), plans={}, model=model,
-                          conv_bias=conv_bias)
+                          conv_bias=conv_bias, kernel_order=kernel_order or KERNEL_ORDER["d_rtrl"])
         self.num_spatial_dims = len(state_shape) - 1
         self.in_channels = self.out_channels = state_shape[0]
         self.field_channel_last = bool(channel_last)
@@ -560,7 +659,8 @@ class LiftedModule(brainstate.nn.Module):
         if plan is None:
             u = jax.ShapeDtypeStruct(field_shape, self.dtype)
             plan = lift_plan(self._s.fn, self._s.avals, u, paths=self._s.paths,
-                             model=self._s.model, conv_bias=self._s.conv_bias)
+                             model=self._s.model, conv_bias=self._s.conv_bias,
+                             kernel_order=self._s.kernel_order)
             reference = getattr(self._s, "reference", None)
             if reference is not None and plan.operand_shapes() != reference.operand_shapes():
                 raise LiftError(
