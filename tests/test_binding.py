@@ -3,8 +3,10 @@ and a configuration defined here only, working through the library's entry point
 registered in the catalogues, through the command line and `estimators.plan`."""
 
 import dataclasses
+import gc
 import json
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +14,12 @@ import optax
 import pytest
 
 import online_emulate as oe
+from online_emulate._cache import identity_key
 from online_emulate.cli import main
 from online_emulate.cli._factories import make_estimator
 from online_emulate.configuration import (CONFIGURATIONS, BaseConfiguration,
                                           DivertedChainBranchOne, Supervised)
-from online_emulate.emulators import ConvNet, LinearStencil, functional
+from online_emulate.emulators import ConvNet, LinearStencil, adapt, functional
 from online_emulate.estimators import (BPTT, ESTIMATORS, ETrace, Estimator, ForwardRTRL,
                                        OnlineEstimator, TruncatedBPTT, compiled_temp_bytes,
                                        plan)
@@ -194,22 +197,52 @@ def test_online_trainer_runs_through_the_binding():
                       optimizer=optax.sgd(0.05), progress_bar=False)(emulator, 0)
 
 
+class Doubled(Supervised):
+    """A toy per-step configuration: Supervised with every step term counted twice."""
+
+    def _step_loss(self, t, prev, nxt, data, *, ref_stepper=None, residuum_fn=None):
+        return 2.0 * super()._step_loss(t, prev, nxt, data)
+
+
 @pytest.fixture
 def registered():
-    """The two toys in the catalogues for one test, removed afterwards."""
+    """The toys in the catalogues for one test, removed afterwards."""
     with CONFIGURATIONS.registered("last-state", lambda o: LastState(o["rollout_steps"])), \
+            CONFIGURATIONS.registered("doubled", lambda o: Doubled(o["rollout_steps"])), \
             ESTIMATORS.registered("forward-differences", lambda o: ForwardDifferences()), \
             ESTIMATORS.registered("whole-window", lambda o: WholeWindow()):
         yield
-    assert "last-state" not in CONFIGURATIONS.names()
+    assert not {"last-state", "doubled"} & set(CONFIGURATIONS.names())
     assert not {"forward-differences", "whole-window"} & set(ESTIMATORS.names())
+
+
+def test_registered_toys_are_named_in_the_librarys_refusals(registered):
+    """The estimator and configuration lists of the error messages are read from the
+    catalogues: the toys registered here are in them, in registration order."""
+    emulator = LinearStencil(1, 1, 1, kernel_size=3, key=0)
+    data = jnp.zeros((2, 4, 1, 8))
+    with pytest.raises(ValueError) as info:
+        oe.value_and_grad(LastState(2), emulator, data, estimator=WholeWindow())
+    err = str(info.value)
+    assert "not online: BPTT(), BPTT(checkpoint='step')" in err
+    assert "num_checkpoints=16), ForwardDifferences(). The online" in err
+    assert "ETrace('es_d_rtrl', decay=0.9), WholeWindow()) support Supervised, " in err
+    assert "Residuum(cut_prev=True), TeacherForcing, Doubled. (configuration said" in err
+    with pytest.raises(TypeError, match=r"estimator: expected .*ForwardDifferences\(\), "
+                                        r"WholeWindow\(\)\), got str"):
+        oe.value_and_grad(Supervised(2), emulator, data, estimator="bptt")
+    # the toy configuration is online: the toy online estimator trains on it as on
+    # Supervised, with twice the loss
+    loss = oe.value_and_grad(Doubled(2), emulator, data + 1.0, estimator=WholeWindow())[0]
+    ref = oe.value_and_grad(Supervised(2), emulator, data + 1.0)[0]
+    np.testing.assert_allclose(loss, 2.0 * ref, rtol=1e-6)
 
 
 def test_registered_toys_are_command_line_choices_and_train_there(registered, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     usage = capsys.readouterr().out
-    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state}" in usage
+    assert "supervised,diverted-chain," in usage and ",teacher-forcing,last-state,doubled}" in usage
     assert "es_d_rtrl,forward-differences,whole-window}" in usage
     with pytest.raises(SystemExit) as info:
         main(["train", "--estimator", "magic"])
@@ -272,3 +305,85 @@ def test_a_registered_estimator_is_a_row_of_plan(registered):
     for row, toy in zip(rows[-2:], (ForwardDifferences(), WholeWindow())):
         assert row.supported and row.temp_bytes == compiled_temp_bytes(
             toy, Supervised(2), emulator, data)
+
+
+class _Opaque:
+    """A static attribute with no value to key by (unhashable, not a dataclass)."""
+
+    __hash__ = None
+
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class _Scaled(brainstate.nn.Module):
+    """u -> opaque.scale * w * u: the scale lives in a static attribute only."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones(()))
+        self.opaque = _Opaque(scale)
+
+    def __call__(self, x):
+        return self.opaque.scale * self.w.value * x
+
+
+def test_a_dead_models_identity_is_not_another_models_signature():
+    """A graph definition that cannot be hashed is keyed by content, and what has no
+    value by an identity that is never given to another object: when a dead model's
+    id is reused, the new model does not find the old model's binding."""
+    data = jnp.ones((2, 3, 1, 8))
+    first = _Scaled(1.0)
+    signature, address = adapt(first, state_ndim=2).signature(), id(first)
+    loss = oe.value_and_grad(Supervised(2), first, data)[0]
+    np.testing.assert_allclose(loss, 0.0, atol=1e-7)  # scale 1: an exact emulator
+    del first
+    gc.collect()
+    later = [_Scaled(3.0) for _ in range(200)]  # one of them usually takes the old id
+    reused = [m for m in later if id(m) == address]
+    model = (reused or later)[0]
+    assert adapt(model, state_ndim=2).signature() != signature
+    # u_1 = 3 u_0, u_2 = 9 u_0 against targets 1: (2**2 + 8**2) / 1
+    loss = oe.value_and_grad(Supervised(2), model, data)[0]
+    np.testing.assert_allclose(loss, 68.0, rtol=1e-6)
+    # an unhashable graph with array statics only is keyed by value: equal models
+    # share one signature (and so one compiled program), different ones do not
+    a, b = (adapt(_ArrayStatic(v), state_ndim=2).signature() for v in (0.0, 0.0))
+    assert a == b != adapt(_ArrayStatic(1.0), state_ndim=2).signature()
+
+
+class _ArrayStatic(brainstate.nn.Module):
+    def __init__(self, offset):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones(()))
+        self.offset = jnp.full((1,), offset)
+
+    def __call__(self, x):
+        return self.w.value * x + self.offset
+
+
+def test_identity_keys_are_never_reused():
+    class Thing:
+        pass
+
+    thing = Thing()
+    key, address = identity_key(thing), id(thing)
+    assert identity_key(thing) == key
+    del thing
+    gc.collect()
+    later = [Thing() for _ in range(200)]
+    assert all(identity_key(t) != key for t in later)
+    assert len({identity_key(t) for t in later}) == len(later)
+    assert any(id(t) == address for t in later) or True  # reuse is CPython's choice
+
+
+def test_lifted_modules_are_a_bounded_cache():
+    """ETrace's lifted modules are kept for at most 16 models (each entry holds its
+    model alive, so no identity in a key is reused while the entry lives)."""
+    from online_emulate.emulators import _adapters
+
+    for k in range(18):
+        pair = (lambda p, u, k=k: p * u + k, jnp.ones(()))
+        module = adapt(pair, state_ndim=2).recurrent_module((1, 1, 8))
+        assert module is adapt(pair, state_ndim=2).recurrent_module((1, 1, 8))
+    assert len(_adapters._LIFTED.items()) == 16

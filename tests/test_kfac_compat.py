@@ -3,6 +3,7 @@
 import builtins
 import importlib
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -105,3 +106,49 @@ def test_lax_evaluation_of_kfac_layout_matches_etp_module(emulator):
     back = lower_params(lifted, mask)
     for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(a, b)
+
+
+def _hand_rollout_loss(apply, params, data, steps):
+    """Supervised(steps) with MSE written out: sum over steps of the batch mean of the
+    mean squared error over channel and space."""
+    total, u = 0.0, data[:, 0]
+    for t in range(steps):
+        u = jax.vmap(lambda x: apply(params, x))(u)
+        total = total + jnp.mean((u - data[:, t + 1]) ** 2)
+    return total
+
+
+def test_kfac_minimises_the_bound_loss_with_its_gradient():
+    """K-FAC's loss and gradient are the binding's: those of a hand-written rollout
+    (plain jax.grad), through the 1-D kernels' lifted K-FAC layout; the deprecated
+    build(apply, configuration) binds the same problem and warns."""
+    from online_emulate.configuration import Supervised
+    from online_emulate.estimators import BPTT, TruncatedBPTT
+
+    emulator = ConvNet(1, 1, 1, hidden_channels=4, depth=2, kernel_size=3, key=0)
+    apply, params = functional(emulator)
+    data = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (4, 4, 1, 16))
+    key = jax.random.PRNGKey(0)
+    ref_loss, ref_grads = jax.value_and_grad(lambda p: _hand_rollout_loss(apply, p, data, 3))(params)
+    bound = BPTT().bind(Supervised(3), emulator, state_shape=(1, 16))
+    kfac = KFAC(inverse_update_period=1).build(bound)
+    state = kfac.init(params, key, data)
+    assert any(jax.tree_util.tree_leaves(kfac._mask))  # the lifted layout is exercised
+    lifted = lift_params(params, kfac._mask)
+    loss, grads = kfac.optimizer._value_and_grad_func(lifted, kfac._prepare(lifted, data))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(lower_params(grads, kfac._mask)),
+                    jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    _, _, step_loss = kfac.step(params, state, data, key)
+    np.testing.assert_allclose(step_loss, ref_loss, rtol=1e-5)
+    with pytest.warns(DeprecationWarning, match="build"):
+        old = KFAC(inverse_update_period=1).build(apply, Supervised(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the same Kronecker blocks
+        old_state = old.init(params, key, data)
+    assert old.blocks == kfac.blocks
+    _, _, old_loss = old.step(params, old_state, data, key)
+    np.testing.assert_allclose(old_loss, ref_loss, rtol=1e-5)
+    with pytest.raises(ValueError, match="bound: expected a binding of a BPTT"):
+        KFAC().build(TruncatedBPTT(2).bind(Supervised(3), emulator, state_shape=(1, 16)))

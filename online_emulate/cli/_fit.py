@@ -9,13 +9,10 @@ found by asking the library about each choice, so the list cannot go stale.
 from __future__ import annotations
 
 from .. import estimators as est
-from ._factories import CONFIGURATIONS, ESTIMATORS
+from ..configuration._catalogue import online_entries
+from ._factories import ESTIMATORS
 
 __all__ = ["check_choices_fit"]
-
-#: the configuration switches that can make a configuration suit online estimators
-_SWITCHES = ("cut_div_chain", "cut_prev", "cut_next", "cut_bptt")
-
 
 def _estimators(online: bool) -> list[str]:
     return [name for name in ESTIMATORS.names() if ESTIMATORS.make(name).online == online]
@@ -31,20 +28,8 @@ def _is_online(configuration) -> bool:
 
 def _online_configurations(run: dict) -> list[str]:
     """Each CLI configuration that suits online estimators, with the switch it needs."""
-    fits = []
-    for name in CONFIGURATIONS.names():
-        for switch in (None, *_SWITCHES):
-            if switch is not None and run.get(switch):
-                continue
-            options = dict(run, **({switch: True} if switch else {}))
-            try:
-                configuration = CONFIGURATIONS.make(name, options)
-            except (ValueError, TypeError):
-                continue
-            if _is_online(configuration):
-                fits.append(name if switch is None else f"{name} --{switch.replace('_', '-')}")
-                break
-    return fits
+    return [name if switch is None else f"{name} --{switch.replace('_', '-')}"
+            for name, switch, _ in online_entries(run)]
 
 
 def check_choices_fit(run: dict, configuration, estimator) -> None:

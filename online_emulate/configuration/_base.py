@@ -20,13 +20,6 @@ Data = PyTree[Float[Array, "batch time channel *space"]]
 Stepper = Callable[[PyTree[Float[Array, "channel *space"]]], PyTree[Float[Array, "channel *space"]]]
 ResiduumFn = Callable[[PyTree, PyTree], PyTree]
 
-BPTT_ONLY = (
-    "supports only BPTT estimators (BPTT(), BPTT(checkpoint='step'), "
-    "BPTT(checkpoint='sqrt'), BPTT(checkpoint='binomial', num_checkpoints=n), "
-    "BPTT(memory_budget_bytes=M))"
-)
-
-
 def _short(value) -> str:
     """repr that shows arrays as `f32[3]` instead of their values."""
     if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -177,8 +170,8 @@ class BaseConfiguration(Frozen, abc.ABC):
         """
         raise ValueError(
             "configuration: expected a loss that is a sum of per-step terms of the current "
-            f"state (what online estimators need), got {type(self).__name__}, which "
-            f"{BPTT_ONLY}: {self._why_not_online()}"
+            f"state (what online estimators need), got {type(self).__name__}, which only "
+            f"the estimators that are not online (BPTT) support: {self._why_not_online()}"
         )
 
     def _why_not_online(self) -> str:

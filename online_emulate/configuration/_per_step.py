@@ -8,7 +8,6 @@ from jaxtyping import Array, Float
 
 from .._frozen import frozen
 from .._rollout import Events, weighted_rollout
-from ._base import BPTT_ONLY
 from ._chain_fields import ChainConfiguration
 from ._online_spec import OnlineSpec
 from ._utils import batched, time_level
@@ -73,13 +72,8 @@ class PerStepConfiguration(ChainConfiguration):
             ValueError: when the configuration's options make a term depend on more than
                 the new state (see the configuration's docstring).
         """
-        reason = self._online_blocker()
-        if reason is not None:
-            raise ValueError(
-                "configuration: expected a loss that is a sum of per-step terms of the "
-                f"current state (what online estimators need), got {type(self).__name__}, "
-                f"which {BPTT_ONLY}: {reason}"
-            )
+        if self._online_blocker() is not None:
+            return super().online_spec()  # raises, saying why
         events = self.events
         return OnlineSpec(
             num_steps=self.num_rollout_steps,

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import PyTree
 
+from .._cache import BoundedCache, cache_key, identity_key
 from .._rollout import bind
 from ._functional import Params, _lookup, _nest, set_params
 from ._lift import LiftedModule, uses_etp_ops
@@ -49,8 +50,9 @@ from ._ops import lax_ops, using_lax_conv_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "declared_state_ndim"]
 
-# lifted modules by model signature, state shape and conv-bias layout (`_lifted`)
-_LIFTED: dict = {}
+# lifted modules by model signature, state shape and conv-bias layout (`_lifted`); each
+# entry keeps its model alive, so no other model is named by its identity meanwhile
+_LIFTED = BoundedCache(16)
 
 
 def declared_state_ndim(model: Any) -> int | None:
@@ -177,11 +179,9 @@ class ModelAdapter:
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
         key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias)
-        if key not in _LIFTED:
-            _LIFTED[key] = LiftedModule(fn, self.params, one, jnp.dtype(dtype),
-                                        channel_last=channel_last, model=model_name(self.model),
-                                        conv_bias=conv_bias)
-        return _LIFTED[key]
+        return _LIFTED.get(key, lambda: LiftedModule(
+            fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,
+            model=model_name(self.model), conv_bias=conv_bias), keep=self.model)
 
     def _lift_key(self):
         return self.signature()
@@ -277,8 +277,8 @@ class BrainstateAdapter(ModelAdapter):
             hash(graph)
         except TypeError:
             # a static attribute holds an array (braintrace layers keep their `b_init`):
-            # no value describes it, so only this model object shares its programs
-            graph = ("model", id(self.model))
+            # keyed by content, what has no value by an identity that is never reused
+            graph = cache_key(graph)
         return (type(self.model), graph) + super().signature()
 
     def check_state(self, shape, dtype, *, name="data"):
@@ -294,7 +294,7 @@ class BrainstateAdapter(ModelAdapter):
 
     def _lift_key(self):
         # the lifted step closes over this module's non-parameter states
-        return (id(self.model),) + self.signature()
+        return (identity_key(self.model),) + self.signature()
 
     def recurrent_module(self, state_shape=None, *, algorithm="d_rtrl"):
         # the built-in emulators and user modules on braintrace ETP ops compile as they
@@ -363,7 +363,7 @@ class PairAdapter(ModelAdapter):
         return (self._fn, params)
 
     def signature(self):
-        return (id(self._fn),) + super().signature()
+        return (identity_key(self._fn),) + super().signature()
 
 
 def _params_dtype(params):
@@ -404,17 +404,30 @@ def adapt(model: Any, *, state_ndim: int | None = None) -> ModelAdapter:
     )
 
 
-def as_stepper(model: Any, *, state_ndim: int | None = None) -> Callable:
+def as_stepper(model: Any, *, state_ndim: int | None = None,
+               states: tuple[int, ...] | None = None) -> Callable:
     """`u -> u_next` for any accepted model kind, at its current parameters.
 
     Models go through their adapter (so a brainstate module that takes a batch, or an
     `(apply, params)` pair, becomes a one-state stepper; with a known state rank it is a
     `BatchStepper`, which steps batches too); any other callable (e.g. an exponax
-    reference stepper) is returned unchanged.
+    reference stepper) is returned unchanged. `states`, the shape `(B, C, *N)` of the
+    batches it will step, sets `state_ndim` and is checked against the rank the stepper
+    declares (`num_spatial_dims`, as the built-in emulators and exponax steppers do).
 
     Raises:
         TypeError: if `model` is neither a model nor callable.
+        ValueError: naming `initial_states`, for `states` of fewer than 2 axes or of
+            another rank than the stepper declares.
     """
+    if states is not None:
+        state_ndim, declared = max(len(states) - 1, 1), declared_state_ndim(model)
+        if len(states) < 2 or declared not in (None, len(states) - 1):
+            rank = ("at least 2 axes" if declared is None
+                    else f"{declared + 1} axes for this {declared - 1}-D stepper")
+            raise ValueError(f"initial_states: expected a batch of states (batch, channel, "
+                             f"*space), {rank}, got shape {tuple(states)} (add a leading "
+                             "batch axis for a single state)")
     try:
         adapter = adapt(model, state_ndim=state_ndim)
     except TypeError:

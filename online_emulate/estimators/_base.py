@@ -11,22 +11,31 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Float, PyTree
 
+from .._catalogue import Catalogue
 from .._frozen import Frozen, frozen
 from .._rollout import rollout, tree_add
 from ..configuration import BaseConfiguration
+from ..configuration._catalogue import online_entries
 from ..emulators import ModelAdapter
 from ._bind import bind
 
-__all__ = ["Estimator", "OnlineEstimator", "CarryOps", "online_spec_for", "first_level",
-           "run_window", "model_apply", "BPTT_NAMES", "Model"]
+__all__ = ["Estimator", "OnlineEstimator", "CarryOps", "ESTIMATORS", "check_estimator",
+           "online_spec_for", "first_level", "run_window", "model_apply", "Model"]
 
 #: what an estimator is given as the model: the library's adapter of a model
 #: (`online_emulate.emulators.adapt(...)`), or a pure `apply(params, u)` function
 Model = ModelAdapter | Callable
 
-BPTT_NAMES = ("BPTT(), BPTT(checkpoint='step'), BPTT(checkpoint='sqrt'), "
-              "BPTT(checkpoint='binomial', num_checkpoints=n), BPTT(memory_budget_bytes=M)")
-ONLINE_NAMES = "TruncatedBPTT(k), ForwardRTRL(), ETrace('d_rtrl'), ETrace('es_d_rtrl', decay=...)"
+#: the command line's estimators by name (filled by `_catalogue`); the error messages
+#: here list its entries, so an estimator registered there is named in them too
+ESTIMATORS = Catalogue("--estimator")
+
+
+def catalogued(online: bool | None = None) -> str:
+    """The catalogue's estimators as made with their defaults (only the online ones, or
+    only the others, when `online` says which), e.g. "BPTT(), TruncatedBPTT(1)"."""
+    made = (ESTIMATORS.make(name) for name in ESTIMATORS.names())
+    return ", ".join(repr(e) for e in made if online is None or e.online == online)
 
 
 @frozen
@@ -81,6 +90,30 @@ def model_apply(model: Model) -> Callable:
     )
 
 
+def check_estimator(estimator, configuration: BaseConfiguration | None = None, *,
+                    online: bool = False, ref_stepper: Callable | None = None,
+                    residuum_fn: Callable | None = None):
+    """`estimator`, checked before anything compiles: an `Estimator` (an online one with
+    `online`), and with a `configuration`, an online estimator only where the
+    configuration suits it (`online_spec_for`).
+
+    Raises:
+        TypeError: naming `estimator`, listing the catalogue's estimators.
+        ValueError: as `online_spec_for`.
+    """
+    if not isinstance(estimator, OnlineEstimator if online else Estimator):
+        got = repr(estimator) if online else type(estimator).__name__
+        raise TypeError(
+            f"estimator: expected an online_emulate.estimators {'online ' * online}estimator "
+            f"({catalogued(True if online else None)}), got {got}"
+        )
+    if configuration is not None and estimator.online:
+        # an unsupported configuration/estimator pair fails here, not mid-compile
+        online_spec_for(configuration, estimator, ref_stepper=ref_stepper,
+                        residuum_fn=residuum_fn)
+    return estimator
+
+
 def online_spec_for(configuration, estimator, *, ref_stepper, residuum_fn):
     """`configuration.online_spec()`, or a ValueError naming what the pair supports.
 
@@ -98,14 +131,15 @@ def online_spec_for(configuration, estimator, *, ref_stepper, residuum_fn):
     try:
         spec = configuration.online_spec()
     except ValueError as err:
+        fits = ", ".join(type(c).__name__ + ("" if switch is None else f"({switch}=True)")
+                         for _, switch, c in online_entries())
         raise ValueError(
             f"estimator: expected an estimator that suits {configuration!r}, got "
             f"{estimator!r}, which runs forward in time and needs a loss that is a sum "
             f"of per-step terms of the current state. "
-            f"This configuration supports only the exact reverse-mode estimators: "
-            f"{BPTT_NAMES}. The online estimators ({ONLINE_NAMES}) support Supervised, "
-            f"DivertedChainBranchOne(cut_div_chain=True), Residuum(cut_prev=True) and "
-            f"TeacherForcing. (configuration said: {err})"
+            f"This configuration supports only the estimators that are not online: "
+            f"{catalogued(False)}. The online estimators ({catalogued(True)}) support "
+            f"{fits}. (configuration said: {err})"
         ) from None
     if spec.uses_ref_stepper and ref_stepper is None:
         raise ValueError(f"ref_stepper: expected a reference stepper ({configuration!r} "

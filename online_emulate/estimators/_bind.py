@@ -1,5 +1,5 @@
 """The binding of an estimator to one problem (`bind`): the pre-flight done once, and
-what every caller (value_and_grad, the trainers, gradient_fidelity) needs from it; equal
+what every caller (value_and_grad, the trainers, K-FAC, gradient_fidelity) needs; equal
 problems share one `Bound` and so one compiled program."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .._frozen import Frozen, frozen
 from .._input_checks import check_model_state, check_ref_stepper
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter, adapt
-from ._cache import BoundedCache, cache_key
+from .._cache import BoundedCache, cache_key
 
 __all__ = ["Bound", "bind"]
 

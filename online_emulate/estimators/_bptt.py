@@ -14,7 +14,7 @@ from .._rollout import bind
 from ..configuration import BaseConfiguration
 from ._base import Estimator, Model, model_apply
 from ._budget import choose_exact_scheme
-from ._cache import BoundedCache, cache_key, shapes_key
+from .._cache import BoundedCache, cache_key, shapes_key
 from ._checkpoint_scan import (binomial_checkpoint_scan, sqrt_checkpoint_scan,
                                step_checkpoint_scan)
 

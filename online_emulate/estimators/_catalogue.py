@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .._catalogue import Catalogue
+from ._base import ESTIMATORS
 from ._bptt import BPTT
 from ._etrace import ETrace
 from ._forward_rtrl import ForwardRTRL
@@ -11,8 +11,7 @@ from ._truncated import TruncatedBPTT
 
 __all__ = ["ESTIMATORS"]
 
-#: register an estimator of your own with `ESTIMATORS.register(name, factory, **defaults)`
-ESTIMATORS = Catalogue("--estimator")
+# register an estimator of your own with `ESTIMATORS.register(name, factory, **defaults)`
 for _name, _checkpoint in (("bptt", None), ("bptt-step", "step"), ("bptt-sqrt", "sqrt")):
     ESTIMATORS.register(_name, lambda o, c=_checkpoint: BPTT(checkpoint=c))
 ESTIMATORS.register("bptt-binomial", lambda o: BPTT(checkpoint="binomial", num_checkpoints=o["num_checkpoints"]),

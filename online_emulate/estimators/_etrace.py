@@ -17,7 +17,7 @@ from ..configuration import BaseConfiguration
 from ..emulators._functional import _lookup, _nest
 from ..emulators import ModelAdapter
 from ._base import Model, OnlineEstimator, first_level, online_spec_for, run_window
-from ._cache import BoundedCache, cache_key
+from .._cache import BoundedCache, cache_key
 
 __all__ = ["ETrace"]
 

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, PyTree
 from .._input_checks import check_emulator_data
 from ..configuration import BaseConfiguration
 from ..emulators import ModelAdapter, adapt
-from ._base import Estimator
+from ._base import Estimator, check_estimator
 from ._bind import Bound
 from ._bptt import BPTT
 
@@ -57,11 +57,7 @@ def value_and_grad(
             NaN/inf; unsupported (configuration, estimator) pair, missing references,
             ForwardRTRL over its memory budget, ETrace parameter exclusion.
     """
-    if not isinstance(estimator, Estimator):
-        raise TypeError(
-            "estimator: expected an online_emulate.estimators estimator (BPTT(), "
-            f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
-        )
+    check_estimator(estimator)
     data = check_emulator_data(
         emulator, data, min_levels=getattr(configuration, "num_time_levels", 1),
         allow_nonfinite=allow_nonfinite, configuration=configuration,

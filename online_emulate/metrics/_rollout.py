@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int
 from .._rollout import batched as batch_step
 from .._rollout import rollout as kernel_rollout
-from ..emulators import as_stepper, declared_state_ndim, lax_ops
+from .._input_checks import check_ref_stepper
+from ..emulators import as_stepper, lax_ops
 from ._validation import shape_of
 
 
@@ -54,36 +54,13 @@ def rollout(
             return a state of the same shape as its input.
         TypeError: if `stepper` is neither callable nor a model.
     """
-    shape = shape_of(initial_states)
-    model = stepper
-    stepper = as_stepper(stepper, state_ndim=max(len(shape) - 1, 1))
+    stepper = as_stepper(stepper, states=shape_of(initial_states))
     num_steps = check_int("num_steps", num_steps, minimum=0)
-    if len(shape) < 2:
-        raise ValueError(
-            "initial_states: expected a batch of states (batch, channel, *space), "
-            f"at least 2 axes, got shape {shape}"
-        )
-    ndim = declared_state_ndim(model)
-    if ndim is not None and len(shape) != ndim + 1:
-        raise ValueError(
-            f"initial_states: expected {ndim + 1} axes (batch, channel, {ndim - 1} spatial) "
-            f"for this {ndim - 1}-D stepper, got shape {shape} (add a leading batch axis "
-            "for a single state)"
-        )
     initial_states = jnp.asarray(initial_states)
-    one = jax.ShapeDtypeStruct(shape[1:], initial_states.dtype)
-    # library emulators evaluate with plain jax.lax ops here (vmap-friendly, identical
-    # outputs, and braintrace stays unloaded); other steppers ignore the switch
+    # the built-in emulators evaluate with plain jax.lax ops here (vmap-friendly,
+    # identical outputs, and braintrace stays unloaded); other steppers ignore the switch
     with lax_ops():
-        out = jax.eval_shape(stepper, one)
-    out_shape = getattr(out, "shape", None)
-    if out_shape is None or tuple(out_shape) != shape[1:]:
-        raise ValueError(
-            "stepper: expected a map from one state to a state of the same shape "
-            f"{shape[1:]}, got output {out_shape if out_shape is not None else type(out)}"
-        )
-
-    with lax_ops():
+        check_ref_stepper(stepper, initial_states.shape[1:], initial_states.dtype, name="stepper")
         return _scan_rollout(batch_step(stepper), initial_states, num_steps, include_init)
 
 

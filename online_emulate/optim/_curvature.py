@@ -20,7 +20,8 @@ from .._rollout import rollout
 from ..configuration import BaseConfiguration
 from ._compat import import_kfac
 
-__all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "RolloutCurvature"]
+__all__ = ["fold_window", "folded_batch_size", "make_curvature_loss", "rollout_spec",
+           "RolloutCurvature"]
 
 
 def _check_window(batch) -> None:
@@ -84,7 +85,7 @@ def make_curvature_loss(
     return loss
 
 
-def _rollout_spec(configuration):
+def rollout_spec(configuration: Any) -> tuple | None:
     """`(num_steps, weights, events, uses_data_targets)` or None without an online spec."""
     try:
         spec = configuration.online_spec()
@@ -146,7 +147,7 @@ class RolloutCurvature:
     ):
         self._kfac_jax = import_kfac()
         self.apply = apply
-        spec = _rollout_spec(configuration)
+        spec = rollout_spec(configuration)
         if spec is None:
             raise ValueError(
                 "configuration: expected one with online_spec() (a per-step loss), got "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from typing import Any, Callable, Literal, Optional
 
 import jax
@@ -13,9 +14,10 @@ from jaxtyping import PyTree
 from .._checks import check_callable, check_real
 from ..configuration import BaseConfiguration
 from ..emulators import lax_conv_ops
+from ..estimators import BPTT, Bound
 from ._blocks import block_report, warn_non_kronecker
 from ._compat import import_kfac
-from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss
+from ._curvature import RolloutCurvature, folded_batch_size, make_curvature_loss, rollout_spec
 from ._layout import lift_params, lifted_leaf_mask, lower_params
 
 __all__ = ["KFAC", "DEFAULT_KFAC_OPTIONS", "auto_curvature_scale", "check_kfac_options"]
@@ -66,17 +68,16 @@ def auto_curvature_scale(configuration) -> float:
     one-step curvature with `make_curvature_loss`; `KFAC` registers the rollout itself
     (`RolloutCurvature`). Configurations without an online spec get 1.0.
     """
-    try:
-        spec = configuration.online_spec()
-    except (AttributeError, ValueError, TypeError, NotImplementedError):
-        return 1.0
-    return float(jnp.sum(jnp.asarray(spec.weights)))
+    spec = rollout_spec(configuration)
+    return 1.0 if spec is None else float(jnp.sum(spec[1]))
 
 
 class KFAC:
     """K-FAC (kfac-jax) for emulators trained on a configuration's rollout loss.
 
-    The gradient comes from the configuration's full rollout loss (BPTT). For a
+    The loss and its gradient are the binding's (`Bound.loss_and_grad` of a `BPTT`
+    estimator bound to the configuration and the model: the configuration's full
+    rollout loss, exactly what the other optimizers minimise). For a
     configuration with an `online_spec()` (Supervised, TeacherForcing, Residuum, ...)
     the curvature follows `RolloutCurvature`: kfac's Kronecker factors come from ONE
     network step applied to the network's own rollout states (computed before each
@@ -93,7 +94,7 @@ class KFAC:
     Protocol (what a trainer calls)::
 
         kfac = KFAC(**options)
-        kfac.build(apply, configuration, ref_stepper=None, residuum_fn=None)
+        kfac.build(BPTT().bind(configuration, emulator, state_shape=(C, *N), ...))
         state = kfac.init(params, key, batch)          # batch: (B, T, C, *N) window
         params, state, loss = kfac.step(params, state, batch, key)
 
@@ -153,33 +154,57 @@ class KFAC:
 
     def build(
         self,
-        apply: Callable,
-        configuration: BaseConfiguration,
+        bound: Bound | Callable,
+        configuration: BaseConfiguration | None = None,
         *,
         ref_stepper: Callable | None = None,
         residuum_fn: Callable | None = None,
     ) -> KFAC:
-        """Bind the model function and the configuration whose loss is minimised.
+        """Take the loss to minimise from a binding (`Estimator.bind`).
 
         Arguments:
-            apply: pure `apply(params, u)` on one state or a batch with plain lax ops
-                (`online_emulate.emulators.functional(emulator)[0]`).
-            configuration: has `loss(stepper, data, *, ref_stepper, residuum_fn)`.
-            ref_stepper, residuum_fn: passed to the configuration's loss.
+            bound: a `Bound` of a `BPTT` estimator (K-FAC needs the full rollout's
+                gradient): its `loss_and_grad` is the loss and gradient, its model's
+                `apply` the network whose curvature is estimated. Deprecated: a pure
+                `apply(params, u)` followed by `configuration` (and `ref_stepper`,
+                `residuum_fn`), bound by `init` once the parameters and the window are
+                known.
+            configuration, ref_stepper, residuum_fn: only with the deprecated `apply`.
 
         Returns:
             `self` (a later `build` replaces the binding; call `init` again).
 
         Raises:
-            TypeError: `apply` is not callable or `configuration` has no `loss`.
+            TypeError: `bound` is neither a `Bound` nor callable, or `configuration`
+                has no `loss`.
+            ValueError: `bound`'s estimator is not a `BPTT`.
         """
-        check_callable("apply", apply, expected="a callable apply(params, u)")
-        if not callable(getattr(configuration, "loss", None)):
-            raise TypeError(
-                "configuration: expected an object with loss(stepper, data, *, "
-                f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
-            )
-        self._built = (_with_conv_primitives(apply), configuration, ref_stepper, residuum_fn)
+        if isinstance(bound, Bound):
+            if not isinstance(bound.estimator, BPTT):
+                raise ValueError(f"bound: expected a binding of a BPTT estimator (K-FAC takes "
+                                 f"its gradient from the full rollout), got {bound.estimator!r}")
+            self._built = lambda params, batch: (bound, bound.model.apply)
+        else:
+            warnings.warn("KFAC.build(apply, configuration, ...) is deprecated: pass the "
+                          "binding, kfac.build(BPTT().bind(configuration, model, "
+                          "state_shape=...))", DeprecationWarning, stacklevel=2)
+            check_callable("bound", bound, expected="a Bound (Estimator.bind) or a callable "
+                           "apply(params, u)")
+            if not callable(getattr(configuration, "loss", None)):
+                raise TypeError(
+                    "configuration: expected an object with loss(stepper, data, *, "
+                    f"ref_stepper, residuum_fn), got {type(configuration).__name__}"
+                )
+
+            # the pair (apply, params) on the window's states is bound for the gradient;
+            # the curvature is that of apply as given (a pair is called on one state: its
+            # vmap would hide the biases' Kronecker blocks)
+            def bound_pair(params, batch):
+                return BPTT().bind(configuration, (bound, params), state_shape=batch.shape[2:],
+                                   dtype=batch.dtype, ref_stepper=ref_stepper,
+                                   residuum_fn=residuum_fn), bound
+
+            self._built = bound_pair
         self._optimizer = None
         return self
 
@@ -199,13 +224,14 @@ class KFAC:
             ValueError: `batch` is not a window array.
         """
         if self._built is None:
-            raise RuntimeError("KFAC.init: call kfac.build(apply, configuration) first")
-        apply, configuration, ref_stepper, residuum_fn = self._built
+            raise RuntimeError("KFAC.init: call kfac.build(bound) first")
         folded_batch_size(batch)  # validates the window
-        self._mask = _choose_mask(apply, params, batch)
+        bound, apply = self._built(params, batch)
+        apply, loss_and_grad = _with_conv_primitives(apply), bound.loss_and_grad
+        self._mask = mask = _choose_mask(apply, params, batch)
         scale = 1.0 if self.curvature_scale == "auto" else float(self.curvature_scale)
         try:
-            curvature = RolloutCurvature(apply, configuration, curvature_scale=scale)
+            curvature = RolloutCurvature(apply, bound.configuration, curvature_scale=scale)
         except ValueError:  # no online spec: one-step curvature over the data levels
             curvature = None
         if curvature is not None:
@@ -221,14 +247,6 @@ class KFAC:
             self._prepare = lambda p, data: (data, None)
         self.curvature = curvature
 
-        def rollout_loss(p, data):
-            def stepper(u):
-                return apply(p, u)
-
-            return configuration.loss(
-                stepper, data, ref_stepper=ref_stepper, residuum_fn=residuum_fn
-            )
-
         def value_and_grad(p, batch):
             data = batch[0]
             # kfac's exact quadratic model (adaptive learning rate and momentum, the
@@ -236,8 +254,8 @@ class KFAC:
             # function: register the rollout's own predictions (with their dependence
             # through earlier states) so that model matches the gradient's loss.
             registered = model_loss(p, data)
-            value, grads = jax.value_and_grad(rollout_loss)(p, data)
-            return value + 0.0 * registered, grads
+            value, grads = loss_and_grad(lower_params(p, mask), data)
+            return value + 0.0 * registered, lift_params(grads, mask)
 
         self._optimizer = self._kfac_jax.Optimizer(
             value_and_grad_func=value_and_grad,

@@ -18,7 +18,7 @@ from ..configuration import BaseConfiguration
 from ..data import WindowSampler, check_trajectories, trajectory_shape
 from ..emulators import adapt
 from ..estimators import BPTT, Estimator
-from ..estimators._base import online_spec_for
+from ..estimators._base import check_estimator
 from ._base import Trainer, check_callbacks, check_clip, check_configuration, optax_transform
 from ._checkpoint import restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, check_divergence_factor
@@ -147,17 +147,9 @@ class GeneralTrainer(Trainer):
         self.ref_stepper = ref_stepper
         self.residuum_fn = residuum_fn
         self.callbacks = check_callbacks(callbacks)
-        if estimator is None:
-            estimator = BPTT()
-        if not isinstance(estimator, Estimator):
-            raise TypeError(
-                "estimator: expected an online_emulate.estimators object (BPTT(), "
-                f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
-            )
-        self.estimator = estimator
-        if estimator.online:
-            # an unsupported configuration/estimator pair fails here, not mid-compile
-            online_spec_for(configuration, estimator, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+        self.estimator = estimator = check_estimator(
+            BPTT() if estimator is None else estimator, configuration,
+            ref_stepper=ref_stepper, residuum_fn=residuum_fn)
         self.clip_grad_norm = clip_grad_norm
         self.divergence_factor = check_divergence_factor(divergence_factor)
         self.optimizer = optimizer
@@ -242,13 +234,12 @@ class GeneralTrainer(Trainer):
             self._compiled = (signature, adapter.apply, chunk)
         return self._compiled[1], self._compiled[2]
 
-    def _init_optimizer(self, params, apply):
+    def _init_optimizer(self, params):
         def first_batch():
             return self.sampler.gather(self.data, jnp.asarray(self.sampler.window_ids(self.key, 0)))
 
-        return self.rule.init(params, apply=apply, configuration=self.configuration,
-                              ref_stepper=self.ref_stepper, residuum_fn=self.residuum_fn,
-                              key=self.key, first_batch=first_batch)
+        return self.rule.init(params, bound=self._bind(self._adapter), key=self.key,
+                              first_batch=first_batch)
 
     # ------------------------------------------------------------------ call
     def _train(self, emulator, key, *, resume_from):
@@ -281,17 +272,17 @@ class GeneralTrainer(Trainer):
         apply, chunk = self._program(adapter)
 
         def init():
-            self.opt_state = self._init_optimizer(adapter.params, apply)
+            self.opt_state = self._init_optimizer(adapter.params)
 
         self._begin_run(emulator, adapter, resume_from=resume_from, key=new_key, init=init,
-                        resume=lambda path: self._resume(path, adapter.params, apply))
+                        resume=lambda path: self._resume(path, adapter.params))
         return self._run(adapter, apply, chunk, self.num_training_steps)
 
-    def _resume(self, path, params, apply):
+    def _resume(self, path, params):
         """Load a checkpoint, checked against this run's parameter and optimizer-state
         layout (the optimizer is initialised first: K-FAC must be built anyway)."""
         blob = self._load_run(path, params, kind="trainer")
-        template = self._init_optimizer(params, apply)
+        template = self._init_optimizer(params)
         self.opt_state = jax.tree_util.tree_map(jnp.asarray, restore_tree(
             blob["opt_state"], template, path=os.fspath(path), name="optimizer state"))
 

@@ -27,7 +27,7 @@ from ..callback import Callback
 from ..configuration import DivertedChainBranchOne, Supervised
 from ..emulators import adapt
 from ..estimators import ForwardRTRL, OnlineEstimator, TruncatedBPTT
-from ..estimators._base import online_spec_for
+from ..estimators._base import check_estimator, online_spec_for
 from ..loss import BaseLoss, MSELoss
 from ._base import Trainer, check_callbacks, optax_transform
 from ._checkpoint import StoredTree, restore_tree
@@ -176,13 +176,8 @@ class OnlineTrainer(Trainer):
                              "checkpoint_path=None")
         if target not in ("trajectory", "one_step"):
             raise ValueError(f"target: expected 'trajectory' or 'one_step', got {target!r}")
-        if estimator is None:
-            estimator = estimators.ETrace("d_rtrl")  # loads braintrace only here
-        if not isinstance(estimator, OnlineEstimator):
-            raise TypeError(
-                "estimator: expected an online estimator (TruncatedBPTT(k), ForwardRTRL(), "
-                f"ETrace(...)), got {estimator!r}"
-            )
+        estimator = check_estimator(estimators.ETrace("d_rtrl") if estimator is None
+                                    else estimator, online=True)
         if persist_carry is None:
             persist_carry = estimator.persist_carry
         persist_carry = check_flag("persist_carry", persist_carry)

@@ -10,13 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import (
-    check_callable,
-    check_int,
-    check_positive_int,
-    check_required,
-    key_data,
-)
+from .._checks import check_callable, check_int, check_positive_int, check_required, key_data
 from .._compile import jit
 from .._rollout import batched, bind, stop_gradient
 from ..callback import Callback, CallbackContext
@@ -24,7 +18,7 @@ from ..configuration import BaseConfiguration
 from ..data import WindowSampler
 from ..emulators import adapt
 from ..estimators import BPTT, Estimator
-from ..estimators._base import online_spec_for
+from ..estimators._base import check_estimator
 from ._base import Trainer, check_callbacks, check_configuration, optax_transform
 from ._checkpoint import restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
@@ -218,17 +212,9 @@ class StreamTrainer(Trainer):
         self.solver_in_the_loop_horizon = check_positive_int("solver_in_the_loop_horizon",
                                                              solver_in_the_loop_horizon)
         self.steps_per_call = check_positive_int("steps_per_call", steps_per_call)
-        if estimator is None:
-            estimator = BPTT()
-        if not isinstance(estimator, Estimator):
-            raise TypeError(
-                "estimator: expected an online_emulate.estimators object (BPTT(), "
-                f"TruncatedBPTT(k), ForwardRTRL(), ETrace(...)), got {type(estimator).__name__}"
-            )
-        if estimator.online:
-            online_spec_for(configuration, estimator, ref_stepper=ref_stepper,
-                            residuum_fn=residuum_fn)
-        self.estimator = estimator
+        self.estimator = check_estimator(BPTT() if estimator is None else estimator,
+                                         configuration, ref_stepper=ref_stepper,
+                                         residuum_fn=residuum_fn)
         self.callbacks = check_callbacks(callbacks)
         self.progress_bar, self.checkpoint_path = progress_bar, checkpoint_path
         self.data_parallel = bool(data_parallel)

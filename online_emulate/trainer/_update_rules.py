@@ -40,9 +40,9 @@ def _step_key(key, step):
 class UpdateRule(Protocol):
     """The protocol of `OptaxRule` and `KFACRule`."""
 
-    def init(self, params, *, apply, configuration, ref_stepper, residuum_fn, key,
-             first_batch) -> Any:
-        """The optimizer state for `params`; `first_batch()` returns the first minibatch
+    def init(self, params, *, bound, key, first_batch) -> Any:
+        """The optimizer state for `params` of the problem `bound` (`Estimator.bind`);
+        `first_batch()` returns the first minibatch
         (a callable: gathering it costs a dozen small compilations, and only a rule that
         needs an example batch should pay them)."""
 
@@ -148,9 +148,8 @@ class KFACRule:
         self.kfac = kfac
         self.divergence_factor = divergence_factor
 
-    def init(self, params, *, apply, configuration, ref_stepper, residuum_fn, key,
-             first_batch) -> Any:
-        self.kfac.build(apply, configuration, ref_stepper=ref_stepper, residuum_fn=residuum_fn)
+    def init(self, params, *, bound, key, first_batch) -> Any:
+        self.kfac.build(bound)
         return self.kfac.init(params, key, first_batch())
 
     def chunk(self, *, loss_and_grad=None, sampler, capacity, while_loop=None) -> Callable:

@@ -1,4 +1,5 @@
-"""Bounded caches keyed by value: what the estimators compile or choose once per problem.
+"""Bounded caches keyed by value: what the estimators compile or choose once per problem,
+and the modules the model adapters lift for eligibility traces.
 
 Estimators are immutable, so nothing they compute is stored on them; a cache here is
 keyed by the estimator's value and the problem's (configuration options, functions,
@@ -9,18 +10,41 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
+import weakref
 from typing import Any, Callable, Hashable
 
 import jax
 import numpy as np
 
-__all__ = ["BoundedCache", "cache_key", "shapes_key"]
+__all__ = ["BoundedCache", "cache_key", "identity_key", "shapes_key"]
+
+
+#: id(x) -> (weak reference to x, its token), for the objects keyed by identity
+_IDENTITIES: dict[int, tuple[weakref.ref, int]] = {}
+_TOKENS = itertools.count()
+
+
+def identity_key(x: Any) -> Hashable:
+    """`("id", n)`: `n` names `x` while it lives and is never given to another object
+    (a dead object's `id` is reused by later ones). An object that takes no weak
+    reference is named by its `id`: whoever keys by it must keep it alive."""
+    entry = _IDENTITIES.get(id(x))
+    if entry is not None and entry[0]() is x:
+        return ("id", entry[1])
+    try:
+        ref = weakref.ref(x, lambda _, i=id(x): _IDENTITIES.pop(i, None))
+    except TypeError:
+        return ("id", id(x))
+    _IDENTITIES[id(x)] = (ref, next(_TOKENS))
+    return ("id", _IDENTITIES[id(x)][1])
 
 
 def cache_key(x: Any) -> Hashable:
     """A hashable stand-in for `x`: dataclass options by value (arrays by their
     contents), tuples and lists element by element, other hashables as themselves,
-    anything else (a traced array, a module holding arrays) by identity."""
+    anything else (a traced array, a module holding arrays) by identity
+    (`identity_key`)."""
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return (type(x),) + tuple(cache_key(getattr(x, f.name)) for f in dataclasses.fields(x))
     if isinstance(x, (tuple, list)):
@@ -31,7 +55,7 @@ def cache_key(x: Any) -> Hashable:
     try:
         hash(x)
     except TypeError:
-        return ("id", id(x))
+        return identity_key(x)
     return x
 
 
