@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from ._wrap_fusion import WrapTracker
+
 __all__ = ["matmul_convolutions", "im2col_conv", "kernel_space_first"]
 
 # call primitives whose body is evaluated (and rewritten) in line
@@ -140,22 +142,28 @@ def _bind(eqn, values):
 @dataclasses.dataclass(frozen=True)
 class _Rewrite:
     """Which convolutions to replace (`wants(params)`), by what (`replace(values,
-    params)`, one output), and whether braintrace's etp_conv ops are opened first."""
+    params)`, one output), whether braintrace's etp_conv ops are opened first, and
+    whether a convolution of a periodic padding is computed from the unpadded tensor
+    (`_wrap_fusion`) before `replace` is tried."""
 
     wants: Callable
     replace: Callable
     inline_etp: bool
+    fuse_wraps: bool = False
 
-    def evaluate(self, jaxpr, consts, args):
+    def evaluate(self, jaxpr, consts, args, wraps: WrapTracker | None = None):
         env, read = environment(jaxpr, consts, args)
         for eqn in jaxpr.eqns:
             values = [read(v) for v in eqn.invars]
             if eqn.primitive.name == "conv_general_dilated" and self.wants(eqn.params):
-                out = [self.replace(values, eqn.params)]
+                fused = None if wraps is None else wraps.convolution(values, eqn.params)
+                out = [self.replace(values, eqn.params) if fused is None else fused]
             elif (body := _body(eqn, values, self.inline_etp)) is not None:
-                out = self.evaluate(body.jaxpr, body.consts, values)
+                out = self.evaluate(body.jaxpr, body.consts, values, wraps)
             else:
                 out = _bind(eqn, values)
+                if wraps is not None:
+                    wraps.observe(eqn, values, out)
             env.update(zip(eqn.outvars, out))
         return [read(v) for v in jaxpr.outvars]
 
@@ -174,7 +182,8 @@ class _Rewrite:
             closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
             if not self.applies(closed.jaxpr):
                 return fn(*args)
-            out = self.evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args))
+            wraps = WrapTracker() if self.fuse_wraps else None
+            out = self.evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), wraps)
             return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
 
         return wrapped
@@ -186,7 +195,7 @@ def _im2col(values, params):
                        preferred_element_type=params.get("preferred_element_type"))
 
 
-_MATMUL = _Rewrite(wants=_rewritable, replace=_im2col, inline_etp=True)
+_MATMUL = _Rewrite(wants=_rewritable, replace=_im2col, inline_etp=True, fuse_wraps=True)
 
 
 def matmul_convolutions(fn: Callable) -> Callable:
