@@ -44,3 +44,25 @@ def test_vs_apebench_quick_runs_both_pipelines_and_ends_with_the_ratio():
     for r in roof:
         assert float(r.split("|")[5]) > 0  # MB per step
         assert float(r.split("|")[-2].strip().rstrip("%")) >= 0
+
+
+@pytest.mark.slow
+def test_streaming_study_runs_every_arm_and_ends_with_the_ratio():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    arms = ["dataset", "stream", "stream-bptt", "online-tbptt", "online-etrace"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "streaming_vs_dataset.py"), "--problems",
+         "burgers_1d", "--seeds", "0", "--steps", "4", "--hidden-channels", "4", "--depth", "1",
+         "--samples", "3", "--horizon", "8", "--buffer", "16", "--batch", "2", "--reanchor", "3",
+         "--online-length", "10", "--online-update", "2", "--test-samples", "2",
+         "--test-horizon", "12", "--arms", *arms],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"stream_vs_dataset=\d+\.\d+", lines[-1])
+    rows = {line.split()[0]: line.split() for line in lines[2:-1]}
+    assert sorted(rows) == sorted(arms)
+    # columns from the end: div, wall s, updates, nRMSE@200 (+- spread), gmean100 (+- spread)
+    for name, row in rows.items():
+        assert row[-3] == "4" and row[-1] in ("0", "1"), row
+        assert 0 < float(row[-9]) < 1e3, row
