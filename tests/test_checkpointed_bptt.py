@@ -260,7 +260,7 @@ def test_gradient_fidelity_and_value_and_grad_accept_binomial():
 
 
 def test_bad_options_name_the_argument():
-    with pytest.raises(ValueError, match="num_checkpoints"):
+    with pytest.raises(ValueError, match="num_checkpoints: expected an int >= 1 with checkpoint="):
         BPTT(checkpoint="binomial")
     with pytest.raises(ValueError, match="num_checkpoints"):
         BPTT(checkpoint="binomial", num_checkpoints=0)

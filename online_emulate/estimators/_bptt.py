@@ -64,6 +64,11 @@ class BPTT(Estimator):
                 "checkpoint: expected None, 'step', 'sqrt' or 'binomial', got "
                 f"{checkpoint!r}"
             )
+        if checkpoint == "binomial" and num_checkpoints is None:
+            raise ValueError(
+                "num_checkpoints: expected an int >= 1 with checkpoint='binomial' (how many "
+                "states the rollout may keep), got None"
+            )
         if checkpoint == "binomial":
             num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints)
         elif num_checkpoints is not None:
