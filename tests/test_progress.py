@@ -31,3 +31,13 @@ def test_online_trainer_draws_no_bar_off_process_zero(monkeypatch):
                             reference_data=data, batch_size=2, progress_bar=True)
     trainer(LinearStencil(1, 1, 1, kernel_size=3, key=0), key=0)
     assert made == [None]
+
+
+def test_online_trainer_repr_names_its_options_even_half_built():
+    trainer = OnlineTrainer(optimizer=optax.sgd(1e-3), rollout_length=8, update_every=4,
+                            reference_data=jax.numpy.zeros((2, 9, 1, 16)), batch_size=2)
+    text = repr(trainer)
+    assert text.startswith("OnlineTrainer(rollout_length=8, num_rollouts=1, update_every=4")
+    assert "<unset>" not in text
+    half = object.__new__(OnlineTrainer)
+    assert repr(half).startswith("OnlineTrainer(rollout_length='<unset>'")

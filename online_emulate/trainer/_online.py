@@ -527,8 +527,8 @@ class OnlineTrainer(Trainer):
                                        checkpoint_every=self.checkpoint_every)
 
     def __repr__(self):
-        return (
-            f"OnlineTrainer(rollout_length={self.rollout_length}, num_rollouts={self.num_rollouts}, "
-            f"update_every={self.update_every}, estimator={self.estimator!r}, "
-            f"persist_carry={self.persist_carry}, target={self.target!r})"
-        )
+        # readable on a half-built trainer too (a constructor error shown by a debugger)
+        names = ("rollout_length", "num_rollouts", "update_every", "estimator",
+                 "persist_carry", "target")
+        shown = ", ".join(f"{n}={getattr(self, n, '<unset>')!r}" for n in names)
+        return f"OnlineTrainer({shown})"
