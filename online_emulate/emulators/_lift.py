@@ -36,7 +36,6 @@ TypeError naming the parameter's path and the operation, before anything compile
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from typing import Any, Callable
 
@@ -45,8 +44,9 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from ._conv_layout import kernel_space_in_out, shifted_slices
 from ._hidden import hidden_state
-from ._matmul_convs import _CALLS, _bind, _kernel_space_in_out, _rewritable, environment
+from ._matmul_convs import _CALLS, _bind, _rewritable, environment
 
 __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 
@@ -430,26 +430,15 @@ def _patch_kernel(params):
     d = len(rhs_spec) - 2
 
     def transform(w):
-        k = _kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
+        k = kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
         return k.reshape((-1,) + (1,) * d + (k.shape[-1],))
     return transform
 
 
 def _patches(x, options):
     lhs_spec = options["dimension_numbers"].lhs_spec
-    widths = [(0, 0, 0)] * x.ndim
-    for j, (lo, hi) in enumerate(options["patch_padding"]):
-        widths[lhs_spec[2 + j]] = (lo, hi, 0)
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
-    taps = options["taps"]
-    out = [x.shape[lhs_spec[2 + j]] - taps[j] + 1 for j in range(len(taps))]
-    copies = []
-    for offset in itertools.product(*(range(k) for k in taps)):
-        index = [slice(None)] * x.ndim
-        for j, o in enumerate(offset):
-            index[lhs_spec[2 + j]] = slice(o, o + out[j])
-        copies.append(x[tuple(index)])
-    return copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=lhs_spec[1])
+    return shifted_slices(x, options["patch_padding"], options["taps"],
+                          space_axes=lhs_spec[2:], channel_axis=lhs_spec[1])
 
 
 def _permute(perm):

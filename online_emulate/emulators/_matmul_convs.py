@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from ._conv_layout import channel_last, from_channel_last, kernel_space_in_out, shifted_slices
 from ._wrap_fusion import WrapTracker
 
 __all__ = ["matmul_convolutions", "im2col_conv", "kernel_space_first"]
@@ -45,11 +44,6 @@ def _rewritable(params) -> bool:
         and params["feature_group_count"] == 1
         and params["batch_group_count"] == 1
     )
-
-
-def _kernel_space_in_out(rhs: jax.Array, rhs_spec) -> jax.Array:
-    """A convolution kernel moved to `(*space, in, out)` (HWIO) order."""
-    return jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
 
 
 def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
@@ -72,25 +66,14 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
     """
     lhs_spec, rhs_spec, out_spec = dimension_numbers
     d = len(lhs_spec) - 2
-    x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))
-    widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
-    w = _kernel_space_in_out(rhs, rhs_spec)
+    w = kernel_space_in_out(rhs, rhs_spec)
     kernel, c_out = w.shape[:d], w.shape[-1]
-    out_space = tuple(x.shape[1 + j] - kernel[j] + 1 for j in range(d))
-    copies = [
-        x[(slice(None),) + tuple(slice(o, o + s) for o, s in zip(offset, out_space))]
-        for offset in itertools.product(*(range(k) for k in kernel))
-    ]
-    cols = copies[0] if len(copies) == 1 else jnp.concatenate(copies, axis=-1)
-    rows = x.shape[0] * math.prod(out_space)
-    y = (cols.reshape(rows, -1) @ w.reshape(-1, c_out)).reshape((x.shape[0], *out_space, c_out))
-    # y is (batch, *space, feature); out_spec says where each goes in the output
-    order = [0] * (d + 2)
-    order[out_spec[0]], order[out_spec[1]] = 0, d + 1
-    for j in range(d):
-        order[out_spec[2 + j]] = 1 + j
-    y = jnp.transpose(y, order)
+    cols = shifted_slices(channel_last(lhs, lhs_spec), padding, kernel,
+                          space_axes=range(1, d + 1), channel_axis=-1)
+    out_space = cols.shape[1:-1]
+    rows = cols.shape[0] * math.prod(out_space)
+    y = (cols.reshape(rows, -1) @ w.reshape(-1, c_out)).reshape((cols.shape[0], *out_space, c_out))
+    y = from_channel_last(y, out_spec)
     return y if preferred_element_type is None else y.astype(preferred_element_type)
 
 
@@ -223,7 +206,7 @@ def _kernel_space_first(values, params):
     lhs, rhs = values
     dims = params["dimension_numbers"]
     d = len(dims.rhs_spec) - 2
-    kernel = _kernel_space_in_out(rhs, dims.rhs_spec)
+    kernel = kernel_space_in_out(rhs, dims.rhs_spec)
     spec = jax.lax.ConvDimensionNumbers(dims.lhs_spec, (d + 1, d, *range(d)), dims.out_spec)
     return jax.lax.conv_general_dilated_p.bind(lhs, kernel, **{**params, "dimension_numbers": spec})
 

@@ -33,9 +33,8 @@ import dataclasses
 import math
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
+from ._conv_layout import channel_last, from_channel_last, kernel_space_in_out
 from ._ops import _shifted_matmul_conv
 
 __all__ = ["WrapTracker"]
@@ -142,11 +141,9 @@ class WrapTracker:
             lo, hi = wrap.pads.get(a, (0, 0))
             if (lo, hi) != ((k - 1) // 2, k - 1 - (k - 1) // 2):
                 return None
-        x = jnp.transpose(wrap.base, (lhs_spec[0], *space, lhs_spec[1]))
-        w = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
-        y = _shifted_matmul_conv(x, w)
-        # y is (batch, *space, feature); out_spec names each one's place in the output
-        y = jnp.transpose(y, np.argsort((out_spec[0], *out_spec[2:], out_spec[1])))
+        y = _shifted_matmul_conv(channel_last(wrap.base, lhs_spec),
+                                 kernel_space_in_out(rhs, rhs_spec))
+        y = from_channel_last(y, out_spec)
         preferred = params.get("preferred_element_type")
         return y if preferred is None else y.astype(preferred)
 
