@@ -17,25 +17,32 @@ convolution asks, and w the kernel `(*K, C_in, C_out)`:
 In 2-D with a 3x3 kernel and C_in = C_out, a forward pass writes and reads 3 + 3 copies
 of the input's size instead of 9 + 9. XLA's count of one training update (the pdequinox
 ConvNet of benchmarks/vs_apebench.py, 9 convolutions of 26 channels, batch 20) drops from
-2,844 to 855 MB at 32 x 32 and from 11,373 to 3,416 MB at 64 x 64.
+2,845 to 855 MB at 32 x 32 and from 11,373 to 3,416 MB at 64 x 64 (rollout 1).
 
 Dispatch rule (`im2col_conv`, `_ops._rolled_matmul_conv`): 1 spatial axis -> plain
-im2col, unchanged (there the patch tensor is k copies and one product runs near the
-machine's roofline); 2 or more -> this split. Measured per SGD update of a 2-update
-`fori_loop` whose rollout is a `lax.scan` (the trainer's shape of program), the network
-above, 2-core CPU shared with other jobs, min of 3 interleaved calls
-(benchmarks/conv2d_variants.py, 2026-12-07):
+im2col, unchanged (there the patch tensor is k copies and the one product is the fastest
+form measured); 2 or more -> this split. Measured per SGD update of a `fori_loop` whose
+rollout is a `lax.scan` (the trainer's shape of program), the network above, 2-core CPU
+shared with other jobs, min of 3 interleaved calls, ratio = im2col / variant
+(benchmarks/conv2d_variants.py, 2026-12-07, RESULTS.md "2-D convolutions without the
+nine-fold patch tensor"):
 
-    2-D, R=1            | 32 x 32   | 64 x 64
-    im2col (before)     | 227 ms    | 1,823 ms
-    this split          | 119-126   |   760-910   (1.9-2.4x)
-    row-shifted products|   228-244 |   -         (9 (rows, C) @ (C, O) slices; ~1.0x)
-    all offsets output  |   335     | 2,173       (0.7-0.8x)
-    lax.conv            | 5,931     |   -         (0.04x, inside the loop)
+    ms per update              | 2-D 32x32 R=1 | 32x32 R=5    | 64x64 R=1     | 1-D N=160 R=1 / R=5
+    im2col (before; 1-D now)   |   373         |   702        | 1,533         |  4.9 / 37.4
+    this split (2-D now)       |   146 (2.56x) |   312 (2.25x)|   825 (1.86x) |  -
+    (64x64 R=5, another run: im2col 6,762 ms, this split 2,684 ms, 2.52x)
+    split of a wrapped copy    |   145 (2.58x) |   432 (1.63x)|   -           |  -
+    row-shifted products       |   352 (1.06x) | 1,347 (0.52x)| 1,538 (1.00x) |  6.5 / 59.5 (0.76x / 0.63x)
+    all offsets output side    |   493 (0.76x) | 1,280 (0.55x)| 2,168 (0.71x) |  7.7 / 36.4 (0.64x / 1.03x)
+    im2col in 2-sample chunks  |   315 (1.19x) | 1,072 (0.66x)| -             |  -
+    lax.conv (earlier run)     | 5,931 (0.04x) |   -          | -             | 95.8 / 456 (0.05x / 0.08x)
 
-Arguments of `split_im2col`: x `(N, *S, C_in)`, w `(*K, C_in, C_out)`, and `padding`:
-`((lo, hi), ...)` zero padding per spatial axis (negative crops), or None for the periodic
-'same' convolution (offset lo = (k - 1) // 2 on every axis, as `periodic_conv`).
+The zero-padded form (`im2col_conv` of user models that pad with zeros) is the same
+split with padded slices for rolls; it was not timed apart.
+
+In 3-D the same rule applies unmeasured: 3 input-side copies and 9 output-side blocks
+against 27 copies (by that count, 26 input-sized tensors moved per forward pass
+against 56).
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ def _window(z: jax.Array, axis: int, k: int, u: int, pad: tuple[int, int] | None
 def split_im2col(x: jax.Array, w: jax.Array,
                  padding: Sequence[tuple[int, int]] | None = None) -> jax.Array:
     """The stride-1 convolution of channel-last `x` with `w` (see the module docstring).
+
+    Arguments:
+        x: `(N, *S, C_in)`, two or more spatial axes (one works too: plain im2col).
+        w: `(*K, C_in, C_out)`.
+        padding: `((lo, hi), ...)` zero padding per spatial axis (negative values crop),
+            or None for the periodic 'same' convolution (offset lo = (k - 1) // 2 on
+            every axis, an even kernel reaching one cell further right, as
+            `periodic_conv`).
 
     Returns:
         `(N, *S_out, C_out)`: S_out = S for periodic, S + lo + hi - K + 1 per axis else.
