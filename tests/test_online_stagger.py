@@ -167,6 +167,13 @@ def test_resume_continues_a_staggered_run(tmp_path, estimator):
                             resume_from=path.format(step=6))
     np.testing.assert_array_equal(h_res.loss, h_full.loss)
     jax.tree_util.tree_map(np.testing.assert_array_equal, get_params(resumed), get_params(full))
+    # the phases are part of the stream: another setting cannot continue it
+    with pytest.raises(ValueError, match=r"^resume_from: expected a checkpoint of a run with "
+                                         r"this trainer's staggered phases \[\]"):
+        OnlineTrainer(optimizer=optax.adam(1e-2), rollout_length=8, num_rollouts=2,
+                      update_every=2, estimator=estimator, reanchor_every=2,
+                      ic_sampler=sampler, ref_stepper=shift, progress_bar=False)(
+            LinearStencil(1, 1, 1, key=2), key=0, resume_from=path.format(step=6))
 
 
 def test_spread_phases():

@@ -309,11 +309,13 @@ class OnlineTrainer(Trainer):
         self.carry = None
         self.reference_state = None
         self._next_ics = None
+        self._stored_phases = None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds: the trainer state plus stream position and carry."""
         return {**self._run_state(), "rollout": self.rollout, "position": self.position,
-                "carry": self.carry, "reference_state": self.reference_state}
+                "carry": self.carry, "reference_state": self.reference_state,
+                "phases": np.asarray([] if self._phases is None else self._phases, np.int32)}
 
     def _resume(self, path, params) -> None:
         blob = self._load_run(path, params, kind="OnlineTrainer",
@@ -322,6 +324,9 @@ class OnlineTrainer(Trainer):
         self.opt_state = as_tree(restore_tree(blob["opt_state"], self._transform.init(params),
                                               path=os.fspath(path), name="optimizer state"))
         self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
+        # checked against this trainer's phases once the batch size is known (`_start`);
+        # checkpoints written before staggering existed are unstaggered
+        self._stored_phases = np.asarray(blob.get("phases", []), np.int32).reshape(-1)
         carry = blob["carry"]
         self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
         self.reference_state = as_tree(blob["reference_state"])
@@ -545,6 +550,14 @@ class OnlineTrainer(Trainer):
                      else int(jnp.shape(self._ics(self.rollout))[0]))
             self._phases = resolve_phases(self.stagger, batch, self.rollout_length,
                                           self.reanchor_every)
+        if self._stored_phases is not None:
+            mine = [] if self._phases is None else self._phases.tolist()
+            if self._stored_phases.tolist() != mine:
+                raise ValueError(
+                    f"resume_from: expected a checkpoint of a run with this trainer's "
+                    f"staggered phases {mine} (stagger={self.stagger!r}), got phases "
+                    f"{self._stored_phases.tolist()}")
+            self._stored_phases = None
         u0 = jnp.asarray(self._initial_state(self.rollout))
         if adapter.state_ndim != u0.ndim - 1:
             # models that do not know their dimension learn it from the stream's states
