@@ -308,7 +308,7 @@ class OnlineTrainer(Trainer):
         self.position = 0
         self.carry = None
         self.reference_state = None
-        self._next_ics = None
+        self._last_ics = None
         self._stored_phases = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -335,14 +335,12 @@ class OnlineTrainer(Trainer):
     def _initial_state(self, rollout: int):
         """The batch's states at step 0 of `rollout` (staggered members mid-trajectory)."""
         phases = self._phases
+        if phases is None:
+            return self._ics(rollout)
         if self.reference_data is not None:
-            if phases is None:
-                return np.asarray(self.reference_data[self._rows(rollout), 0])
             rows, levels = self._stored_index(rollout, np.zeros(1, np.int64))
             return np.asarray(self.reference_data[rows[:, 0], levels[:, 0]])
         u0 = self._ics(rollout)
-        if phases is None:
-            return u0
         if rollout == 0:
             if self._warm is None:
                 self._warm = warm_up(self.ref_stepper)
@@ -351,18 +349,15 @@ class OnlineTrainer(Trainer):
         return member_where(jnp.asarray(phases == 0), u0, self.reference_state)
 
     def _ics(self, rollout: int):
-        return jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
-
-    def _next_trajectories(self, rollout: int):
-        """The initial conditions of rollout + 1, where staggered members of `rollout`
-        start their next trajectory (kept for the rollout's chunks)."""
-        if self._next_ics is None or self._next_ics[0] != rollout:
+        """The initial conditions of `rollout` (drawn or read once: staggered members of
+        rollout - 1 start their next trajectory from them too)."""
+        if self._last_ics is None or self._last_ics[0] != rollout:
             if self.reference_data is None:
-                fresh = self._ics(rollout + 1)
+                u0 = jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
             else:
-                fresh = np.asarray(self.reference_data[self._rows(rollout + 1), 0])
-            self._next_ics = (rollout, fresh)
-        return self._next_ics[1]
+                u0 = np.asarray(self.reference_data[self._rows(rollout), 0])
+            self._last_ics = (rollout, u0)
+        return self._last_ics[1]
 
     def _stored_index(self, rollout: int, positions: np.ndarray):
         return stored_index(self._phases, rollout, positions,
@@ -611,7 +606,7 @@ class OnlineTrainer(Trainer):
             n = min(self.updates_per_call, math.ceil((T - self.position) / U), limit)
             levels = self._levels(rollout_index, self.position, dtype) if stored else None
             fresh = (None if self._phases is None
-                     else self._next_trajectories(rollout_index).astype(dtype))
+                     else self._ics(rollout_index + 1).astype(dtype))
             args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
                     np.bool_(new_rollout), np.int32(self.position))
 
