@@ -35,13 +35,14 @@ def ics(j):
     return ic_sampler(jax.random.fold_in(jax.random.PRNGKey(0), j))
 
 
-def hand_run(phases, *, T, U, K, num_rollouts):
+def hand_run(phases, *, T, U, K, num_rollouts, alpha=None):
     """sgd on the staggered stream, written per member: member b enters trajectory 0 at
     step phases[b] (the solver run that many steps), every trajectory has T steps and the
     next one starts from member b of the next rollout's initial conditions; the state is
     re-anchored every K steps of the trainer's rollout clock and at every rollout start;
     one update every U steps, its gradient through its own steps only (TruncatedBPTT(U)
-    restarts at each update). Returns the parameters and the loss of every update."""
+    restarts at each update); with `alpha`, every step continues from the teacher-forced
+    mix. Returns the parameters and the loss of every update."""
     members = []
     for b, o in enumerate(phases):
         r = ics(0)[b]
@@ -65,6 +66,8 @@ def hand_run(phases, *, T, U, K, num_rollouts):
                     v = apply(theta, m["u"][None])[0]
                     step.append((v - r) ** 2)
                     m["u"], m["r"], m["t"] = v, r, m["t"] + 1
+                    if alpha is not None:
+                        m["u"] = (1 - alpha) * v + alpha * r
                     if m["t"] == T:  # the trajectory ends: the next one starts
                         m["traj"] += 1
                         m["t"] = 0
@@ -88,20 +91,21 @@ def trainer(stagger, *, T, U, K, num_rollouts, estimator=None, **kw):
                          estimator=estimator or TruncatedBPTT(U), progress_bar=False, **kw)
 
 
-@pytest.mark.parametrize("T,U,K,stagger", [(6, 3, 2, True), (6, 1, 1, [0, 3, 5]),
-                                           (5, 2, 2, True)])
-def test_staggered_sgd_equals_the_hand_written_member_loop(T, U, K, stagger):
+@pytest.mark.parametrize("T,U,K,stagger,alpha", [(6, 3, 2, True, None),
+                                                 (6, 1, 1, [0, 3, 5], None),
+                                                 (5, 2, 2, True, None), (6, 3, 2, True, 0.4)])
+def test_staggered_sgd_equals_the_hand_written_member_loop(T, U, K, stagger, alpha):
     phases = resolve_phases(True if stagger is True else tuple(stagger), B, T, K)
     assert len(set(phases.tolist())) == B  # three members, three phases
-    want, want_losses = hand_run(phases.tolist(), T=T, U=U, K=K, num_rollouts=2)
-    (_, params), hist = trainer(stagger, T=T, U=U, K=K, num_rollouts=2,
+    want, want_losses = hand_run(phases.tolist(), T=T, U=U, K=K, num_rollouts=2, alpha=alpha)
+    (_, params), hist = trainer(stagger, T=T, U=U, K=K, num_rollouts=2, teacher_forcing=alpha,
                                 ic_sampler=ic_sampler, ref_stepper=ref)((apply, PARAMS), key=0)
     np.testing.assert_allclose(np.asarray(hist), want_losses, rtol=2e-5)
     for k in want:
         np.testing.assert_allclose(params[k], want[k], rtol=2e-5, atol=1e-7)
     # the members' phases change the run: unstaggered it is another one
-    (_, plain), _ = trainer(False, T=T, U=U, K=K, num_rollouts=2, ic_sampler=ic_sampler,
-                            ref_stepper=ref)((apply, PARAMS), key=0)
+    (_, plain), _ = trainer(False, T=T, U=U, K=K, num_rollouts=2, teacher_forcing=alpha,
+                            ic_sampler=ic_sampler, ref_stepper=ref)((apply, PARAMS), key=0)
     assert not np.allclose(plain["a"], params["a"])
 
 
