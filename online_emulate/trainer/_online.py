@@ -82,7 +82,8 @@ class OnlineTrainer(Trainer):
             `(samples, time, C, *N)` with at least `rollout_length + 1` levels (e.g. a
             numpy memmap): rollout i takes `batch_size` trajectories in order (wrapping
             around); each chunk reads only its own time levels.
-        batch_size: trajectories per rollout with `reference_data`.
+        batch_size: trajectories per rollout with `reference_data` (default: all of
+            them, every rollout the same batch).
         target: "trajectory" (default) or "one_step".
         time_level_loss: loss object for the per-step term (default `MSELoss()`).
         persist_carry: keep the carry across updates (default: the estimator's
@@ -230,6 +231,8 @@ class OnlineTrainer(Trainer):
                     f"reference_data: expected at least {rollout_length + 1} time levels "
                     f"(rollout_length={rollout_length}), got {shape[1]}"
                 )
+            if batch_size is None:  # every stored trajectory in each rollout
+                batch_size = int(shape[0])
             check_int("batch_size", batch_size, maximum=shape[0],
                       meaning="trajectories of reference_data per rollout")
             if target == "one_step":
