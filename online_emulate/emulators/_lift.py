@@ -54,17 +54,17 @@ __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-# how a lifted convolution reads its kernel, per ETrace algorithm: "patch_op" (the
-# input's patches times the kernel matrix, this library's ETP primitive with its own
-# D-RTRL trace layout, `_patch_op`), "patches" (a width-1 `braintrace.conv` over the
+# how a lifted convolution reads its kernel, per ETrace algorithm (and scope): "patch_op"
+# (the input's patches times the kernel matrix, this library's ETP primitive with its
+# own D-RTRL trace layout, `_patch_op`), "patches" (a width-1 `braintrace.conv` over the
 # input's patches, `_patch_options`), "in_space_out" (`_kernel_in_space_out`) or "model"
-# (the model's own order, as lifted first). Measured at the issue's size
-# (benchmarks/RESULTS.md): D_RTRL 1.70x faster with patches than with the model's order
-# (1.52x in_space_out), and patch_op several times faster again ("D_RTRL's floor");
-# ES_D_RTRL 2-3x slower with patches or in_space_out (its kernel gradient is a
-# convolution VJP). Read when a model is lifted, so benchmarks/online_speed.py can
-# measure one against the other.
-KERNEL_ORDER = {"d_rtrl": "patch_op", "es_d_rtrl": "model"}
+# (the model's own order, as lifted first). Measured (benchmarks/RESULTS.md, "D_RTRL's
+# floor"), ms per step, interleaved: at the issue's size D_RTRL model 268 /
+# in_space_out 201 / patches 137 / patch_op 85, ES_D_RTRL 16.2 / 86 / 61 / 13.6; at the
+# medium size the coupled scope 1047 / 1043 / 354 / 515, ES_D_RTRL 1.40 / 1.29 / 1.32 /
+# 0.96. Read when a model is lifted, so benchmarks/online_speed.py can measure one
+# against the other; an algorithm/scope without an entry reads its algorithm's.
+KERNEL_ORDER = {"d_rtrl": "patch_op", "d_rtrl/coupled": "patches", "es_d_rtrl": "patch_op"}
 KERNEL_ORDERS = ("model", "in_space_out", "patches", "patch_op")
 
 

@@ -253,7 +253,8 @@ class ETrace(OnlineEstimator):
                 f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
                 "take a pure apply function"
             )
-        emulator = model.recurrent_module(tuple(state_shape), algorithm=self.algorithm)
+        lifting = self.algorithm + ("" if self.recurrence == "diagonal" else "/coupled")
+        emulator = model.recurrent_module(tuple(state_shape), algorithm=lifting)
         return _LEARNERS.get((self, *_signature(emulator, state_shape)), lambda: _Runner(
             emulator, tuple(state_shape), self.algorithm, self.decay, self.recurrence))
 
