@@ -102,7 +102,7 @@ def compare_kernel_orders(model, data, estimators, rollout, repeats):
     kernels read in the model's order (as lifted before), in `(in, *space, out)` order,
     and as width-1 convolutions over the input's patches (`_lift.KERNEL_ORDER`),
     measured interleaved in this process."""
-    orders = ("model", "in_space_out", "patches")
+    orders = _lift.KERNEL_ORDERS
     print(f"## lifted kernel order: vag ms/step, Supervised({rollout}); speed-ups over "
           "'model'")
     print(f"{'estimator':40s} " + " ".join(f"{o:>13s}" for o in orders) + "  speed-ups")

@@ -88,16 +88,19 @@ def test_lifted_pdequinox_convnet_equals_the_hand_written_braintrace_network(dat
 
 @pytest.mark.parametrize("estimator", [ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=0.9)],
                          ids=repr)
-def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimator, monkeypatch):
+@pytest.mark.parametrize("rollout", [1, 5, pytest.param(20, marks=pytest.mark.slow)])
+def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimator, rollout,
+                                                                  monkeypatch):
     """A lifted convolution reads its kernel in the model's order, in (in, *space, out)
-    order, or as a width-1 convolution over its input's patches (`_lift.KERNEL_ORDER`,
-    chosen per algorithm for speed): the same numbers."""
+    order, as a width-1 convolution over its input's patches, or as those patches times
+    the kernel matrix through this library's ETP primitive with its own trace layout
+    (`_lift.KERNEL_ORDER`, chosen per algorithm for speed): the same numbers."""
     net = pdeqx_convnet(depth=2, key=1)
-    windows = data[:, :6]
+    windows = data[:, :rollout + 1]
     results = []
-    for order in ("model", "in_space_out", "patches"):
+    for order in _lift.KERNEL_ORDERS:
         monkeypatch.setattr(_lift, "KERNEL_ORDER", dict.fromkeys(("d_rtrl", "es_d_rtrl"), order))
-        results.append(value_and_grad(Supervised(5), net, windows, estimator=estimator))
+        results.append(value_and_grad(Supervised(rollout), net, windows, estimator=estimator))
     (ref_loss, ref_g), *others = results
     for loss, g in others:
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
@@ -197,6 +200,23 @@ def test_lifted_ops_and_hidden_states_of_the_pdequinox_convnet():
     # the lifting and projection convolutions (depth 1), each with its bias folded in;
     # the first one's output reaches the second
     assert kinds == [("conv", True), ("conv", False)]
+
+
+@pytest.mark.parametrize("model, layout", [(lambda: pdeqx_convnet(depth=1), "first"),
+                                           (PlainConv, "last")], ids=["pdequinox", "NWC"])
+def test_d_rtrl_lifts_stride_1_convolutions_to_the_patch_primitive(model, layout):
+    """The speed of D_RTRL rests on its convolutions being this library's ETP primitive
+    (`_patch_op`), in the model's channel-first or channel-last layout; the tests above
+    prove its numbers."""
+    module = adapt(model(), state_ndim=2).recurrent_module((2, 1, 16))
+    ops = module._s.reference.ops.values()
+    assert [op.options.get("matrix") for op in ops if op.kind == "conv"] == \
+        [layout] * sum(op.kind == "conv" for op in ops)
+    traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 1, 16) if layout == "first"
+                                                       else (2, 16, 1)))
+    names = {e.primitive.name for e in traced.jaxpr.eqns}
+    suffix = "" if layout == "first" else "_channel_last"
+    assert "online_emulate_patch_matmul" + suffix in names and "etp_conv" not in names
 
 
 def _stream_trainer(data, num_rollouts, **options):

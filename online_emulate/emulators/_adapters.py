@@ -153,7 +153,9 @@ class ModelAdapter:
             state_shape: the batched states `(B, C, *N)`; default the shape last given
                 to `check_state`.
             algorithm: the ETrace algorithm, "d_rtrl" or "es_d_rtrl" (braintrace wants
-                a channel-first convolution's bias in a different shape for each).
+                a channel-first convolution's bias in a different shape for each), with
+                "/coupled" for the coupled scope (`_lift.KERNEL_ORDER`: its fastest
+                lifting differs).
 
         Raises:
             TypeError: naming the parameter and the operation that cannot be lifted, or
@@ -176,10 +178,11 @@ class ModelAdapter:
                 f"state_shape: expected the batched states (B, C, *N) the {model_name(self.model)} "
                 "steps (ETrace lifts its operations at that shape), got None"
             )
-        conv_bias = "state" if algorithm == "es_d_rtrl" else "vector"
+        base = algorithm.split("/")[0]
+        conv_bias = "state" if base == "es_d_rtrl" else "vector"
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
-        kernel_order = _lift.KERNEL_ORDER[algorithm]
+        kernel_order = _lift.KERNEL_ORDER.get(algorithm, _lift.KERNEL_ORDER[base])
         key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, kernel_order)
         return _LIFTED.get(key, lambda: LiftedModule(
             fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,

@@ -47,20 +47,25 @@ from jax.extend import core as jcore
 from ._conv_layout import kernel_space_in_out, shifted_slices
 from ._hidden import hidden_state
 from ._matmul_convs import _CALLS, _bind, _rewritable, environment
+from ._patch_op import patch_matmul
 
 __all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
 
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-# how a lifted convolution reads its kernel, per ETrace algorithm: "patches" (a width-1
-# convolution over the input's patches, `_patch_options`), "in_space_out"
-# (`_kernel_in_space_out`) or "model" (the model's own order, as lifted before). Measured
-# at the issue's size (benchmarks/RESULTS.md): D_RTRL 1.70x faster with patches (1.52x
-# in_space_out), ES_D_RTRL 2-3x slower with either (cause not profiled; its kernel
-# gradient is a convolution VJP). Read when a model is lifted, so
-# benchmarks/online_speed.py can measure one against the other.
-KERNEL_ORDER = {"d_rtrl": "patches", "es_d_rtrl": "model"}
+# how a lifted convolution reads its kernel, per ETrace algorithm (and scope): "patch_op"
+# (the input's patches times the kernel matrix, this library's ETP primitive with its
+# own D-RTRL trace layout, `_patch_op`), "patches" (a width-1 `braintrace.conv` over the
+# input's patches, `_patch_options`), "in_space_out" (`_kernel_in_space_out`) or "model"
+# (the model's own order, as lifted first). Measured (benchmarks/RESULTS.md, "D_RTRL's
+# floor"), ms per step, interleaved: at the issue's size D_RTRL model 268 /
+# in_space_out 201 / patches 137 / patch_op 85, ES_D_RTRL 16.2 / 86 / 61 / 13.6; at the
+# medium size the coupled scope 1047 / 1043 / 354 / 515, ES_D_RTRL 1.40 / 1.29 / 1.32 /
+# 0.96. Read when a model is lifted, so benchmarks/online_speed.py can measure one
+# against the other; an algorithm/scope without an entry reads its algorithm's.
+KERNEL_ORDER = {"d_rtrl": "patch_op", "d_rtrl/coupled": "patches", "es_d_rtrl": "patch_op"}
+KERNEL_ORDERS = ("model", "in_space_out", "patches", "patch_op")
 
 
 class LiftError(TypeError):
@@ -203,7 +208,7 @@ def _describe(eqn) -> str:
 
 def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = None,
               model: str = "model", conv_bias: str = "vector",
-              kernel_order: str = "patches") -> Plan:
+              kernel_order: str = "patch_op") -> Plan:
     """Trace `fn(params, u)` (u a batch in the field layout) and find its lifted ops.
 
     Arguments:
@@ -216,9 +221,12 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             (what braintrace's D_RTRL needs) or "state" (one state's rank, what its
             ES_D_RTRL needs in a channel-first layout).
         kernel_order: the kernel order a lifted convolution reads, "in_space_out"
-            (see `_kernel_in_space_out`), "model" (the model's own), or "patches" (a
+            (see `_kernel_in_space_out`), "model" (the model's own), "patches" (a
             stride-1 convolution as its input's shifted slices read by a width-1
-            convolution, see `_patch_options`; other convolutions "in_space_out").
+            convolution, see `_patch_options`; other convolutions "in_space_out"), or
+            "patch_op" (those slices times the kernel matrix, `_patch_op`; a stride-1
+            convolution whose input and output layouts differ, or have the channel
+            axis neither second nor last, as "patches").
 
     Returns:
         The `Plan`.
@@ -228,9 +236,9 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
         LiftError: a parameter is used by an operation that cannot be lifted, naming
             the parameter's path and the operation.
     """
-    if kernel_order not in ("in_space_out", "model", "patches"):
+    if kernel_order not in KERNEL_ORDERS:
         raise ValueError(
-            f"kernel_order: expected 'in_space_out', 'model' or 'patches', got {kernel_order!r}")
+            f"kernel_order: expected one of {KERNEL_ORDERS}, got {kernel_order!r}")
     closed, out_tree = flat_jaxpr(fn, params, u)
     jaxpr = closed.jaxpr
     num_params = len(jaxpr.invars) - 1
@@ -325,7 +333,8 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             # (out,); its ES_D_RTRL solve sums the leading axes of the per-position
             # gradient, right only for a bias of one state's rank (out, 1, ...) in a
             # channel-first layout (a channel-last one sums to (out,) either way)
-            vector = conv_bias == "vector" or channel == len(out_shape) - 1
+            vector = (conv_bias == "vector" or channel == len(out_shape) - 1
+                      or "matrix" in op.options)
             transform = _reshape_to((out_shape[channel],) if vector else shape[1:], sign)
         else:
             # braintrace.matmul takes a bias of shape (out,)
@@ -356,7 +365,13 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                if kernel_order == "patches" and _rewritable(eqn.params):
+                if kernel_order == "patch_op" and _rewritable(eqn.params) \
+                        and _matrix_layout(eqn.params) is not None:
+                    options.update(_patch_options(eqn.params, w.aval.shape),
+                                   matrix=_matrix_layout(eqn.params))
+                    op = _Op("conv", eqn, x, operand(w, _patch_matrix(eqn.params)),
+                             options=options)
+                elif kernel_order in ("patches", "patch_op") and _rewritable(eqn.params):
                     options.update(_patch_options(eqn.params, w.aval.shape))
                     op = _Op("conv", eqn, x, operand(w, _patch_kernel(eqn.params)),
                              options=options)
@@ -432,6 +447,32 @@ def _patch_kernel(params):
     def transform(w):
         k = kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
         return k.reshape((-1,) + (1,) * d + (k.shape[-1],))
+    return transform
+
+
+def _matrix_layout(params):
+    """Whether `_patch_op.patch_matmul` can stand for a stride-1 convolution: "first"
+    or "last" (its channel axis, the same in its input and output, batch first and
+    space in order), else None."""
+    lhs, _, out = params["dimension_numbers"]
+    if tuple(lhs) != tuple(out) or lhs[0] != 0:
+        return None
+    space = tuple(lhs[2:])
+    if lhs[1] == 1 and space == tuple(range(2, len(lhs))):
+        return "first"
+    if lhs[1] == len(lhs) - 1 and space == tuple(range(1, len(lhs) - 1)):
+        return "last"
+    return None
+
+
+def _patch_matrix(params):
+    """The kernel as the `(out, taps * in)` matrix `patch_matmul` reads, columns in
+    the patches' order (offset major, channel minor)."""
+    rhs_spec = params["dimension_numbers"].rhs_spec
+
+    def transform(w):
+        k = kernel_space_in_out(w, rhs_spec)  # (*taps, in, out)
+        return k.reshape((-1, k.shape[-1])).T
     return transform
 
 
@@ -550,9 +591,13 @@ def _evaluate(plan: Plan, u, weights):
             o = op.options
             if "taps" in o:
                 x = _patches(x, o)
-            y = braintrace.conv(x, w, b, strides=o["window_strides"], padding=o["padding"],
-                                lhs_dilation=o["lhs_dilation"], rhs_dilation=o["rhs_dilation"],
-                                dimension_numbers=o["dimension_numbers"])
+            if "matrix" in o:
+                y = patch_matmul(x, w, b, channel_last=o["matrix"] == "last")
+            else:
+                y = braintrace.conv(x, w, b, strides=o["window_strides"],
+                                    padding=o["padding"], lhs_dilation=o["lhs_dilation"],
+                                    rhs_dilation=o["rhs_dilation"],
+                                    dimension_numbers=o["dimension_numbers"])
         elif op.kind == "matmul":
             y = braintrace.matmul(x, w, b)
         else:

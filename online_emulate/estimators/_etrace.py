@@ -74,6 +74,10 @@ class _Runner:
         self.aux_zeros = [jax.tree_util.tree_map(lambda v: jnp.zeros_like(jnp.asarray(v)),
                                                  st.value) for st in self.aux_states]
         self.dummy = jnp.zeros((state_shape[0], 1), self.model.dtype)
+        seen = {}
+        for st in [*self.emulator_states.values(), *self.learner.states().values()]:
+            seen.setdefault(id(st), st)
+        self.touched_states = list(seen.values())
         self._fns = {}
 
     # a lifted model (`emulators.LiftedModule`) holds its weight operands, computed from
@@ -104,6 +108,12 @@ class _Runner:
 
     def step(self, params, carry, x, term):
         u, aux = carry
+        # every State this step writes gets its entry value back at the end: the carry
+        # holds the traces, and a State left holding them would be a second loop carry
+        # (brainstate's scan carries what a body writes), which XLA fills with a copy of
+        # each trace every step (B * N * |K| floats per layer; benchmarks/RESULTS.md,
+        # "D_RTRL's floor")
+        entry = [st.value for st in self.touched_states]
         self._write_params(params)
         for st, value in zip(self.aux_states, aux):
             st.value = value
@@ -119,6 +129,8 @@ class _Runner:
                                             return_value=True)()
         grads = self._grads(params, {self.learner_to_emulator[k]: v for k, v in g.items()})
         carry = (self.model.field(), [st.value for st in self.aux_states])
+        for st, value in zip(self.touched_states, entry):
+            st.value = value
         return carry, loss, grads
 
     def flush(self, params, carry, term):
@@ -241,7 +253,8 @@ class ETrace(OnlineEstimator):
                 f"{type(model).__name__}; BPTT(), TruncatedBPTT(k) and ForwardRTRL() "
                 "take a pure apply function"
             )
-        emulator = model.recurrent_module(tuple(state_shape), algorithm=self.algorithm)
+        lifting = self.algorithm + ("" if self.recurrence == "diagonal" else "/coupled")
+        emulator = model.recurrent_module(tuple(state_shape), algorithm=lifting)
         return _LEARNERS.get((self, *_signature(emulator, state_shape)), lambda: _Runner(
             emulator, tuple(state_shape), self.algorithm, self.decay, self.recurrence))
 
