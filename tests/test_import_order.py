@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent / "online_emulate"
 # Lower layers never import higher ones; packages within one layer may import each
 # other as long as no cycle forms.
 LAYERS = [
-    {"_cache", "_catalogue", "_checks", "_compile", "_frozen", "_precision", "_rollout", "_storage", "loss"},
+    {"_cache", "_catalogue", "_checks", "_compile", "_frozen", "_precision", "_random", "_rollout",
+     "_storage", "loss"},
     {"configuration", "emulators", "online", "data", "sample_data"},
     {"_input_checks", "estimators", "metrics"},
     {"optim", "callback"},
