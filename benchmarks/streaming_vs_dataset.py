@@ -13,7 +13,9 @@ Arms, per problem and seed, all from the same initial emulator (the built-in `Co
   `BPTT(checkpoint="binomial", num_checkpoints=--checkpoints)` (memory set by its checkpoints, not the segment);
 * `online-tbptt`, `online-etrace`: `OnlineTrainer` long streams (`--online-length`
   steps per rollout, an update every `--online-update` steps, re-anchored to the solver
-  every `--reanchor` steps) with `TruncatedBPTT(--online-update)` and `ETrace("d_rtrl")`.
+  every `--reanchor` steps) with `TruncatedBPTT(--online-update)` and `ETrace("d_rtrl")`;
+  with `--stagger` the batch's rollouts start at spread phases (`OnlineTrainer(stagger=True)`:
+  one update's batch holds states of many trajectory times, not one).
 
 Budget: with `--wall-seconds S` every arm trains for S seconds of wall time
 (compilation included): before the seeds run, each arm's updates per second and fixed
@@ -36,7 +38,7 @@ updates). The issue's study is `--problems burgers_1d ks_1d burgers_2d --seeds 0
 
 Usage: python benchmarks/streaming_vs_dataset.py [--problems burgers_1d] [--seeds 0 1]
     [--steps 1500 | --wall-seconds S] [--rollouts 1] [--hidden-channels 16] [--depth 6]
-    [--batch 20] [--buffer 1000] [--sil 4] [--arms ...]
+    [--batch 20] [--buffer 1000] [--sil 4] [--stagger] [--arms ...]
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def train_arm(arm, problem, rollout, args, seed, steps):
         trainer = OnlineTrainer(
             rollout_length=args.online_length,
             num_rollouts=max(1, steps * U // args.online_length), update_every=U,
-            estimator=estimator, reanchor_every=args.reanchor,
+            estimator=estimator, reanchor_every=args.reanchor, stagger=args.stagger,
             ic_sampler=lambda key: ics(key, args.batch), ref_stepper=problem.ref_stepper,
             **common)
     start = time.perf_counter()
@@ -143,6 +145,8 @@ def main():
     parser.add_argument("--online-length", type=int, default=200)
     parser.add_argument("--online-update", type=int, default=5)
     parser.add_argument("--reanchor", type=int, default=20)
+    parser.add_argument("--stagger", action="store_true",
+                        help="online arms: staggered starts (OnlineTrainer(stagger=True))")
     parser.add_argument("--test-samples", type=int, default=20)
     parser.add_argument("--test-horizon", type=int, default=200)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
@@ -162,6 +166,8 @@ def main():
                     continue
                 label = (f"stream-bptt Supervised({args.reanchor})" if arm == "stream-bptt"
                          else arm if arm in FIXED else f"{arm} Supervised({rollout})")
+                if arm.startswith("online") and args.stagger:
+                    label += " staggered"
                 steps = (args.steps if args.wall_seconds is None
                          else calibrate(arm, problem, rollout, args, args.wall_seconds))
                 g, e200, walls, diverged = [], [], [], 0

@@ -250,6 +250,17 @@ def test_adapters_say_when_apply_steps_batches():
     assert adapt(conv, state_ndim=2).apply.steps_batches
 
 
+def test_as_stepper_names_the_callers_argument_in_its_rank_error():
+    from online_emulate.emulators import ConvNet, as_stepper
+
+    net = ConvNet(1, 1, 1, hidden_channels=4, depth=2)  # a 1-D stepper: 3-axis batches
+    with pytest.raises(ValueError, match=r"^states: expected a batch of states"):
+        as_stepper(net, states=(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"^initial_states: expected .*3 axes for this 1-D"):
+        as_stepper(net, states=(2, 1, 8, 8), states_name="initial_states")
+    assert as_stepper(net, states=(2, 1, 8), states_name="initial_states") is not None
+
+
 def test_bptt_runs_the_builtin_convolutions_on_the_whole_batch():
     """Every matrix product of a built-in ConvNet's BPTT gradient has B * N rows (the
     batch stepped whole), none the per-sample rows of a vmapped one-state step; the

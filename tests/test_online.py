@@ -135,6 +135,22 @@ def test_streamed_truncated_bptt_sums_to_its_window_value_and_grad():
     assert rel(trainer.opt_state, g_ref) <= 1e-4
 
 
+def test_reference_data_without_batch_size_streams_every_trajectory():
+    """batch_size defaults to all stored trajectories: the accumulated gradient equals
+    the hand-written rollout's over the whole set (and the explicit batch_size's)."""
+    data = waves()
+    emu = emulator()
+    apply, params = functional(emu)
+    g_ref = jax.grad(lambda p: hand_rollout_loss(apply, p, jnp.asarray(data[:, 0]),
+                                                 jnp.asarray(data[:, 1:]), cut_every=5))(params)
+    trainer = OnlineTrainer(optimizer=accumulate(), rollout_length=40, update_every=5,
+                            estimator=TruncatedBPTT(5), reference_data=data,
+                            progress_bar=False)
+    assert trainer.batch_size == data.shape[0]
+    trainer(emu, key=0)
+    assert rel(trainer.opt_state, g_ref) <= 1e-4
+
+
 def test_persist_carry_false_restarts_the_gradient_at_every_update():
     data = waves()
     emu = emulator()

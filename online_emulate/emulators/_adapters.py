@@ -408,7 +408,7 @@ def adapt(model: Any, *, state_ndim: int | None = None) -> ModelAdapter:
 
 
 def as_stepper(model: Any, *, state_ndim: int | None = None,
-               states: tuple[int, ...] | None = None) -> Callable:
+               states: tuple[int, ...] | None = None, states_name: str = "states") -> Callable:
     """`u -> u_next` for any accepted model kind, at its current parameters.
 
     Models go through their adapter (so a brainstate module that takes a batch, or an
@@ -417,10 +417,12 @@ def as_stepper(model: Any, *, state_ndim: int | None = None,
     reference stepper) is returned unchanged. `states`, the shape `(B, C, *N)` of the
     batches it will step, sets `state_ndim` and is checked against the rank the stepper
     declares (`num_spatial_dims`, as the built-in emulators and exponax steppers do).
+    `states_name` is the name the caller's users know that shape by (the error names
+    it).
 
     Raises:
         TypeError: if `model` is neither a model nor callable.
-        ValueError: naming `initial_states`, for `states` of fewer than 2 axes or of
+        ValueError: naming `states_name`, for `states` of fewer than 2 axes or of
             another rank than the stepper declares.
     """
     if states is not None:
@@ -428,7 +430,7 @@ def as_stepper(model: Any, *, state_ndim: int | None = None,
         if len(states) < 2 or declared not in (None, len(states) - 1):
             rank = ("at least 2 axes" if declared is None
                     else f"{declared + 1} axes for this {declared - 1}-D stepper")
-            raise ValueError(f"initial_states: expected a batch of states (batch, channel, "
+            raise ValueError(f"{states_name}: expected a batch of states (batch, channel, "
                              f"*space), {rank}, got shape {tuple(states)} (add a leading "
                              "batch axis for a single state)")
     try:

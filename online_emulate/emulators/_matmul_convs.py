@@ -28,6 +28,7 @@ import jax
 from jax.extend import core as jcore
 
 from ._conv_layout import channel_last, from_channel_last, kernel_space_in_out, shifted_slices
+from ._split_im2col import split_im2col
 from ._wrap_fusion import WrapTracker
 
 __all__ = ["matmul_convolutions", "im2col_conv", "kernel_space_first"]
@@ -46,6 +47,12 @@ def _rewritable(params) -> bool:
     )
 
 
+def _recomputed(fn: Callable) -> Callable:
+    # keep only the operands for the backward pass, as the built-in convolution does
+    # (`_ops._shifted_matmul_conv`): the copies are cheaper to rebuild than to store
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable)
+
+
 def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
                 preferred_element_type=None) -> jax.Array:
     """A stride-1 `lax.conv_general_dilated` as one matrix product.
@@ -56,7 +63,11 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
         y[n, s, o] = sum_{u, i} x[n, s + u, i] * w[u, i, o]
 
     a `(N * prod(S_out), prod(K) * C_in) @ (prod(K) * C_in, C_out)` product of the
-    prod(K) shifted slices of x, moved back to the output layout.
+    prod(K) shifted slices of x, moved back to the output layout. That is the rule for
+    one spatial axis; with two or more, the shifted copies are built along the last
+    axis only and the other offsets summed on the product's output side
+    (`_split_im2col`, which states the measurement behind the rule), with only the
+    input kept for the backward pass.
 
     Arguments:
         lhs, rhs: the convolution's operands.
@@ -68,11 +79,16 @@ def im2col_conv(lhs: jax.Array, rhs: jax.Array, *, padding, dimension_numbers,
     d = len(lhs_spec) - 2
     w = kernel_space_in_out(rhs, rhs_spec)
     kernel, c_out = w.shape[:d], w.shape[-1]
-    cols = shifted_slices(channel_last(lhs, lhs_spec), padding, kernel,
-                          space_axes=range(1, d + 1), channel_axis=-1)
-    out_space = cols.shape[1:-1]
-    rows = cols.shape[0] * math.prod(out_space)
-    y = (cols.reshape(rows, -1) @ w.reshape(-1, c_out)).reshape((cols.shape[0], *out_space, c_out))
+    x = channel_last(lhs, lhs_spec)
+    if d >= 2:
+        split = functools.partial(split_im2col, padding=tuple(tuple(p) for p in padding))
+        y = _recomputed(split)(x, w)
+    else:
+        cols = shifted_slices(x, padding, kernel, space_axes=range(1, d + 1), channel_axis=-1)
+        out_space = cols.shape[1:-1]
+        rows = cols.shape[0] * math.prod(out_space)
+        y = (cols.reshape(rows, -1) @ w.reshape(-1, c_out)).reshape(
+            (cols.shape[0], *out_space, c_out))
     y = from_channel_last(y, out_spec)
     return y if preferred_element_type is None else y.astype(preferred_element_type)
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._split_im2col import split_im2col
+
 __all__ = ["lax_ops", "using_lax_ops", "lax_conv_ops", "using_lax_conv_ops", "periodic_conv"]
 
 # Which ops the emulators (and the adapters' convolution rewrite) trace: "etp" (braintrace
@@ -156,10 +158,15 @@ def _rolled_matmul_conv(
     kernel[u, i, o]: a `(batch * prod(N), prod(k) * C_in) @ (prod(k) * C_in, C_out)`
     product. Shifting with `jnp.roll` instead of slicing a padded copy, and flattening
     to a 2-D product, measured 15-50% faster in a training loop than the padded slices
-    with a batched product (benchmarks/RESULTS.md).
+    with a batched product (benchmarks/RESULTS.md). That is the 1-D path; with two or
+    more spatial axes the prod(k)-fold copies make the step memory-bound, and the
+    rolled copies are built along the last axis only (`_split_im2col`, which states the
+    measurement behind this rule).
     """
     spatial = x.shape[1:-1]
     kernel_size = kernel.shape[:-2]
+    if len(kernel_size) >= 2:
+        return split_im2col(x, kernel)
     c_in, c_out = kernel.shape[-2:]
     axes = tuple(range(1, 1 + len(spatial)))
     lefts = [(k - 1) // 2 for k in kernel_size]

@@ -54,7 +54,8 @@ def rollout(
             return a state of the same shape as its input.
         TypeError: if `stepper` is neither callable nor a model.
     """
-    stepper = as_stepper(stepper, states=shape_of(initial_states))
+    stepper = as_stepper(stepper, states=shape_of(initial_states),
+                         states_name="initial_states")
     num_steps = check_int("num_steps", num_steps, minimum=0)
     initial_states = jnp.asarray(initial_states)
     # the built-in emulators evaluate with plain jax.lax ops here (vmap-friendly,

@@ -34,6 +34,8 @@ from ._checkpoint import StoredTree, restore_tree
 from ._guard import DEFAULT_DIVERGENCE_FACTOR, advance, check_divergence_factor
 from ._history import TrainingHistory
 from ._progress import ProgressBar
+from ._stagger import (check_stagger, member_where, resolve_phases, restart_mask,
+                       stored_index, warm_up)
 from ._update_rules import apply_update
 
 __all__ = ["OnlineTrainer"]
@@ -80,7 +82,8 @@ class OnlineTrainer(Trainer):
             `(samples, time, C, *N)` with at least `rollout_length + 1` levels (e.g. a
             numpy memmap): rollout i takes `batch_size` trajectories in order (wrapping
             around); each chunk reads only its own time levels.
-        batch_size: trajectories per rollout with `reference_data`.
+        batch_size: trajectories per rollout with `reference_data` (default: all of
+            them, every rollout the same batch).
         target: "trajectory" (default) or "one_step".
         time_level_loss: loss object for the per-step term (default `MSELoss()`).
         persist_carry: keep the carry across updates (default: the estimator's
@@ -115,6 +118,31 @@ class OnlineTrainer(Trainer):
             `persist_carry`). The loss of a step compares the prediction (before the
             mix) with the solver. alpha = 1 is re-anchoring at every step. With both
             options the mix comes first, then the anchor.
+        stagger: staggered starts (with `reanchor_every`; default False: every member's
+            rollout starts together, as before). The batch's members then run their
+            rollouts on clocks of their own, shifted by a phase o_b in [0,
+            rollout_length): at step p of the trainer's rollout r, member b is at step
+            (p + o_b) mod T of its trajectory r + (p + o_b) // T (T = rollout_length),
+            so one update's batch holds states of T-spread trajectory times instead of
+            one. A member's trajectory j starts from member b's initial condition of
+            rollout j (`ic_sampler(fold_in(key, j))[b]`, or level 0 of row
+            (j * batch_size + b) mod samples of `reference_data`); the first one is
+            entered at step o_b (the solver run o_b steps from it, or its stored level
+            o_b). A member's trajectory ends on one of its re-anchor steps, where the
+            gradient path of the whole batch is cut anyway; the next one starts there
+            (state and solver replaced by the new initial condition, the loss of that
+            step taken before), so losses and gradients are those of the shifted
+            rollouts. The phases allowed are 0 and every o with (T - o) a positive
+            multiple of `reanchor_every`. `True` spreads them evenly over the batch
+            (member b takes the (b * n // B)-th of the n allowed phases); a sequence
+            gives one phase per member. The trainer's rollouts keep their boundaries
+            (updates, `num_rollouts`, checkpoints, the re-anchor clock, and the carry
+            reset at a rollout's start, where a member mid-trajectory is re-anchored
+            to its solver state). The default stays False (the old behaviour):
+            staggering needs re-anchoring and changes which states a run visits.
+            Measured (benchmarks/RESULTS.md, "Staggered online starts"), it took
+            TruncatedBPTT(1) re-anchored every step from test gmean100 0.200 to 0.123
+            on Burgers 1-D, level with StreamTrainer: worth passing with re-anchoring.
         divergence_factor: on a divergence the trainer keeps the latest state (with the
             stream's carry and position) whose update's loss and gradient were finite and
             whose loss was at most this factor times the best of the 100 updates before
@@ -158,6 +186,7 @@ class OnlineTrainer(Trainer):
         checkpoint_every: int | None = None,
         reanchor_every: int | None = None,
         teacher_forcing: float | None = None,
+        stagger: bool | Sequence[int] = False,
         divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
     ):
         transform = optax_transform(optimizer, clip_grad_norm)
@@ -202,6 +231,8 @@ class OnlineTrainer(Trainer):
                     f"reference_data: expected at least {rollout_length + 1} time levels "
                     f"(rollout_length={rollout_length}), got {shape[1]}"
                 )
+            if batch_size is None:  # every stored trajectory in each rollout
+                batch_size = int(shape[0])
             check_int("batch_size", batch_size, maximum=shape[0],
                       meaning="trajectories of reference_data per rollout")
             if target == "one_step":
@@ -209,6 +240,11 @@ class OnlineTrainer(Trainer):
                                expected="a callable on one sample (target='one_step' needs it)")
         self.reanchor_every, self.teacher_forcing = self._check_coupling(
             reanchor_every, teacher_forcing, target, estimator)
+        self.stagger = check_stagger(stagger, rollout_length=self.rollout_length,
+                                     reanchor_every=self.reanchor_every)
+        if reference_data is not None:
+            resolve_phases(self.stagger, batch_size, self.rollout_length, self.reanchor_every)
+        self._phases = None  # member phases, set once the batch size is known
         self.callbacks = check_callbacks(callbacks)
         self.optimizer = optimizer
         self._transform = transform
@@ -227,6 +263,7 @@ class OnlineTrainer(Trainer):
         self.updates_per_rollout = math.ceil(self.rollout_length / self.update_every)
         self.updates_per_call = max(1, self.steps_per_call // self.update_every)
         self._compiled = None
+        self._warm = None
         self.reset()
 
     @staticmethod
@@ -274,11 +311,14 @@ class OnlineTrainer(Trainer):
         self.position = 0
         self.carry = None
         self.reference_state = None
+        self._last_ics = None
+        self._stored_phases = None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds: the trainer state plus stream position and carry."""
         return {**self._run_state(), "rollout": self.rollout, "position": self.position,
-                "carry": self.carry, "reference_state": self.reference_state}
+                "carry": self.carry, "reference_state": self.reference_state,
+                "phases": np.asarray([] if self._phases is None else self._phases, np.int32)}
 
     def _resume(self, path, params) -> None:
         blob = self._load_run(path, params, kind="OnlineTrainer",
@@ -287,15 +327,45 @@ class OnlineTrainer(Trainer):
         self.opt_state = as_tree(restore_tree(blob["opt_state"], self._transform.init(params),
                                               path=os.fspath(path), name="optimizer state"))
         self.rollout, self.position = int(blob["rollout"]), int(blob["position"])
+        # checked against this trainer's phases once the batch size is known (`_start`);
+        # checkpoints written before staggering existed are unstaggered
+        self._stored_phases = np.asarray(blob.get("phases", []), np.int32).reshape(-1)
         carry = blob["carry"]
         self.carry = carry if isinstance(carry, StoredTree) else as_tree(carry)
         self.reference_state = as_tree(blob["reference_state"])
 
     # -------------------------------------------------------------- the stream
     def _initial_state(self, rollout: int):
-        if self.reference_data is None:
-            return jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
-        return np.asarray(self.reference_data[self._rows(rollout), 0])
+        """The batch's states at step 0 of `rollout` (staggered members mid-trajectory)."""
+        phases = self._phases
+        if phases is None:
+            return self._ics(rollout)
+        if self.reference_data is not None:
+            rows, levels = self._stored_index(rollout, np.zeros(1, np.int64))
+            return np.asarray(self.reference_data[rows[:, 0], levels[:, 0]])
+        u0 = self._ics(rollout)
+        if rollout == 0:
+            if self._warm is None:
+                self._warm = warm_up(self.ref_stepper)
+            return self._warm(u0, jnp.asarray(phases))
+        # the staggered members go on with their trajectory, where the solver is
+        return member_where(jnp.asarray(phases == 0), u0, self.reference_state)
+
+    def _ics(self, rollout: int):
+        """The initial conditions of `rollout` (drawn or read once: staggered members of
+        rollout - 1 start their next trajectory from them too)."""
+        if self._last_ics is None or self._last_ics[0] != rollout:
+            if self.reference_data is None:
+                u0 = jnp.asarray(self.ic_sampler(jax.random.fold_in(as_key(self.key), rollout)))
+            else:
+                u0 = np.asarray(self.reference_data[self._rows(rollout), 0])
+            self._last_ics = (rollout, u0)
+        return self._last_ics[1]
+
+    def _stored_index(self, rollout: int, positions: np.ndarray):
+        return stored_index(self._phases, rollout, positions,
+                            samples=self.reference_data.shape[0],
+                            rollout_length=self.rollout_length)
 
     def _rows(self, rollout: int) -> np.ndarray:
         # trajectories are visited in order, batch_size at a time, wrapping around
@@ -306,7 +376,13 @@ class OnlineTrainer(Trainer):
         zero-padded to the chunk's static length L."""
         L = min(self.updates_per_call * self.update_every, self.rollout_length)
         stop = min(position + L, self.rollout_length)
-        part = np.asarray(self.reference_data[self._rows(rollout), position + 1: stop + 1])
+        if self._phases is None:
+            part = np.asarray(self.reference_data[self._rows(rollout), position + 1: stop + 1])
+        else:
+            # each member's own trajectory and level: the target of step p is level
+            # local + 1 of the trajectory the member is at before it
+            rows, local = self._stored_index(rollout, np.arange(position, stop))
+            part = np.asarray(self.reference_data[rows, local + 1])
         pad = np.zeros((part.shape[0], L - part.shape[1], *part.shape[2:]), part.dtype)
         # a host array: the jitted chunk transfers it with its other arguments (an eager
         # jnp conversion would cost a dispatch of its own per chunk)
@@ -327,12 +403,13 @@ class OnlineTrainer(Trainer):
         one_step = self.target == "one_step"
         ref = None if self.ref_stepper is None else jax.vmap(self.ref_stepper)
         couple = self._coupling(ops)
+        phases = None if self._phases is None else jnp.asarray(self._phases)
         capacity = self.updates_per_call
         factor = self.divergence_factor
         jit, while_loop, cond, scan = bound.jit, bound.while_loop, bound.cond, bound.scan
 
         def chunk(params, opt_state, carry, r, u0, new_rollout, position, num_updates, levels,
-                  step0, anchor):
+                  fresh, step0, anchor):
             carry = ops.reset(carry, new_rollout, u0)
             r = jnp.where(new_rollout, u0.astype(r.dtype), r)
             loss_dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -356,6 +433,13 @@ class OnlineTrainer(Trainer):
                         else:
                             x = jax.lax.dynamic_index_in_dim(levels, i, axis=1, keepdims=False)
                         carry, loss, dg = ops.step(params, carry, x, term)
+                        if phases is not None:
+                            # a staggered member's trajectory ends on this (re-anchor)
+                            # step: its state and solver start the next one
+                            restart = restart_mask(phases, position + i, T)
+                            x = member_where(restart, fresh, x)
+                            if streamed_trajectory:
+                                r = member_where(restart, fresh, r)
                         if couple is not None:  # chunks never cross rollouts
                             carry = couple(carry, x, position + i)
                         return (carry, r), (loss.astype(loss_dtype), dg)
@@ -459,6 +543,19 @@ class OnlineTrainer(Trainer):
         return self._start(self._adapter, self.step + extra * self.updates_per_rollout)
 
     def _start(self, adapter, target_step):
+        if self.stagger is not False:
+            batch = (self.batch_size if self.reference_data is not None
+                     else int(jnp.shape(self._ics(self.rollout))[0]))
+            self._phases = resolve_phases(self.stagger, batch, self.rollout_length,
+                                          self.reanchor_every)
+        if self._stored_phases is not None:
+            mine = [] if self._phases is None else self._phases.tolist()
+            if self._stored_phases.tolist() != mine:
+                raise ValueError(
+                    f"resume_from: expected a checkpoint of a run with this trainer's "
+                    f"staggered phases {mine} (stagger={self.stagger!r}), got phases "
+                    f"{self._stored_phases.tolist()}")
+            self._stored_phases = None
         u0 = jnp.asarray(self._initial_state(self.rollout))
         if adapter.state_ndim != u0.ndim - 1:
             # models that do not know their dimension learn it from the stream's states
@@ -511,12 +608,15 @@ class OnlineTrainer(Trainer):
                   else self.reference_state)  # numpy for stored data: no eager op
             n = min(self.updates_per_call, math.ceil((T - self.position) / U), limit)
             levels = self._levels(rollout_index, self.position, dtype) if stored else None
+            fresh = (None if self._phases is None
+                     else self._ics(rollout_index + 1).astype(dtype))
             args = (self.params, self.opt_state, self.carry, self.reference_state, u0,
                     np.bool_(new_rollout), np.int32(self.position))
 
             def call(k):
                 *state, losses, done, bad, anchor_out = chunk(
-                    *args, np.int32(n if k is None else k), levels, np.int32(step0), anchor)
+                    *args, np.int32(n if k is None else k), levels, fresh, np.int32(step0),
+                    anchor)
                 return (*state, rollout_index), losses, done, bad, anchor_out
 
             return call
@@ -529,6 +629,6 @@ class OnlineTrainer(Trainer):
     def __repr__(self):
         # readable on a half-built trainer too (a constructor error shown by a debugger)
         names = ("rollout_length", "num_rollouts", "update_every", "estimator",
-                 "persist_carry", "target")
+                 "persist_carry", "target", "stagger")
         shown = ", ".join(f"{n}={getattr(self, n, '<unset>')!r}" for n in names)
         return f"OnlineTrainer({shown})"
