@@ -1,8 +1,8 @@
 """jax's threefry2x32 random draws, computed with NumPy on the host.
 
 Why: in a fresh process the first `jax.random.split` / `jax.random.uniform` compiles
-XLA programs for the threefry hash (about 0.3 s each on a 2-core CPU; the README
-quickstart paid 0.9 s for its data's and its emulator's first draws), while the
+XLA programs for the threefry hash (0.1-0.9 s each on a 2-core CPU; the README
+quickstart paid 0.8-1.1 s for its data's and its emulator's first draws), while the
 library's own draws are a few dozen numbers. The functions here return the SAME bits
 as jax, for concrete keys under jax's default settings; `host_key` says when that
 holds, and every caller falls back to jax otherwise (a traced key, another PRNG
@@ -15,7 +15,8 @@ Threefry-2x32 with 20 rounds, key schedule (k1, k2, k1 ^ k2 ^ 0x1BD11BDA), rotat
 "partitionable" one, its default): draw number i of a shape is the hash of the 64-bit
 counter i split into (high, low) words; a split key is the hash's two output words, a
 32-bit draw their exclusive or; a float32 uniform keeps the 23 high bits as mantissa
-of a number in [1, 2), subtracts 1 and scales to [minval, maxval).
+of a number in [1, 2), subtracts 1 and scales to [minval, maxval) (that last step in
+a small compiled program, see `uniform`).
 """
 
 from __future__ import annotations
