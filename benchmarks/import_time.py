@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 
-HEAVY = ("matplotlib", "scipy.stats", "braintrace", "exponax", "optax", "online_emulate.plot")
+HEAVY = ("matplotlib", "scipy.stats", "braintrace", "exponax", "equinox", "optax",
+         "online_emulate.plot")
 
 ROWS = {
     "brainstate": "import brainstate",

@@ -66,3 +66,19 @@ def test_streaming_study_runs_every_arm_and_ends_with_the_ratio():
     for name, row in rows.items():
         assert row[-3] == "4" and row[-1] in ("0", "1"), row
         assert 0 < float(row[-9]) < 1e3, row
+
+
+@pytest.mark.slow
+def test_quickstart_breakdown_times_every_phase_of_the_readme_quickstart():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quickstart_breakdown.py"), "--quick",
+         "--steps", "5", "--programs"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[0].strip(): line for line in done.stdout.splitlines() if "|" in line}
+    for phase in ("import jax, optax", "import online_emulate", "data", "emulator",
+                  "trainer r=1", "trainer r=5", "trainer r=20", "all (in the process)"):
+        assert phase in rows, done.stdout
+    # every trainer compiles its chunk once (the program list names it)
+    assert done.stdout.count("jit(chunk)") == 3, done.stdout

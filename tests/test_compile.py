@@ -29,6 +29,9 @@ def test_cpu_programs_get_the_library_options(monkeypatch):
 @cpu_only
 def test_a_users_xla_flags_setting_wins(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+    assert compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type= "
+                                    "--xla_cpu_use_fusion_emitters=true")
     assert compiler_options() is None
     assert jit(_product).lower(*_operands()).compile().as_text() == \
         jax.jit(_product).lower(*_operands()).compile().as_text()
@@ -53,7 +56,7 @@ def test_options_off_cpu_or_when_rejected(monkeypatch):
     monkeypatch.setattr(_compile.jax, "default_backend", lambda: "gpu")
     assert compiler_options() is None
     monkeypatch.setattr(_compile.jax, "default_backend", lambda: "cpu")
-    monkeypatch.setattr(_compile, "_accepted", lambda backend: False)
+    monkeypatch.setattr(_compile, "_probe", lambda backend, options: False)
     assert compiler_options() is None
     # a jit without options is jax's own
     np.testing.assert_allclose(jit(_product)(*_operands()), jax.jit(_product)(*_operands()))
@@ -61,9 +64,11 @@ def test_options_off_cpu_or_when_rejected(monkeypatch):
 
 @cpu_only
 def test_an_unknown_option_is_detected_not_raised(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setattr(_compile, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "x"})
-    _compile._accepted.cache_clear()
-    try:
-        assert _compile._accepted("cpu") is False
-    finally:
-        _compile._accepted.cache_clear()
+    assert _compile._accepted("cpu") is False
+    assert compiler_options() is None
+    # a rejected option drops out alone: the others are still passed
+    monkeypatch.setattr(_compile, "CPU_COMPILER_OPTIONS", {
+        "xla_cpu_no_such_option": "x", "xla_cpu_use_fusion_emitters": False})
+    assert compiler_options() == {"xla_cpu_use_fusion_emitters": False}

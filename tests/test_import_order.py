@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent / "online_emulate"
 # Lower layers never import higher ones; packages within one layer may import each
 # other as long as no cycle forms.
 LAYERS = [
-    {"_cache", "_catalogue", "_checks", "_compile", "_frozen", "_precision", "_rollout", "_storage", "loss"},
+    {"_cache", "_catalogue", "_checks", "_compile", "_frozen", "_precision", "_random", "_rollout",
+     "_storage", "loss"},
     {"configuration", "emulators", "online", "data", "sample_data"},
     {"_input_checks", "estimators", "metrics"},
     {"optim", "callback"},
@@ -31,9 +32,10 @@ LAYERS = [
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
 # Dependencies that may be imported inside a function: optional extras, and braintrace,
-# loaded when an eligibility-trace path first needs it (it pulls in scipy.stats), and
-# pdequinox, not a dependency: only loading a stored pdequinox model needs it.
-LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace", "pdequinox"}
+# loaded when an eligibility-trace path first needs it (it pulls in scipy.stats),
+# pdequinox, not a dependency: only loading a stored pdequinox model needs it, and
+# equinox, which only equinox models' descriptions and the binomial scan need.
+LAZY_OK = {"kfac_jax", "matplotlib", "trainax", "braintrace", "pdequinox", "equinox"}
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
@@ -181,7 +183,7 @@ light = sorted(m for m in ("matplotlib", "braintrace", "brainstate", "jax") if m
 from online_emulate import (callback, configuration, data, emulators, estimators, loss,
                             metrics, sample_data, trainer)
 core = sorted(m for m in ("braintrace", "scipy.stats", "online_emulate.plot",
-                          "online_emulate.online") if m in sys.modules)
+                          "online_emulate.online", "exponax", "equinox") if m in sys.modules)
 import jax.numpy as jnp
 emulator = emulators.LinearStencil(1, 1, 1, kernel_size=2, key=0)
 metrics.rollout(emulator, jnp.ones((2, 1, 8)), 3)  # evaluates under lax_ops()
@@ -200,7 +202,8 @@ def test_import_is_lazy_in_a_fresh_process():
     # `import online_emulate` alone loads no dependency at all
     assert result["light"] == [], result
     # the core subpackages do not load braintrace (nor scipy.stats through it), the
-    # plotting code or the braintrace bridge; matplotlib itself comes with brainstate
+    # plotting code, the braintrace bridge, exponax (until an exponax problem is used) or
+    # equinox (until an equinox model is); matplotlib itself comes with brainstate
     # (brainunit -> saiunit), which the emulators need
     assert result["core"] == [], result
     # a rollout for metrics stays on plain lax; the ETP evaluation loads braintrace

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..loss import BaseLoss, as_loss
 
@@ -37,7 +38,8 @@ def check_weights(name: str, value: Optional[Any], length: int, meaning: str):
             (upstream silently clamped wrong lengths).
     """
     if value is None:
-        return jnp.ones((length,))
+        # built on the host: `jnp.ones` compiles two small programs per length
+        return jnp.asarray(np.ones((length,), jnp.result_type(float)))
     array = jnp.asarray(value)
     if array.ndim != 1 or array.shape[0] != length:
         raise ValueError(

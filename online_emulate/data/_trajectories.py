@@ -51,6 +51,14 @@ def _finite_levels(leaf: Array) -> Bool[Array, "samples time"]:
     return jnp.isfinite(leaf).reshape(leaf.shape[0], leaf.shape[1], -1).all(-1)
 
 
+def _finite(leaf: Array) -> np.ndarray:
+    """Whether each (sample, time) level of `leaf` is finite: with NumPy where the data
+    already lies in host memory (no program to compile), else on its device."""
+    if all(device.platform == "cpu" for device in leaf.devices()):
+        return np.isfinite(np.asarray(leaf)).reshape(leaf.shape[0], leaf.shape[1], -1).all(-1)
+    return np.asarray(_finite_levels(leaf))
+
+
 def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool = True) -> PyTree:
     """Validate trajectories and convert leaves to jax arrays.
 
@@ -65,7 +73,7 @@ def check_trajectories(data: PyTree, *, name: str = "data", check_finite: bool =
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if check_finite:
         for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-            finite = np.asarray(_finite_levels(leaf))
+            finite = _finite(leaf)
             if not finite.all():
                 s, t = np.argwhere(~finite)[0]
                 where = jax.tree_util.keystr(path) or ""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from .._checks import check_callable, check_positive_int
+from .._random import split_key
 from ._base import Emulator, as_key
 from ._hidden import hidden_state
 from ._periodic_conv import PeriodicConv
@@ -68,7 +69,7 @@ class ConvNet(Emulator):
         self.activation = activation
         self.residual = residual
         widths = [in_channels] + [hidden_channels] * (depth - 1) + [out_channels]
-        keys = jax.random.split(as_key(key), depth)
+        keys = split_key(as_key(key), depth)
         self.layers = [
             PeriodicConv(
                 num_spatial_dims,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
+
+from .._random import uniform_draw
 
 __all__ = ["conv_kernel_init", "conv_bias_init"]
 
@@ -18,11 +19,11 @@ def conv_kernel_init(key, kernel_size, in_channels, out_channels, dtype=jnp.floa
     fan_in = in_channels * math.prod(kernel_size)
     lim = 1.0 / math.sqrt(fan_in)
     shape = (*kernel_size, in_channels, out_channels)
-    return jax.random.uniform(key, shape, dtype, -lim, lim)
+    return uniform_draw(key, shape, dtype, -lim, lim)
 
 
 def conv_bias_init(key, kernel_size, in_channels, out_channels, dtype=jnp.float32):
     """Uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)], as for the kernel."""
     fan_in = in_channels * math.prod(kernel_size)
     lim = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, (out_channels,), dtype, -lim, lim)
+    return uniform_draw(key, (out_channels,), dtype, -lim, lim)

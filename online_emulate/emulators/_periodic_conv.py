@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
+from .._random import split_key
 from ._init import conv_bias_init, conv_kernel_init
 from ._ops import periodic_conv
 
@@ -62,7 +63,7 @@ class PeriodicConv(brainstate.nn.Module):
     ):
         super().__init__()
         self.kernel_size = normalize_kernel_size(kernel_size, num_spatial_dims)
-        kkey, bkey = jax.random.split(key)
+        kkey, bkey = split_key(key)
         self.weight = brainstate.ParamState(
             conv_kernel_init(kkey, self.kernel_size, in_channels, out_channels, dtype)
         )

@@ -12,9 +12,9 @@ describe faithfully gets None: such a model is loaded with `like=`.
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import Any, Callable
 
-import equinox as eqx
 import jax
 import numpy as np
 
@@ -24,6 +24,14 @@ __all__ = ["describe_skeleton", "build_skeleton", "array_leaves", "with_array_le
 
 _CONVS = ("Conv", "Conv1d", "Conv2d", "Conv3d")
 _PDX_CONV_NET = "pdequinox.arch.ConvNet"
+
+
+def _equinox() -> ModuleType:
+    # equinox (0.1 s to import) loads only when an equinox model is described, rebuilt
+    # or saved: the built-in emulators never need it
+    import equinox
+
+    return equinox
 
 
 class _Unsupported(Exception):
@@ -42,6 +50,7 @@ def _plain(value):
 
 
 def _describe(node) -> dict:
+    eqx = _equinox()
     cls = type(node)  # exact types: a subclass may hold or do more than its base
     if cls in (eqx.nn.Conv, eqx.nn.Conv1d, eqx.nn.Conv2d, eqx.nn.Conv3d):
         spec = {
@@ -94,6 +103,7 @@ def _describe_pdx_conv_net(net) -> dict:
 
 
 def _build(spec: dict, key) -> Any:
+    eqx = _equinox()
     kind = spec["type"]
     args = {k: v for k, v in spec.items() if k != "type"}
     if kind.startswith("equinox.nn.") and kind[11:] in _CONVS:
@@ -138,6 +148,7 @@ def build_skeleton(spec: dict) -> Any:
 
 
 def _same_structure(a, b) -> bool:
+    eqx = _equinox()
     leaves_a, def_a = jax.tree_util.tree_flatten(a)
     leaves_b, def_b = jax.tree_util.tree_flatten(b)
     if def_a != def_b:
@@ -165,7 +176,8 @@ def describe_skeleton(model: Any) -> dict | None:
 
 def array_leaves(model: Any) -> list:
     """The array leaves of `model`, in `jax.tree_util` order (equinox's leaf order)."""
-    return [leaf for leaf in jax.tree_util.tree_leaves(model) if eqx.is_array(leaf)]
+    is_array = _equinox().is_array
+    return [leaf for leaf in jax.tree_util.tree_leaves(model) if is_array(leaf)]
 
 
 def with_array_leaves(like: Any, arrays: list, *, path: str) -> Any:
@@ -176,7 +188,8 @@ def with_array_leaves(like: Any, arrays: list, *, path: str) -> Any:
             that differs from `like`'s.
     """
     leaves, treedef = jax.tree_util.tree_flatten(like)
-    where = [i for i, leaf in enumerate(leaves) if eqx.is_array(leaf)]
+    is_array = _equinox().is_array
+    where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     if len(where) != len(arrays):
         raise ValueError(f"path: expected {len(where)} arrays (those of like=), got "
                          f"{len(arrays)} in {path!r}")

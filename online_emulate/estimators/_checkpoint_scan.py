@@ -7,7 +7,6 @@ import logging
 import math
 from typing import Callable
 
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
@@ -161,6 +160,9 @@ def binomial_checkpoint_scan(
         # mapped over `y`: inside the loop the buffer leaves are equinox buffer objects
         ys = tmap(lambda v, buf: buf.at[i].set(v), y, ys)
         return k + 1, carry, ys
+
+    # equinox (0.1 s to import) loads with the first binomial scan, not with the package
+    import equinox.internal as eqxi
 
     _, carry, ys = eqxi.while_loop(
         lambda val: val[0] < T, body, (jnp.asarray(0, jnp.int32), init, ys0),

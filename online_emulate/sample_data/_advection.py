@@ -12,7 +12,8 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int, check_key, check_real
-from ._exponax import check_band_limit
+from .._random import host_key, split, uniform
+from ._band_limit import check_band_limit
 
 
 def _shift_phase(num_points: int, cfl: float) -> np.ndarray:
@@ -106,7 +107,18 @@ def _coefficients(num_points, num_samples, cfl, highest_init_mode, key):
     highest_init_mode = check_int("highest_init_mode", highest_init_mode, minimum=1)
     check_band_limit(highest_init_mode, num_points)
     check_key("key", key)
-    return (num_points, cfl, *_draw_coefficients(key, num_samples, highest_init_mode))
+    return (num_points, cfl, *draw_coefficients(key, num_samples, highest_init_mode))
+
+
+def draw_coefficients(key, num_samples, highest_init_mode):
+    """`_draw_coefficients`, drawn on the host where `_random.host_key` allows (the same
+    bits; the compiled threefry program costs about half a second in a fresh process)."""
+    words = host_key(key)
+    if words is None or jax.dtypes.canonicalize_dtype(float) != np.float32:
+        return _draw_coefficients(key, num_samples, highest_init_mode)
+    sine_keys, cosine_keys, _ = np.moveaxis(split(split(words, num_samples), 3), -2, 0)
+    shape = (highest_init_mode,)
+    return (uniform(sine_keys, shape, -1.0, 1.0), uniform(cosine_keys, shape, -1.0, 1.0))
 
 
 def advection_1d_periodic(

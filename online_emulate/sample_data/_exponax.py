@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int, check_key, check_real
+from ._band_limit import check_band_limit
 
 __all__ = [
     "PDESpec", "PDES", "make_stepper", "trajectories", "initial_conditions", "check_band_limit",
@@ -106,20 +107,6 @@ def trajectory_docs(function: Callable) -> Callable:
     generator shares to the docstring of `function` (its own text says the PDE)."""
     function.__doc__ = function.__doc__.rstrip() + "\n" + _TRAJECTORY_DOCS
     return function
-
-
-def check_band_limit(highest_init_mode: int, num_points: int) -> None:
-    """Require `2 * highest_init_mode < num_points` (modes strictly below Nyquist).
-
-    Raises:
-        ValueError: otherwise.
-    """
-    if 2 * highest_init_mode >= num_points:
-        raise ValueError(
-            "highest_init_mode: expected 2 * highest_init_mode < num_points so the initial "
-            "condition is resolved below the Nyquist mode, got "
-            f"highest_init_mode={highest_init_mode}, num_points={num_points}"
-        )
 
 
 def make_stepper(spec: PDESpec, num_points: int, **physics: Any) -> Callable:
