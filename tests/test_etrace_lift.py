@@ -14,7 +14,7 @@ import pdequinox as pdeqx
 import pytest
 
 from online_emulate.configuration import Supervised
-from online_emulate.emulators import _lift, adapt, hidden_state
+from online_emulate.emulators import ConvNet, LinearStencil, _adapters, _lift, adapt, hidden_state
 from online_emulate.estimators import BPTT, ETrace, TruncatedBPTT, value_and_grad
 from online_emulate.sample_data import advection_1d_periodic
 from online_emulate.trainer import OnlineTrainer
@@ -278,3 +278,41 @@ def test_a_parameter_inside_a_scan_is_refused_naming_it_and_the_op(data):
     with pytest.raises(TypeError, match=r"(?s)pair.*\['a'\].*`scan`.*ForwardRTRL"):
         value_and_grad(Supervised(2), (apply, {"a": jnp.array(0.5)}), data[:, :3],
                        estimator=ETrace("d_rtrl"))
+
+
+@pytest.mark.parametrize("estimator", VARIANTS, ids=repr)
+@pytest.mark.parametrize("make", [
+    lambda: ConvNet(1, 1, 1, hidden_channels=4, depth=3, key=3),
+    lambda: ConvNet(1, 1, 1, hidden_channels=3, depth=2, kernel_size=2, residual=True,
+                    use_bias=False, key=4),
+    lambda: LinearStencil(1, 1, 1, kernel_size=3, key=5),
+], ids=["convnet", "residual_even_kernel", "stencil"])
+@pytest.mark.parametrize("rollout", [1, 5])
+def test_a_built_in_emulator_lifted_equals_its_own_braintrace_convolutions(
+        data, estimator, make, rollout, monkeypatch):
+    """The built-in emulators are lifted like any model (their own `braintrace.conv`
+    traces were several times slower); the reference is the same emulator compiled as
+    written, through `braintrace.conv`."""
+    model = make()
+    windows = data[:, : rollout + 1]
+    lifted = value_and_grad(Supervised(rollout), model, windows, estimator=estimator)
+    assert isinstance(adapt(model, state_ndim=2).recurrent_module((2, 1, 16)),
+                      _lift.LiftedModule)
+    monkeypatch.setattr(_adapters.BrainstateAdapter, "_lifts_own_model", lambda self: False)
+    assert adapt(model, state_ndim=2).recurrent_module((2, 1, 16)) is model
+    as_written = value_and_grad(Supervised(rollout), model, windows, estimator=estimator)
+    # both learners ran: one compiled on the lifted module, one on the emulator itself
+    compiled = {type(r.emulator) for r in estimator._runners.values()}
+    assert {type(model), _lift.LiftedModule} <= compiled
+    np.testing.assert_allclose(float(lifted[0]), float(as_written[0]), rtol=1e-6)
+    _assert_close(jax.tree_util.tree_leaves(lifted[1]), jax.tree_util.tree_leaves(as_written[1]))
+    assert jax.tree_util.tree_structure(lifted[1]) == jax.tree_util.tree_structure(as_written[1])
+
+
+def test_the_built_in_convnet_d_rtrl_runs_on_the_patch_primitive():
+    module = adapt(ConvNet(1, 1, 1, hidden_channels=4, depth=3), state_ndim=2) \
+        .recurrent_module((2, 1, 16))
+    assert [declared for _, _, declared in module.lifted_ops] == [True, True, False]
+    traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 16, 1)))
+    names = {e.primitive.name for e in traced.jaxpr.eqns}
+    assert "online_emulate_patch_matmul_channel_last" in names and "etp_conv" not in names

@@ -22,9 +22,9 @@ the convolutions of equinox modules, pairs and user brainstate modules are evalu
 matrix products (`_matmul_convs.matmul_convolutions`; same values up to float
 rounding), except under `lax_conv_ops()`, where K-FAC needs the convolution primitives
 (with kernels in the order kfac-jax reads, `_matmul_convs.kernel_space_first`), and
-except for eligibility traces: ETrace compiles `recurrent_module(state_shape)`, the
-built-in emulators and user modules on braintrace ETP ops as they are, every other
-model with its parameter-consuming operations lifted into braintrace ETP ops
+except for eligibility traces: ETrace compiles `recurrent_module(state_shape)`, user
+modules on braintrace ETP ops as they are, every other model (the built-in emulators
+included) with its parameter-consuming operations lifted into braintrace ETP ops
 (`_lift.LiftedModule`).
 """
 
@@ -47,13 +47,31 @@ from ._functional import Params, _lookup, _nest, set_params
 from . import _lift
 from ._lift import LiftedModule, uses_etp_ops
 from ._matmul_convs import kernel_space_first, matmul_convolutions
-from ._ops import lax_ops, using_lax_conv_ops
+from ._conv_net import ConvNet
+from ._hidden import declaring_hidden_states
+from ._linear_stencil import LinearStencil
+from ._ops import lax_conv_ops, lax_ops, using_lax_conv_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "declared_state_ndim"]
 
 # lifted modules by model signature, state shape and conv-bias layout (`_lifted`); each
 # entry keeps its model alive, so no other model is named by its identity meanwhile
 _LIFTED = BoundedCache(16)
+
+
+def _merge(graphdef, flat, others, params):
+    """A brainstate module of the graph `graphdef` holding `params`."""
+    states = brainstate.util.NestedDict.from_flat(
+        {path: ts.replace(_lookup(params, path)) for path, ts in flat.items()})
+    return brainstate.graph.treefy_merge(graphdef, states, others)
+
+
+def _undeclared(value, name):
+    return value
+
+
+def _builtin_emulators() -> tuple[type, ...]:
+    return (ConvNet, LinearStencil)
 
 
 def declared_state_ndim(model: Any) -> int | None:
@@ -168,7 +186,7 @@ class ModelAdapter:
         call = self._call
         return jax.vmap(call, in_axes=(None, 0)) if self.one_sample else call
 
-    def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl"):
+    def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl", keep=True):
         if state_shape is not None:
             one, dtype = tuple(state_shape[1:]), _params_dtype(self.params)
         elif getattr(self, "_checked", None) is not None:
@@ -187,7 +205,7 @@ class ModelAdapter:
         return _LIFTED.get(key, lambda: LiftedModule(
             fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,
             model=model_name(self.model), conv_bias=conv_bias, kernel_order=kernel_order),
-            keep=self.model)
+            keep=self.model if keep else None)
 
     def _lift_key(self):
         return self.signature()
@@ -256,10 +274,7 @@ class BrainstateAdapter(ModelAdapter):
         return declared_state_ndim(self.model)
 
     def _module(self, params):
-        states = brainstate.util.NestedDict.from_flat(
-            {path: ts.replace(_lookup(params, path)) for path, ts in self._flat.items()}
-        )
-        return brainstate.graph.treefy_merge(self._graphdef, states, self._others)
+        return _merge(self._graphdef, self._flat, self._others, params)
 
     def _call(self, params, u):
         module = self._module(params)
@@ -299,14 +314,40 @@ class BrainstateAdapter(ModelAdapter):
         super().check_state(shape, dtype, name=name)
 
     def _lift_key(self):
+        if self._own_layout and self._lifts_own_model():
+            # a built-in emulator's structure is its graph definition and parameter shapes
+            return ("built-in",) + self.signature()
         # the lifted step closes over this module's non-parameter states
         return (identity_key(self.model),) + self.signature()
 
     def recurrent_module(self, state_shape=None, *, algorithm="d_rtrl"):
-        # the built-in emulators and user modules on braintrace ETP ops compile as they
-        # are; a user module with plain jax ops is lifted (channel-last, as it steps)
+        # a user module on braintrace ETP ops compiles as it is; a user module with plain
+        # jax ops is lifted (channel-last, as it steps); so is a built-in emulator, whose
+        # own braintrace.conv traces ran 4.7x (D_RTRL) and 7x (ES_D_RTRL) slower than the
+        # lifted form of the same network (benchmarks/RESULTS.md, "The built-in emulators
+        # lifted")
         if self._own_layout:
-            return self.model
+            if not self._lifts_own_model():
+                return self.model
+            if state_shape is None and getattr(self, "_checked", None) is None:
+                return self.model
+            # the step closes over the module's structure, not the module: the lifted
+            # step is cached by structure and must keep no user emulator alive
+            graphdef, flat, others = self._graphdef, self._flat, self._others
+
+            def module(params):
+                return _merge(graphdef, flat, others, params)
+
+            def own_step(params, x):
+                # convolutions as conv_general_dilated primitives, which the lift reads;
+                # the model's own hidden-state declarations are the lift's to make (it
+                # declares every lifted op's output that reaches another), and a plan
+                # traced while a learner counts its states must not add them again
+                with lax_conv_ops(), declaring_hidden_states(_undeclared):
+                    return module(params)._forward(x)
+
+            return self._lifted(state_shape, own_step, channel_last=True, algorithm=algorithm,
+                                keep=None)
 
         def step(params, u):
             with warnings.catch_warnings():
@@ -323,6 +364,12 @@ class BrainstateAdapter(ModelAdapter):
         if uses_etp_ops(step, self.params, probe):
             return self.model
         return self._lifted(state_shape, step, channel_last=True, algorithm=algorithm)
+
+    def _lifts_own_model(self) -> bool:
+        """Whether ETrace lifts this module although it declares its own layout: a
+        built-in emulator does (a `LiftedModule` is already lifted; a user subclass of
+        `Emulator` compiles as written)."""
+        return type(self.model) in _builtin_emulators()
 
     def field_step(self):
         """`(step, channel_last)`: the module's step on the batched field as braintrace
