@@ -557,11 +557,15 @@ def print_breakdown(parts, table):
         p = parts[key]
         for lib, row in rows.items():
             compile_s = row["train"] - s["steps"] * row["steady_ms"] / 1e3
+            # the steady rate is timed after the run, at another moment of a shared
+            # machine: when it ran slower than the run's own steps the difference says
+            # nothing about compilation, and a negative "compile" time is not printed
+            shown = f"{compile_s:>9.1f}" if compile_s >= 0 else f"{'(noise)':>9}"
             print(f"{scenario:<10} | {r:>2} | {p['step']:>10.2f} | {p['forward']:>7.2f} | "
                   f"{p['grad'] - p['forward']:>8.2f} | {p['adam']:>5.2f} | "
                   f"{p['convolutions']:>9.2f} | {p['padding']:>8.2f} | {LABELS[lib]:<14} | "
                   f"{row['steady_ms']:>7.2f} | {row['steady_ms'] - p['step']:>9.2f} | "
-                  f"{compile_s:>9.1f}", flush=True)
+                  f"{shown}", flush=True)
 
 
 if __name__ == "__main__":
