@@ -230,3 +230,24 @@ def test_periodic_conv_paths_agree_with_numpy_values_grads_and_jvp(shape, kernel
     # the matmul path really is a matrix product: no convolution primitive in its program
     assert "conv_general_dilated" not in str(jax.make_jaxpr(paths["matmul"])(x, w, b))
     assert "conv_general_dilated" in str(jax.make_jaxpr(paths["lax_conv"])(x, w, b))
+
+
+@pytest.mark.parametrize("shape,kernel", [((3, 9, 2), (3,)), ((2, 8, 3), (4,)),
+                                          ((2, 5, 6, 2), (3, 2))])
+def test_periodic_conv_channel_first_layout_agrees_with_numpy(shape, kernel):
+    """The layout ETrace's lift of the built-in emulators traces them in."""
+    from online_emulate.emulators import lax_conv_ops
+    from online_emulate.emulators._ops import channel_first_convs, periodic_conv
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(6), 3)
+    x = jax.random.normal(k1, shape)
+    w = jax.random.normal(k2, kernel + (shape[-1], 3))
+    b = jax.random.normal(k3, (3,))
+    expected = _hand_periodic_conv_nd(np.asarray(x, np.float64), np.asarray(w, np.float64),
+                                      np.asarray(b))
+    first = jnp.moveaxis(x, -1, 1)
+    with lax_conv_ops(), channel_first_convs():
+        got = periodic_conv(first, w, b)
+    np.testing.assert_allclose(jnp.moveaxis(got, 1, -1), expected, rtol=1e-5, atol=1e-5)
+    with channel_first_convs(), pytest.raises(ValueError, match="layout"):
+        periodic_conv(first, w, b)

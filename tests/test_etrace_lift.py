@@ -313,6 +313,12 @@ def test_the_built_in_convnet_d_rtrl_runs_on_the_patch_primitive():
     module = adapt(ConvNet(1, 1, 1, hidden_channels=4, depth=3), state_ndim=2) \
         .recurrent_module((2, 1, 16))
     assert [declared for _, _, declared in module.lifted_ops] == [True, True, False]
-    traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 16, 1)))
+    # lifted channel-first for D_RTRL, channel-last (its own layout) for ES_D_RTRL, the
+    # faster of the two for each (`_adapters.BUILTIN_LIFT_LAYOUT`)
+    assert module.field_channel_last is False
+    es = adapt(ConvNet(1, 1, 1, hidden_channels=4, depth=3), state_ndim=2) \
+        .recurrent_module((2, 1, 16), algorithm="es_d_rtrl")
+    assert es.field_channel_last is True
+    traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 1, 16)))
     names = {e.primitive.name for e in traced.jaxpr.eqns}
-    assert "online_emulate_patch_matmul_channel_last" in names and "etp_conv" not in names
+    assert "online_emulate_patch_matmul" in names and "etp_conv" not in names

@@ -30,6 +30,7 @@ included) with its parameter-consuming operations lifted into braintrace ETP ops
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import warnings
@@ -50,13 +51,22 @@ from ._matmul_convs import kernel_space_first, matmul_convolutions
 from ._conv_net import ConvNet
 from ._hidden import declaring_hidden_states
 from ._linear_stencil import LinearStencil
-from ._ops import lax_conv_ops, lax_ops, using_lax_conv_ops
+from ._ops import channel_first_convs, lax_conv_ops, lax_ops, using_lax_conv_ops
 
 __all__ = ["ModelAdapter", "adapt", "as_stepper", "functional", "model_name", "declared_state_ndim"]
 
 # lifted modules by model signature, state shape and conv-bias layout (`_lifted`); each
 # entry keeps its model alive, so no other model is named by its identity meanwhile
 _LIFTED = BoundedCache(16)
+
+
+# the layout ETrace lifts a built-in emulator in, per algorithm (and scope): "first"
+# (channel-first convolutions, `_ops.channel_first_convs`) or "last" (their own). Measured
+# on the built-in ConvNet 26 ch x 9 convolutions, ms per step, first / last, interleaved
+# (benchmarks/RESULTS.md, "The built-in emulators lifted"): D_RTRL 28-30 / 39 (N=160,
+# B=20), ES_D_RTRL 7.9-8.1 / 6.2-6.7, the coupled scope 163-168 / 455-458 (N=64, B=8).
+# Read when a model is lifted, so that a benchmark can measure one against the other.
+BUILTIN_LIFT_LAYOUT = {"d_rtrl": "first", "d_rtrl/coupled": "first", "es_d_rtrl": "last"}
 
 
 def _merge(graphdef, flat, others, params):
@@ -187,6 +197,7 @@ class ModelAdapter:
         return jax.vmap(call, in_axes=(None, 0)) if self.one_sample else call
 
     def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl", keep=True):
+        # `channel_last` is part of the key: a built-in emulator is lifted in either layout
         if state_shape is not None:
             one, dtype = tuple(state_shape[1:]), _params_dtype(self.params)
         elif getattr(self, "_checked", None) is not None:
@@ -201,7 +212,8 @@ class ModelAdapter:
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
         kernel_order = _lift.KERNEL_ORDER.get(algorithm, _lift.KERNEL_ORDER[base])
-        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, kernel_order)
+        key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, kernel_order,
+               bool(channel_last))
         return _LIFTED.get(key, lambda: LiftedModule(
             fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,
             model=model_name(self.model), conv_bias=conv_bias, kernel_order=kernel_order),
@@ -323,7 +335,7 @@ class BrainstateAdapter(ModelAdapter):
     def recurrent_module(self, state_shape=None, *, algorithm="d_rtrl"):
         # a user module on braintrace ETP ops compiles as it is; a user module with plain
         # jax ops is lifted (channel-last, as it steps); so is a built-in emulator, whose
-        # own braintrace.conv traces ran 4.7x (D_RTRL) and 7x (ES_D_RTRL) slower than the
+        # own braintrace.conv traces ran D_RTRL 2.2x and ES_D_RTRL 6.9x slower than the
         # lifted form of the same network (benchmarks/RESULTS.md, "The built-in emulators
         # lifted")
         if self._own_layout:
@@ -338,16 +350,19 @@ class BrainstateAdapter(ModelAdapter):
             def module(params):
                 return _merge(graphdef, flat, others, params)
 
-            def own_step(params, x):
-                # convolutions as conv_general_dilated primitives, which the lift reads;
-                # the model's own hidden-state declarations are the lift's to make (it
-                # declares every lifted op's output that reaches another), and a plan
-                # traced while a learner counts its states must not add them again
-                with lax_conv_ops(), declaring_hidden_states(_undeclared):
-                    return module(params)._forward(x)
+            def own_step(params, u):
+                # convolutions as conv_general_dilated primitives, which the lift reads,
+                # in the layout `BUILTIN_LIFT_LAYOUT` names; the model's own hidden-state
+                # declarations are the lift's to make (it declares every lifted op's output
+                # that reaches another), and a plan traced while a learner counts its
+                # states must not add them again
+                layout = channel_first_convs() if first else contextlib.nullcontext()
+                with lax_conv_ops(), layout, declaring_hidden_states(_undeclared):
+                    return module(params)._forward(u)
 
-            return self._lifted(state_shape, own_step, channel_last=True, algorithm=algorithm,
-                                keep=None)
+            first = BUILTIN_LIFT_LAYOUT.get(algorithm, "first") == "first"
+            return self._lifted(state_shape, own_step, channel_last=not first,
+                                algorithm=algorithm, keep=None)
 
         def step(params, u):
             with warnings.catch_warnings():
