@@ -191,10 +191,10 @@ class ETrace(OnlineEstimator):
     (see `gradient_fidelity`). Cuts and teacher-forcing resets restart the traces. The
     carry (field + traces) persists across parameter updates in a streaming trainer.
     Its model view must be a `ModelAdapter` (`online_emulate.emulators.adapt(model)`) of
-    any model kind: a model not written with braintrace ETP ops (the built-in emulators,
-    an equinox module, an `(apply, params)` pair, a brainstate module on plain jax ops;
-    the built-ins' own ETP convolutions give the same numbers several times slower) has
-    its convolutions,
+    any model kind: the built-in emulators (whose own ETP convolutions give the same
+    numbers several times slower) and every model not written with braintrace ETP ops
+    (an equinox module, an `(apply, params)` pair, a brainstate module on plain jax ops)
+    have their convolutions,
     dense products and element-wise scales and biases lifted into braintrace ETP ops
     (`emulators._lift`; a parameter used by any other operation is a TypeError naming
     it and the operation), and braintrace builds the traces of that module;
