@@ -196,8 +196,10 @@ class ModelAdapter:
         call = self._call
         return jax.vmap(call, in_axes=(None, 0)) if self.one_sample else call
 
-    def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl", keep=True):
-        # `channel_last` is part of the key: a built-in emulator is lifted in either layout
+    def _lifted(self, state_shape, fn, *, channel_last, algorithm="d_rtrl",
+                keep_model=True):
+        # `channel_last` is part of the key: a built-in emulator is lifted in either layout;
+        # `keep_model`: the cache entry keeps the model alive (its step closes over it)
         if state_shape is not None:
             one, dtype = tuple(state_shape[1:]), _params_dtype(self.params)
         elif getattr(self, "_checked", None) is not None:
@@ -217,7 +219,7 @@ class ModelAdapter:
         return _LIFTED.get(key, lambda: LiftedModule(
             fn, self.params, one, jnp.dtype(dtype), channel_last=channel_last,
             model=model_name(self.model), conv_bias=conv_bias, kernel_order=kernel_order),
-            keep=self.model if keep else None)
+            keep=self.model if keep_model else None)
 
     def _lift_key(self):
         return self.signature()
@@ -335,7 +337,7 @@ class BrainstateAdapter(ModelAdapter):
     def recurrent_module(self, state_shape=None, *, algorithm="d_rtrl"):
         # a user module on braintrace ETP ops compiles as it is; a user module with plain
         # jax ops is lifted (channel-last, as it steps); so is a built-in emulator, whose
-        # own braintrace.conv traces ran D_RTRL 2.2x and ES_D_RTRL 6.9x slower than the
+        # own braintrace.conv traces ran D_RTRL 2.3x and ES_D_RTRL 6.8x slower than the
         # lifted form of the same network (benchmarks/RESULTS.md, "The built-in emulators
         # lifted")
         if self._own_layout:
@@ -362,7 +364,7 @@ class BrainstateAdapter(ModelAdapter):
 
             first = BUILTIN_LIFT_LAYOUT.get(algorithm, "first") == "first"
             return self._lifted(state_shape, own_step, channel_last=not first,
-                                algorithm=algorithm, keep=None)
+                                algorithm=algorithm, keep_model=False)
 
         def step(params, u):
             with warnings.catch_warnings():
