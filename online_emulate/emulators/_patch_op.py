@@ -15,7 +15,7 @@ unchanged. Only the layout of the exact per-position trace is this op's own:
 `(B, out, in, space * n_state)`, positions (and states) minor, where braintrace 0.2.6's `etp_conv`
 keeps `(B, *space, *kernel, n_state)`. With the positions minor the trace update is one
 streaming pass whose broadcast operands are contiguous, and the solve is one batched
-matrix-vector product per (sample, output channel) over the positions; `etp_conv`'s
+contraction per (sample, output channel) over the contiguous positions; `etp_conv`'s
 position sum is an XLA reduction over the trace's major axes, which ran at 2-3 GB/s,
 a tenth of the machine's streaming bandwidth (benchmarks/RESULTS.md, "D_RTRL's
 floor"). The values are the same sums in another order (float rounding).
@@ -118,15 +118,19 @@ def _primitive(channel_last: bool):
         return out
 
     def solve(dg, trace, *, fold_batch=False):
-        # dg (B, out, *space, n): per (sample, output channel) a matrix-vector product
-        # of the trace's (in, positions) block with the signal, positions contiguous
+        # dg (B, out, *space, n): per (sample, output channel) the trace's (in,
+        # positions) block contracted with the signal, positions contiguous
         dg = _to_first(dg, channel_last, dg.ndim - 1)
         # the trace's own shape, (B, out, in, space * n): a reshape of the trace here
         # lets XLA fuse braintrace's trace update into the product's operand as a second
         # evaluation of it (two more passes over the trace, and a copy of the old one)
         tw = trace["weight"]
         B, O, I = tw.shape[:3]
-        g = jax.lax.dot_general(tw, dg.reshape(B, O, -1), (((3,), (2,)), ((0, 1), (0, 1))))
+        # a product and a sum over the trace's minor axis, not a batched dot_general: XLA
+        # runs B * out matrix-vector products of (in, positions) blocks at about half the
+        # streaming bandwidth, the fused product-and-sum at more (D_RTRL 10-13% faster at
+        # APEBench's size; benchmarks/RESULTS.md, "The D_RTRL solve as a reduction")
+        g = jnp.sum(tw * dg.reshape(B, O, 1, -1), axis=-1)
         out = {"weight": g.sum(0) if fold_batch else g}
         if "bias" in trace:
             gb = jnp.sum((trace["bias"] * dg).reshape(B, O, -1), axis=-1)
