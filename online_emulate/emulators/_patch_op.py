@@ -60,6 +60,17 @@ def _forward(x, w, b=None, *, channel_last: bool, num_spatial: int):
     return y[0] if one else y
 
 
+def _decay(trace, d):
+    """d * trace, exactly zero where d is zero.
+
+    Where the hidden-to-hidden Jacobian is zero (a plain convolution net in the diagonal
+    scope: the whole of it) the old trace does not matter, and the product says so
+    without reading it: XLA sees that `d == 0` is a constant and drops the select's other
+    branch, and with it a pass over the trace, where `trace * 0` has to be evaluated
+    (0 * x is not 0 for a float x that is inf or NaN)."""
+    return jnp.where(d == 0, jnp.zeros((), trace.dtype), trace * d)
+
+
 @functools.cache
 def _primitive(channel_last: bool):
     import braintrace
@@ -105,9 +116,9 @@ def _primitive(channel_last: bool):
         B, O = diag.shape[:2]
         if num_state == 1:
             dd = diag[..., 0]  # (B, out, *space, 1)
-            out = {"weight": old["weight"] * dd.reshape(B, O, 1, -1)}
+            out = {"weight": _decay(old["weight"], dd.reshape(B, O, 1, -1))}
             if "bias" in old:
-                out["bias"] = old["bias"] * dd
+                out["bias"] = _decay(old["bias"], dd)
             return out
         tw = old["weight"]
         tw = tw.reshape(tw.shape[:3] + diag.shape[2:-1])  # (B, out, in, *space, n)
