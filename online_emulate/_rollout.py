@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from typing import Any, Callable, Optional, TypeVar
 
 import jax
@@ -45,7 +46,19 @@ State = TypeVar("State")
 # 25-55% at 5, 10 and 20 steps, while the first call's compile time grew about 1 s per
 # unrolled step under load (+10 s at 10 steps, +26 s at 20). Longer rollouts keep the
 # loop, so their programs (and compile times) stay independent of the rollout length.
+# brainstate's scan (the eligibility-trace estimators) unrolls by the same rule: an
+# OnlineTrainer update of 5 D_RTRL steps then writes its traces once, not every step
+# (stream step 27.9 -> 13.9 ms at APEBench's size, first call 5.9 -> 7.9 s;
+# benchmarks/RESULTS.md, "Unrolled online updates").
 UNROLL_MAX_STEPS = 10
+
+
+def _unrollable(scan: Callable) -> bool:
+    """Whether `scan` is jax's or brainstate's plain scan (both take `unroll=`)."""
+    if scan is jax.lax.scan:
+        return True
+    brainstate = sys.modules.get("brainstate")  # loaded by whoever passes its scan
+    return brainstate is not None and scan is brainstate.transform.scan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +241,8 @@ def rollout(
         return (state, tree_add(total, out), i + 1), None
 
     carry = (init, accumulate, jnp.zeros((), jnp.int32))
-    if scan is jax.lax.scan and num_steps <= UNROLL_MAX_STEPS:
-        scan = functools.partial(jax.lax.scan, unroll=True)
+    if _unrollable(scan) and num_steps <= UNROLL_MAX_STEPS:
+        scan = functools.partial(scan, unroll=True)
     (final, total, _), stacked = scan(body, carry, None, length=num_steps)
     return final, (stacked if accumulate is None else total)
 
