@@ -322,3 +322,15 @@ def test_the_built_in_convnet_d_rtrl_runs_on_the_patch_primitive():
     traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 1, 16)))
     names = {e.primitive.name for e in traced.jaxpr.eqns}
     assert "online_emulate_patch_matmul" in names and "etp_conv" not in names
+
+
+def test_the_patch_op_decay_is_exactly_zero_where_the_jacobian_is():
+    """eps_t = D_t eps_{t-1}: where D_t is zero the old trace does not matter, not even an
+    inf or NaN in it (what lets XLA skip reading it); elsewhere the plain product."""
+    from online_emulate.emulators._patch_op import _decay
+
+    trace = jnp.array([[jnp.inf, jnp.nan, 2.0, -3.0]])
+    d = jnp.array([[0.0, 0.0, 0.5, jnp.nan]])
+    got = np.asarray(_decay(trace, d))
+    np.testing.assert_array_equal(got[0, :3], [0.0, 0.0, 1.0])
+    assert np.isnan(got[0, 3])
