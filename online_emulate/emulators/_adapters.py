@@ -80,8 +80,8 @@ def _undeclared(value, name):
     return value
 
 
-def _builtin_emulators() -> tuple[type, ...]:
-    return (ConvNet, LinearStencil)
+# the emulators ETrace lifts although they declare their own layout (`_lifts_own_model`)
+_BUILTIN_EMULATORS = (ConvNet, LinearStencil)
 
 
 def declared_state_ndim(model: Any) -> int | None:
@@ -340,17 +340,16 @@ class BrainstateAdapter(ModelAdapter):
         # own braintrace.conv traces ran D_RTRL 2.3x and ES_D_RTRL 6.8x slower than the
         # lifted form of the same network (benchmarks/RESULTS.md, "The built-in emulators
         # lifted")
+        if self._own_layout and not self._lifts_own_model():
+            return self.model
+        # without a state shape nothing can be lifted: the module compiles as written
+        if state_shape is None and getattr(self, "_checked", None) is None:
+            return self.model
         if self._own_layout:
-            if not self._lifts_own_model():
-                return self.model
-            if state_shape is None and getattr(self, "_checked", None) is None:
-                return self.model
             # the step closes over the module's structure, not the module: the lifted
             # step is cached by structure and must keep no user emulator alive
             graphdef, flat, others = self._graphdef, self._flat, self._others
-
-            def module(params):
-                return _merge(graphdef, flat, others, params)
+            first = BUILTIN_LIFT_LAYOUT.get(algorithm, "first") == "first"
 
             def own_step(params, u):
                 # convolutions as conv_general_dilated primitives, which the lift reads,
@@ -360,9 +359,8 @@ class BrainstateAdapter(ModelAdapter):
                 # states must not add them again
                 layout = channel_first_convs() if first else contextlib.nullcontext()
                 with lax_conv_ops(), layout, declaring_hidden_states(_undeclared):
-                    return module(params)._forward(u)
+                    return _merge(graphdef, flat, others, params)._forward(u)
 
-            first = BUILTIN_LIFT_LAYOUT.get(algorithm, "first") == "first"
             return self._lifted(state_shape, own_step, channel_last=not first,
                                 algorithm=algorithm, keep_model=False)
 
@@ -373,8 +371,6 @@ class BrainstateAdapter(ModelAdapter):
 
         # a module that uses braintrace ETP ops is the user's own ETrace design: it
         # compiles as written (and braintrace's exclusions are reported as before)
-        if state_shape is None and getattr(self, "_checked", None) is None:
-            return self.model
         shape = state_shape or (1,) + self._checked[0]
         b, c, *n = shape
         probe = jax.ShapeDtypeStruct((b, *n, c), _params_dtype(self.params))
@@ -386,7 +382,7 @@ class BrainstateAdapter(ModelAdapter):
         """Whether ETrace lifts this module although it declares its own layout: a
         built-in emulator does (a `LiftedModule` is already lifted; a user subclass of
         `Emulator` compiles as written)."""
-        return type(self.model) in _builtin_emulators()
+        return type(self.model) in _BUILTIN_EMULATORS
 
     def field_step(self):
         """`(step, channel_last)`: the module's step on the batched field as braintrace

@@ -365,10 +365,9 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                if kernel_order == "patch_op" and _rewritable(eqn.params) \
-                        and _matrix_layout(eqn.params) is not None:
-                    options.update(_patch_options(eqn.params, w.aval.shape),
-                                   matrix=_matrix_layout(eqn.params))
+                matrix = _matrix_layout(eqn.params) if kernel_order == "patch_op" else None
+                if matrix is not None and _rewritable(eqn.params):
+                    options.update(_patch_options(eqn.params, w.aval.shape), matrix=matrix)
                     op = _Op("conv", eqn, x, operand(w, _patch_matrix(eqn.params)),
                              options=options)
                 elif kernel_order in ("patches", "patch_op") and _rewritable(eqn.params):

@@ -91,17 +91,16 @@ def using_lax_conv_ops() -> bool:
     return _MODE.value == "lax_conv"
 
 
-def periodic_pad(x: Float[Array, "batch *space channel"], kernel_size: tuple[int, ...]):
-    """Wrap-pad the spatial axes of a channel-last batch for a 'same' periodic conv.
+def periodic_pad(x: Float[Array, "batch *space channel"], kernel_size: tuple[int, ...], *,
+                 channel_first: bool = False):
+    """Wrap-pad the spatial axes of a channel-last batch (or, with `channel_first`, of a
+    batch `(B, C, *N)`) for a 'same' periodic conv.
 
     An even kernel gets the extra cell on the right, as equinox/PyTorch `'SAME'`
     circular padding does (the trainax quickstart's kernel-2 stencil relies on it).
     """
-    widths = [(0, 0)]
-    for k in kernel_size:
-        left = (k - 1) // 2
-        widths.append((left, k - 1 - left))
-    widths.append((0, 0))
+    space = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size]
+    widths = [(0, 0), (0, 0)] + space if channel_first else [(0, 0)] + space + [(0, 0)]
     return jnp.pad(x, widths, mode="wrap")
 
 
@@ -165,12 +164,9 @@ def periodic_conv(
 def _channel_first_conv(x, kernel, bias):
     """`periodic_conv` on a channel-first batch `(B, C_in, *N) -> (B, C_out, *N)`."""
     num_spatial_dims = x.ndim - 2
-    widths = [(0, 0), (0, 0)]
-    for k in kernel.shape[:num_spatial_dims]:
-        left = (k - 1) // 2
-        widths.append((left, k - 1 - left))
+    padded = periodic_pad(x, kernel.shape[:num_spatial_dims], channel_first=True)
     y = jax.lax.conv_general_dilated(
-        jnp.pad(x, widths, mode="wrap"), kernel, (1,) * num_spatial_dims, "VALID",
+        padded, kernel, (1,) * num_spatial_dims, "VALID",
         dimension_numbers=_DIMENSION_NUMBERS_FIRST[num_spatial_dims])
     if bias is not None:
         y = y + bias.reshape((1, -1) + (1,) * num_spatial_dims)
