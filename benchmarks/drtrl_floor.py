@@ -15,15 +15,22 @@ TruncatedBPTT(1) times. So no rule's step is faster than
 
 and `floor / t(BPTT)` is the best `etrace_vs_bptt` a D_RTRL rule could reach here.
 
+The floor holds for a rule that keeps that per-position trace. Where D_t is structurally
+zero (this net in the diagonal scope) the trace is its instantaneous term, and the
+default lifting keeps it as its two factors (`_patch_op`, `factored=True`): B * S *
+(in + out) floats a layer, no trace-sized pass at all, and the step runs below the floor.
+
 Printed, all measured in this process (times are the fastest of `--repeats`
-interleaved calls of `value_and_grad(Supervised(R))`, per rollout step): the trace
-bytes, W, BPTT, TruncatedBPTT(1), D_RTRL with the default lifting (`_lift.KERNEL_ORDER`,
-this library's `_patch_op` primitive) and with braintrace's own `etp_conv` over the
-patches (`kernel_order='patches'`), the floor and the ratios. `--profile` adds XLA's
-per-operation times of one D_RTRL call (jax.profiler, perfetto trace), largest first.
+interleaved calls of `value_and_grad(Supervised(R))`, per rollout step): the per-position
+trace's bytes, W, BPTT, TruncatedBPTT(1), D_RTRL with the default lifting
+(`_lift.KERNEL_ORDER`: the factored trace), with the per-position trace of the same
+primitive (`kernel_order='patch_op'`) and, with `--with-etp-conv`, with braintrace's own
+`etp_conv` over the patches (`kernel_order='patches'`), the floor and the ratios.
+`--profile` adds XLA's per-operation times of one default D_RTRL call (jax.profiler,
+perfetto trace), largest first.
 
 Usage: python benchmarks/drtrl_floor.py [--size quick|medium|full] [--repeats R]
-[--rollout R] [--profile]
+[--rollout R] [--profile] [--with-etp-conv]
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ _CONTAINERS = ("$", "Slinky", "PjitFunction", "while", "Parse", "Handle", "Alloc
 
 def _trace_bytes(model, data):
     """Bytes of the D_RTRL learner's carried States other than the field (the traces,
-    plus the inner layers' hidden states, which are small)."""
+    plus the inner layers' hidden states, which are small), as the current lifting
+    (`_lift.KERNEL_ORDER`) keeps them."""
     adapter = adapt(model, state_ndim=data.ndim - 2)
     runner = ETrace("d_rtrl").runner(adapter, (data.shape[0], *data.shape[2:]))
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(runner.aux_zeros))
@@ -97,6 +105,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rollout", type=int, default=20)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--with-etp-conv", action="store_true")
     args = parser.parse_args()
     width, depth, N, B, _ = SIZES[args.size]
     R = args.rollout
@@ -105,13 +114,17 @@ def main():
     net = pdeqx.arch.ConvNet(1, 1, 1, hidden_channels=width, depth=depth,
                              activation=jax.nn.relu, boundary_mode="periodic",
                              key=jax.random.PRNGKey(0))
-    trace = _trace_bytes(net, data)
     fns = {"BPTT()": _window(BPTT(), net, data, R),
            "TruncatedBPTT(1)": _window(TruncatedBPTT(1), net, data, R)}
     default = dict(_lift.KERNEL_ORDER)
-    for order in (default["d_rtrl"], "patches"):
+    orders = [default["d_rtrl"], "patch_op"] + (["patches"] if args.with_etp_conv else [])
+    for order in orders:
         _lift.KERNEL_ORDER = {**default, "d_rtrl": order}
         fns[f"ETrace('d_rtrl'), {order}"] = _window(ETrace("d_rtrl"), net, data, R)
+        if order == "patch_op":
+            trace = _trace_bytes(net, data)  # the per-position trace the floor is about
+        elif order == default["d_rtrl"]:
+            kept = _trace_bytes(net, data)
     _lift.KERNEL_ORDER = default
     elements = max(trace // 4, 1)
     *steps, add = _min_times([*fns.values(), _stream(elements)], args.repeats)
@@ -119,15 +132,16 @@ def main():
     gbs = 8 * elements / add / 1e9
     print(f"## D_RTRL floor: pdequinox ConvNet {width} ch x {depth + 1}, N={N}, B={B}, "
           f"Supervised({R}); {jax.default_backend()} backend")
-    print(f"trace bytes per step: {trace / 1e6:.1f} MB; streaming bandwidth at that size "
-          f"(timed with the steps): {gbs:.1f} GB/s")
+    print(f"per-position trace bytes per step: {trace / 1e6:.1f} MB ({default['d_rtrl']} "
+          f"keeps {kept / 1e6:.1f} MB); streaming bandwidth at that size (timed with the "
+          f"steps): {gbs:.1f} GB/s")
     for name, t in times.items():
         print(f"{name:40s} {t:9.2f} ms/step  {t / times['BPTT()']:6.2f}x BPTT")
     passes = {n: 1e3 * n * trace / (gbs * 1e9) for n in (2, 3)}
     floor = times["TruncatedBPTT(1)"] + passes[2]
     print(f"trace passes at bandwidth: 2 -> {passes[2]:.2f} ms, 3 -> {passes[3]:.2f} ms")
-    print(f"floor = TruncatedBPTT(1) + 2 passes = {floor:.2f} ms/step; "
-          f"best etrace_vs_bptt = {floor / times['BPTT()']:.2f}")
+    print(f"floor of a per-position trace = TruncatedBPTT(1) + 2 passes = {floor:.2f} "
+          f"ms/step; its best etrace_vs_bptt = {floor / times['BPTT()']:.2f}")
     if args.profile:
         _profile(fns[f"ETrace('d_rtrl'), {default['d_rtrl']}"], R)
 

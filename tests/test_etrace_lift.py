@@ -206,8 +206,9 @@ def test_lifted_ops_and_hidden_states_of_the_pdequinox_convnet():
                                            (PlainConv, "last")], ids=["pdequinox", "NWC"])
 def test_d_rtrl_lifts_stride_1_convolutions_to_the_patch_primitive(model, layout):
     """The speed of D_RTRL rests on its convolutions being this library's ETP primitive
-    (`_patch_op`), in the model's channel-first or channel-last layout; the tests above
-    prove its numbers."""
+    (`_patch_op`), in the model's channel-first or channel-last layout, with its trace
+    kept as two factors (a plain conv net's hidden-to-hidden Jacobian is zero in the
+    diagonal scope); the tests above prove its numbers."""
     module = adapt(model(), state_ndim=2).recurrent_module((2, 1, 16))
     ops = module._s.reference.ops.values()
     assert [op.options.get("matrix") for op in ops if op.kind == "conv"] == \
@@ -215,7 +216,7 @@ def test_d_rtrl_lifts_stride_1_convolutions_to_the_patch_primitive(model, layout
     traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 1, 16) if layout == "first"
                                                        else (2, 16, 1)))
     names = {e.primitive.name for e in traced.jaxpr.eqns}
-    suffix = "" if layout == "first" else "_channel_last"
+    suffix = ("" if layout == "first" else "_channel_last") + "_factored"
     assert "online_emulate_patch_matmul" + suffix in names and "etp_conv" not in names
 
 
@@ -321,7 +322,7 @@ def test_the_built_in_convnet_d_rtrl_runs_on_the_patch_primitive():
     assert es.field_channel_last is True
     traced = jax.make_jaxpr(module._forward)(jnp.zeros((2, 1, 16)))
     names = {e.primitive.name for e in traced.jaxpr.eqns}
-    assert "online_emulate_patch_matmul" in names and "etp_conv" not in names
+    assert "online_emulate_patch_matmul_factored" in names and "etp_conv" not in names
 
 
 def test_the_patch_op_decay_is_exactly_zero_where_the_jacobian_is():
@@ -334,3 +335,71 @@ def test_the_patch_op_decay_is_exactly_zero_where_the_jacobian_is():
     got = np.asarray(_decay(trace, d))
     np.testing.assert_array_equal(got[0, :3], [0.0, 0.0, 1.0])
     assert np.isnan(got[0, 3])
+
+
+def test_the_factored_trace_is_lifted_only_where_the_recurrent_jacobian_is_zero():
+    """D_RTRL keeps a convolution's trace as its two factors only where no new hidden
+    state depends on the old field except through a lifted product: a plain conv net,
+    not one that adds its input to its output (the residual form's D_t is the
+    identity, and its trace must carry over)."""
+    def factored(model):
+        module = adapt(model, state_ndim=2).recurrent_module((2, 1, 16))
+        return [op.options.get("factored", False) for op in module._s.reference.ops.values()
+                if op.kind == "conv"]
+
+    assert factored(ConvNet(1, 1, 1, hidden_channels=3, depth=2, key=0)) == [True] * 2
+    assert factored(ConvNet(1, 1, 1, hidden_channels=3, depth=2, residual=True,
+                            key=0)) == [False] * 2
+    # ES_D_RTRL and the coupled scope lift the plain product trace
+    for algorithm in ("es_d_rtrl", "d_rtrl/coupled"):
+        module = adapt(ConvNet(1, 1, 1, hidden_channels=3, depth=2, key=0), state_ndim=2) \
+            .recurrent_module((2, 1, 16), algorithm=algorithm)
+        assert not any(op.options.get("factored") for op in module._s.reference.ops.values())
+
+
+def test_the_compiled_graph_check_finds_a_transition_that_reads_the_old_state():
+    """The second check of the factored trace (`online._compile`): a transition whose
+    output is computed from its input reads the old hidden state; one whose output is
+    an input of the step (a product's output, a constvar) does not."""
+    from online_emulate.online._compile import _reads_old_hidden
+
+    h = jnp.ones(3)
+    assert _reads_old_hidden(jax.make_jaxpr(lambda v: 2.0 * v)(h).jaxpr)
+    closed = jax.make_jaxpr(lambda v: jnp.zeros(3))(h)
+    assert not _reads_old_hidden(closed.jaxpr)
+
+
+def test_the_factored_trace_turns_nan_where_the_recurrent_jacobian_is_not_zero():
+    """The factored trace's recurrent rule never reads the old trace; a nonzero D_t
+    (which the two checks rule out) would make the trace NaN, not silently wrong."""
+    from online_emulate.emulators._patch_op import _factored_rules
+
+    init, instant, recurrent, solve = _factored_rules(False)
+    old = {"weight": jnp.full((2, 5, 4), 7.0), "bias": jnp.full((2, 1, 4, 1), 7.0)}
+    zero = recurrent(jnp.zeros((2, 1, 4, 1, 1)), old, 1)
+    assert all(float(jnp.abs(v).max()) == 0.0 for v in zero.values())
+    bad = recurrent(jnp.zeros((2, 1, 4, 1, 1)).at[0, 0, 1].set(0.5), old, 1)
+    assert all(bool(jnp.isnan(v).all()) for v in bad.values())
+
+@pytest.mark.parametrize("channel_last", [False, True], ids=["first", "last"])
+@pytest.mark.parametrize("num_state", [1, 2])
+def test_the_factored_trace_solve_is_the_contraction_of_its_factors(channel_last, num_state):
+    """grad[o, i] = sum_{b, s, a} x[b, i, s] df[b, o, s, a] g[b, o, s, a], per sample or
+    summed over the batch, in either layout (2-D space, several states per group)."""
+    from online_emulate.emulators._patch_op import _factored_rules
+
+    init, instant, recurrent, solve = _factored_rules(channel_last)
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(k[0], (2, 4, 3, 5))  # (B, in, *space)
+    df = jax.random.normal(k[1], (2, 3, 3, 5, num_state))  # (B, out, *space, n)
+    dg = jax.random.normal(k[2], (2, 3, 3, 5, num_state))
+    want = np.einsum("bixy,boxya->boi", x, df * dg)
+    want_bias = np.einsum("boxya->bo", df * dg)
+    if channel_last:
+        x, df, dg = jnp.moveaxis(x, 1, -1), jnp.moveaxis(df, 1, -2), jnp.moveaxis(dg, 1, -2)
+    for fold in (False, True):
+        got = solve(dg, instant(x, df, True), fold_batch=fold)
+        np.testing.assert_allclose(got["weight"], want.sum(0) if fold else want, rtol=1e-5)
+        np.testing.assert_allclose(got["bias"], want_bias.sum(0) if fold else want_bias,
+                                   rtol=1e-5)
+    assert set(solve(dg, instant(x, df, False))) == {"weight"}

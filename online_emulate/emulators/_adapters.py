@@ -214,6 +214,10 @@ class ModelAdapter:
         # shared by adapters of models with one signature (value_and_grad adapts its
         # model at every call): ETrace then finds its compiled learner again
         kernel_order = _lift.KERNEL_ORDER.get(algorithm, _lift.KERNEL_ORDER[base])
+        if kernel_order == "factored_patch_op" and algorithm != "d_rtrl":
+            # only D_RTRL's diagonal scope drops the convolutions from the
+            # hidden-to-hidden Jacobian, which the factored trace assumes is zero
+            kernel_order = "patch_op"
         key = (self._lift_key(), one, str(jnp.dtype(dtype)), conv_bias, kernel_order,
                bool(channel_last))
         return _LIFTED.get(key, lambda: LiftedModule(

@@ -62,10 +62,17 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # floor"), ms per step, interleaved: at the issue's size D_RTRL model 268 /
 # in_space_out 201 / patches 137 / patch_op 85, ES_D_RTRL 16.2 / 86 / 61 / 13.6; at the
 # medium size the coupled scope 1047 / 1043 / 354 / 515, ES_D_RTRL 1.40 / 1.29 / 1.32 /
-# 0.96. Read when a model is lifted, so benchmarks/online_speed.py can measure one
-# against the other; an algorithm/scope without an entry reads its algorithm's.
-KERNEL_ORDER = {"d_rtrl": "patch_op", "d_rtrl/coupled": "patches", "es_d_rtrl": "patch_op"}
-KERNEL_ORDERS = ("model", "in_space_out", "patches", "patch_op")
+# 0.96. "factored_patch_op" is "patch_op" whose D-RTRL traces are kept as their two
+# factors where the step's hidden-to-hidden Jacobian is structurally zero
+# (`_zero_recurrence`; D_RTRL in the diagonal scope only, `_patch_op`): D_RTRL at the
+# issue's size 12.1 -> 7.5 ms per step (RESULTS.md, "A rank-one trace where D_t = 0").
+# Read when a model is lifted, so benchmarks/online_speed.py can measure one against the
+# other; an algorithm/scope without an entry reads its algorithm's.
+KERNEL_ORDER = {"d_rtrl": "factored_patch_op", "d_rtrl/coupled": "patches",
+                "es_d_rtrl": "patch_op"}
+KERNEL_ORDERS = ("model", "in_space_out", "patches", "patch_op", "factored_patch_op")
+# the orders whose stride-1 convolutions become `patch_matmul`
+_PATCH_OPS = ("patch_op", "factored_patch_op")
 
 
 class LiftError(TypeError):
@@ -226,7 +233,10 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             convolution, see `_patch_options`; other convolutions "in_space_out"), or
             "patch_op" (those slices times the kernel matrix, `_patch_op`; a stride-1
             convolution whose input and output layouts differ, or have the channel
-            axis neither second nor last, as "patches").
+            axis neither second nor last, as "patches"), or "factored_patch_op" (as
+            "patch_op", with the factored D-RTRL trace where the step's hidden-to-hidden
+            Jacobian is structurally zero, `_zero_recurrence`; for D_RTRL's diagonal
+            scope only: the coupled scope keeps the convolutions in that Jacobian).
 
     Returns:
         The `Plan`.
@@ -365,12 +375,12 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
                 options = {key: eqn.params[key] for key in
                            ("window_strides", "padding", "lhs_dilation", "rhs_dilation",
                             "dimension_numbers")}
-                matrix = _matrix_layout(eqn.params) if kernel_order == "patch_op" else None
+                matrix = _matrix_layout(eqn.params) if kernel_order in _PATCH_OPS else None
                 if matrix is not None and _rewritable(eqn.params):
                     options.update(_patch_options(eqn.params, w.aval.shape), matrix=matrix)
                     op = _Op("conv", eqn, x, operand(w, _patch_matrix(eqn.params)),
                              options=options)
-                elif kernel_order in ("patches", "patch_op") and _rewritable(eqn.params):
+                elif kernel_order in ("patches", *_PATCH_OPS) and _rewritable(eqn.params):
                     options.update(_patch_options(eqn.params, w.aval.shape))
                     op = _Op("conv", eqn, x, operand(w, _patch_kernel(eqn.params)),
                              options=options)
@@ -401,7 +411,33 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
             refuse(op.eqn, operands[op.weight].leaves,
                    f" (its output {tuple(op.out.aval.shape)} reaches the field "
                    f"{field_shape} only through a reshape)")
+    if kernel_order == "factored_patch_op" and _zero_recurrence(jaxpr, ops, skipped,
+                                                                 weight_only):
+        for op in ops.values():
+            if "matrix" in op.options:
+                op.options["factored"] = True
     return Plan(closed, ops, operands, weight_only, skipped, out_tree)
+
+
+def _zero_recurrence(jaxpr, ops, skipped, weight_only) -> bool:
+    """Whether the step's hidden-to-hidden Jacobian is structurally zero in braintrace's
+    diagonal scope: no new hidden state (the field, the declared op outputs) depends on
+    the old field except through a lifted convolution or dense product, whose outputs
+    that scope treats as inputs of the transition. Element-wise lifted ops count as
+    paths (conservatively: the check must never say zero where braintrace's Jacobian
+    is not; `online._compile` checks the compiled graph again)."""
+    reached = {jaxpr.invars[-1]}
+    for k, eqn in enumerate(jaxpr.eqns):
+        if k in weight_only or k in skipped:
+            continue  # parameter-only, or a bias or transpose folded into a product
+        op = ops.get(k)
+        if op is not None and op.kind in ("conv", "matmul"):
+            continue
+        if any(not isinstance(v, jcore.Literal) and v in reached for v in eqn.invars):
+            reached.update(eqn.outvars)
+    hidden = [v for v in jaxpr.outvars if not isinstance(v, jcore.Literal)]
+    hidden += [op.out for op in ops.values() if op.declare]
+    return not any(v in reached for v in hidden)
 
 
 def _kernel_in_space_out(dimension_numbers):
@@ -591,7 +627,8 @@ def _evaluate(plan: Plan, u, weights):
             if "taps" in o:
                 x = _patches(x, o)
             if "matrix" in o:
-                y = patch_matmul(x, w, b, channel_last=o["matrix"] == "last")
+                y = patch_matmul(x, w, b, channel_last=o["matrix"] == "last",
+                                 factored=o.get("factored", False))
             else:
                 y = braintrace.conv(x, w, b, strides=o["window_strides"],
                                     padding=o["padding"], lhs_dilation=o["lhs_dilation"],

@@ -27,6 +27,23 @@ private in braintrace 0.2.6 (`braintrace._op`, not re-exported at the top level)
 public name exists for it. IO-dim algorithms (ES_D_RTRL) get the generic rules
 (`xy_to_dw` as the vjp of the forward, `init_pp`), so the op serves them too.
 
+The factored variant (`patch_matmul(..., factored=True)`) is for steps whose
+hidden-to-hidden Jacobian is structurally zero in braintrace's diagonal scope (every path
+from the old field to the new hidden states passes through a lifted product: a plain or
+residual-block conv net whose inner outputs are declared hidden states; `_lift` checks it
+on the plan, `online._compile` again on braintrace's graph). Then D_t = 0, the trace is
+its instantaneous term, eps_t = df_t (x) x_t, and it is stored as those two factors:
+`x_t` `(B, in, *space)` and `df_t` `(B, out, *space, n)` (in the op's layout), B * S *
+(in + out * n) floats where the product is B * S * in * out * n. The solve is then a
+matrix product,
+
+    grad[o, i] = sum_{b, s} x[b, i, s] * (sum_a df[b, o, s, a] * g[b, o, s, a]),
+
+which XLA runs as a dot; over the product trace it fused the same sums into a reduction
+at a fifth of the matrix unit's speed (benchmarks/RESULTS.md, "A rank-one trace where
+D_t = 0"). Its recurrent rule does not read the old trace; where D_t is not zero after
+all it returns NaN, so a wrong use shows as a diverged run, not as a wrong gradient.
+
 braintrace is imported when the primitive is first made (it loads lazily, DESIGN.md).
 """
 
@@ -38,7 +55,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["patch_matmul"]
+__all__ = ["patch_matmul", "is_factored"]
+
+# the factored-trace primitives made so far (`is_factored`)
+_FACTORED: set = set()
 
 
 def _to_first(a, channel_last: bool, rank: int):
@@ -71,8 +91,78 @@ def _decay(trace, d):
     return jnp.where(d == 0, jnp.zeros((), trace.dtype), trace * d)
 
 
+def _factored_rules(channel_last: bool):
+    """`(init_drtrl, instant, recurrent, solve)` of the factored trace (module docstring).
+
+    braintrace wants a trace with the gradient's tree (`{"weight"[, "bias"]}`), so the
+    two factors travel as one array, `"weight"`: x and df concatenated on the channel
+    axis, `(B, in + out * n, positions)` (channel-last `(B, positions, in + out * n)`);
+    a bias's trace is df itself, in the op's layout."""
+
+    def pack(x, df):
+        B = x.shape[0]
+        if channel_last:
+            x = x.reshape(B, -1, x.shape[-1])
+            df = df.reshape(B, x.shape[1], -1)  # (B, positions, out * n)
+            return jnp.concatenate([x, df], axis=-1)
+        x = x.reshape(B, x.shape[1], -1)
+        df = jnp.moveaxis(df.reshape(B, df.shape[1], -1, df.shape[-1]), -1, 2)
+        return jnp.concatenate([x, df.reshape(B, -1, x.shape[-1])], axis=1)
+
+    def init_drtrl(x_var, y_var, weight_vars, num_state):
+        dtype = jnp.result_type(x_var.aval.dtype, y_var.aval.dtype,
+                                *(v.aval.dtype for v in weight_vars.values()))
+        x = jnp.zeros(x_var.aval.shape, dtype)
+        df = jnp.zeros((*y_var.aval.shape, num_state), dtype)
+        out = {"weight": pack(x, df)}
+        if "bias" in weight_vars:
+            out["bias"] = df
+        return out
+
+    def instant(x, df, has_bias):
+        out = {"weight": pack(x, df)}
+        if has_bias:
+            out["bias"] = df
+        return out
+
+    def recurrent(diag, old, num_state):
+        # the new trace is the instantaneous term alone: D_t is zero wherever this
+        # variant is lifted, and XLA, which sees that zero, folds the guard away; a D_t
+        # that is not zero makes the trace NaN, a diverged run rather than a wrong one
+        bad = jnp.any(diag != 0)
+        return {k: jnp.broadcast_to(jnp.where(bad, jnp.asarray(jnp.nan, v.dtype),
+                                              jnp.zeros((), v.dtype)), v.shape)
+                for k, v in old.items()}
+
+    def solve(dg, trace, *, fold_batch=False):
+        packed = trace["weight"]
+        B, n = dg.shape[0], dg.shape[-1]
+        if channel_last:
+            O = dg.shape[-2]
+            x = packed[..., :packed.shape[-1] - O * n]  # (B, positions, in)
+            df = packed[..., packed.shape[-1] - O * n:].reshape(B, -1, O, n)
+            signal = jnp.sum(df * dg.reshape(df.shape), axis=-1)  # (B, positions, out)
+            spec = "bpi,bpo->oi" if fold_batch else "bpi,bpo->boi"
+            position = 1
+        else:
+            O = dg.shape[1]
+            x = packed[:, :packed.shape[1] - O * n]  # (B, in, positions)
+            df = packed[:, packed.shape[1] - O * n:].reshape(B, O, n, -1)
+            g = jnp.moveaxis(dg.reshape(B, O, -1, n), -1, 2)
+            signal = jnp.sum(df * g, axis=2)  # (B, out, positions)
+            spec = "bip,bop->oi" if fold_batch else "bip,bop->boi"
+            position = 2
+        out = {"weight": jnp.einsum(spec, x, signal)}
+        if "bias" in trace:
+            gb = signal.sum(position)  # (B, out)
+            out["bias"] = gb.sum(0) if fold_batch else gb
+        return out
+
+    return init_drtrl, instant, recurrent, solve
+
+
 @functools.cache
-def _primitive(channel_last: bool):
+def _primitive(channel_last: bool, factored: bool = False):
     import braintrace
     from braintrace._op import FastPathRules  # private in braintrace 0.2.6, see above
 
@@ -84,7 +174,8 @@ def _primitive(channel_last: bool):
     def trainable(params):
         return {"weight": 1, "bias": 2} if params.get("has_bias", False) else {"weight": 1}
 
-    name = "online_emulate_patch_matmul" + ("_channel_last" if channel_last else "")
+    name = ("online_emulate_patch_matmul" + ("_channel_last" if channel_last else "")
+            + ("_factored" if factored else ""))
     p = braintrace.register_primitive(name, impl, batched=True, trainable_invars_fn=trainable,
                                       x_invar_index=0)
 
@@ -165,14 +256,22 @@ def _primitive(channel_last: bool):
     def init_pp(x_var, y_var, weight_vars, num_state):
         return jnp.zeros((*y_var.aval.shape, num_state), y_var.aval.dtype)
 
+    if factored:
+        init_drtrl, instant, recurrent, solve = _factored_rules(channel_last)
+        _FACTORED.add(p)
     p.register_etp_rules(
         dt_to_t=dt_to_t, xy_to_dw=xy_to_dw, init_drtrl=init_drtrl, init_pp=init_pp,
         fast_path=FastPathRules(instant, recurrent, solve, lambda params: True))
     return p
 
 
+def is_factored(primitive) -> bool:
+    """Whether `primitive` is this module's factored-trace variant."""
+    return primitive in _FACTORED
+
+
 def patch_matmul(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *,
-                 channel_last: bool) -> jax.Array:
+                 channel_last: bool, factored: bool = False) -> jax.Array:
     """`W x (+ bias)` over the patches `x` of a stride-1 convolution, as this module's
     braintrace ETP primitive.
 
@@ -182,6 +281,8 @@ def patch_matmul(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *,
         w: the kernel matrix `(out, taps * in)`.
         b: an optional bias `(out,)`.
         channel_last: the layout of `x` and of the output.
+        factored: keep the D-RTRL trace as its two factors (module docstring); only
+            where the step's hidden-to-hidden Jacobian is structurally zero.
 
     Returns:
         `(B, out, *space)` (or `(B, *space, out)`).
@@ -192,7 +293,7 @@ def patch_matmul(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *,
     channels = x.shape[-1] if channel_last else x.shape[1]
     if w.ndim != 2 or w.shape[1] != channels:
         raise ValueError(f"w: expected a matrix (out, {channels}), got shape {tuple(w.shape)}")
-    p = _primitive(bool(channel_last))
+    p = _primitive(bool(channel_last), bool(factored))
     params = {"num_spatial": x.ndim - 2}
     if b is None:
         return p.bind(x, w, has_bias=False, **params)

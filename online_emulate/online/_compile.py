@@ -6,11 +6,13 @@ from typing import Any
 
 import braintrace
 import jax.numpy as jnp
+from jax.extend import core as jcore
 
+from ..emulators._patch_op import is_factored
 from ._recurrent import RecurrentEmulator
 
 __all__ = ["compile_learner", "ExcludedParameterError", "check_no_excluded_parameters",
-           "ALGORITHMS"]
+           "check_factored_traces", "ALGORITHMS"]
 
 ALGORITHMS = {"d_rtrl": braintrace.ParamDimVjpAlgorithm, "es_d_rtrl": braintrace.IODimVjpAlgorithm}
 
@@ -59,6 +61,41 @@ def check_no_excluded_parameters(learner: Any, model: RecurrentEmulator) -> None
         )
 
 
+def _reads_old_hidden(jaxpr) -> bool:
+    """Whether a hidden group's transition jaxpr (hidden states in, hidden states out,
+    braintrace's `HiddenGroup.transition_jaxpr`) has an output that depends on an input:
+    its Jacobian is not structurally zero."""
+    reached = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, jcore.Literal) and v in reached for v in eqn.invars):
+            reached.update(eqn.outvars)
+    return any(not isinstance(v, jcore.Literal) and v in reached for v in jaxpr.outvars)
+
+
+def check_factored_traces(learner: Any) -> None:
+    """Raise if an op keeping its trace as two factors (`emulators._patch_op`, lifted
+    where the step's hidden-to-hidden Jacobian is structurally zero) writes a hidden
+    group whose compiled transition reads the old hidden states.
+
+    Raises:
+        RuntimeError: naming the op; the lift's analysis and braintrace's graph
+            disagree, a bug of this library (the factored trace would be wrong).
+    """
+    for rel in learner.graph.hidden_param_op_relations:
+        if not is_factored(rel.primitive):
+            continue
+        for group in rel.hidden_groups:
+            if _reads_old_hidden(group.transition_jaxpr):
+                paths = ", ".join(_path(p) for p in rel.trainable_paths.values())
+                raise RuntimeError(
+                    f"ETrace: expected the hidden group {group.index} written by the op of "
+                    f"{paths} to have a structurally zero hidden-to-hidden Jacobian (its "
+                    "D-RTRL trace is kept as two factors), got a transition that reads "
+                    "the old hidden states; this is a bug of online_emulate: please "
+                    "report it (ETrace('es_d_rtrl', ...) and the BPTT estimators are not "
+                    "affected)")
+
+
 def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | None = None,
                     recurrence: str = "diagonal") -> Any:
     """`braintrace.compile` the recurrent emulator and check that no parameter is excluded.
@@ -77,6 +114,7 @@ def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | 
     Raises:
         ValueError: unknown algorithm or recurrence, or missing decay.
         ExcludedParameterError: see `check_no_excluded_parameters`.
+        RuntimeError: see `check_factored_traces`.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: expected one of {sorted(ALGORITHMS)}, got {algorithm!r}")
@@ -99,4 +137,5 @@ def compile_learner(model: RecurrentEmulator, algorithm: str, *, decay: float | 
         learner = braintrace.compile(model, ALGORITHMS[algorithm], dummy, batch_size=B,
                                      **options)
     check_no_excluded_parameters(learner, model)
+    check_factored_traces(learner)
     return learner
