@@ -93,7 +93,8 @@ def _stream(rollout_steps, optimizer):
                          stream_length=6, progress_bar=False, clip_grad_norm=10.0)
 
 
-@pytest.mark.parametrize("make_trainer", [_online, _stream], ids=["online", "stream"])
+@pytest.mark.parametrize("make_trainer", [_online, pytest.param(_stream, marks=pytest.mark.slow)],
+                         ids=["online", "stream"])
 def test_other_trainers_continue_a_schedule(make_trainer):
     """A schedule that stops learning after 2 updates (the first stage's): continued over
     the stages, the second stage leaves the parameters as the first left them; restarted,

@@ -263,7 +263,7 @@ def true_diagonal_d_rtrl(emu, data, steps):
     return unravel(g)
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("kernel_size", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_coupled_d_rtrl_is_the_true_diagonal_d_rtrl(kernel_size, data7):
     emu = LinearStencil(1, 1, 1, kernel_size=kernel_size, key=5)
     _, g = value_and_grad(Supervised(6), emu, data7, estimator=ETrace("d_rtrl", recurrence="coupled"))

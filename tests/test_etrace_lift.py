@@ -88,7 +88,8 @@ def test_lifted_pdequinox_convnet_equals_the_hand_written_braintrace_network(dat
 
 @pytest.mark.parametrize("estimator", [ETrace("d_rtrl"), ETrace("es_d_rtrl", decay=0.9)],
                          ids=repr)
-@pytest.mark.parametrize("rollout", [1, 5, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("rollout", [1, pytest.param(5, marks=pytest.mark.slow),
+                                     pytest.param(20, marks=pytest.mark.slow)])
 def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimator, rollout,
                                                                   monkeypatch):
     """A lifted convolution reads its kernel in the model's order, in (in, *space, out)
@@ -107,6 +108,8 @@ def test_the_lifted_kernel_order_does_not_change_loss_or_gradient(data, estimato
         _assert_close(_pdeqx_grads(g), _pdeqx_grads(ref_g))
 
 
+# the longest window: the full suite (the rollouts 1 above run in the quick loop)
+@pytest.mark.slow
 def test_lifted_deeper_pdequinox_convnet_at_rollout_20(data):
     """Two inner layers (an inner layer feeding an inner layer), the longest window."""
     net = pdeqx_convnet(depth=2, key=3)
@@ -288,7 +291,7 @@ def test_a_parameter_inside_a_scan_is_refused_naming_it_and_the_op(data):
                     use_bias=False, key=4),
     lambda: LinearStencil(1, 1, 1, kernel_size=3, key=5),
 ], ids=["convnet", "residual_even_kernel", "stencil"])
-@pytest.mark.parametrize("rollout", [1, 5])
+@pytest.mark.parametrize("rollout", [1, pytest.param(5, marks=pytest.mark.slow)])
 def test_a_built_in_emulator_lifted_equals_its_own_braintrace_convolutions(
         data, estimator, make, rollout, monkeypatch):
     """The built-in emulators are lifted like any model (their own `braintrace.conv`

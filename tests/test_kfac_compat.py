@@ -118,6 +118,8 @@ def _hand_rollout_loss(apply, params, data, steps):
     return total
 
 
+# 13-14 s: K-FAC's training run belongs to the full suite
+@pytest.mark.slow
 def test_kfac_minimises_the_bound_loss_with_its_gradient():
     """K-FAC's loss and gradient are the binding's: those of a hand-written rollout
     (plain jax.grad), through the 1-D kernels' lifted K-FAC layout; the deprecated

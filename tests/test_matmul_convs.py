@@ -47,9 +47,12 @@ CASES = [
     ((3, 11, 2), (3, 2, 4), ("NHC", "HIO", "NHC"), "VALID"),
     ((3, 2, 11), (4, 2, 2), ("NCH", "OIH", "NCH"), ((1, 0),)),
     ((3, 2, 11), (4, 2, 3), ("NCH", "OIH", "NCH"), ((2, -1),)),
-    ((2, 3, 7, 6), (5, 3, 3, 2), ("NCHW", "OIHW", "NCHW"), "SAME"),
+    # the quick loop keeps one 2-D case; the channel-first 2-D and the 3-D one run in full
+    pytest.param((2, 3, 7, 6), (5, 3, 3, 2), ("NCHW", "OIHW", "NCHW"), "SAME",
+                 marks=pytest.mark.slow),
     ((2, 7, 6, 3), (3, 2, 3, 5), ("NHWC", "HWIO", "NHWC"), ((1, 1), (0, 1))),
-    ((2, 3, 5, 4, 4), (2, 3, 3, 1, 2), ("NCDHW", "OIDHW", "NCDHW"), "SAME"),
+    pytest.param((2, 3, 5, 4, 4), (2, 3, 3, 1, 2), ("NCDHW", "OIDHW", "NCDHW"), "SAME",
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -169,6 +172,8 @@ class _UserModule(brainstate.nn.Module):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite is for XLA:CPU")
+# 5 s: the full suite (the equinox network above runs in the quick loop)
+@pytest.mark.slow
 def test_user_brainstate_modules_lose_their_convolutions_etp_ops_included():
     brainstate.random.seed(3)
     adapter = adapt(_UserModule(), state_ndim=2)

@@ -75,6 +75,8 @@ def emulator():
 
 
 # ------------------------------------------------- item 5: streamed sums are exact
+# 6 s: the full suite
+@pytest.mark.slow
 def test_streamed_forward_rtrl_sums_to_bptt_of_the_whole_rollout():
     data = waves()
     emu = emulator()
@@ -120,6 +122,8 @@ def test_streamed_etrace_sums_to_its_window_value_and_grad():
     assert rel(trainer.opt_state, g_ref) <= 1e-4
 
 
+# 12 s: the long stream belongs to the full suite
+@pytest.mark.slow
 def test_streamed_truncated_bptt_sums_to_its_window_value_and_grad():
     data = waves()
     emu = emulator()
@@ -135,6 +139,8 @@ def test_streamed_truncated_bptt_sums_to_its_window_value_and_grad():
     assert rel(trainer.opt_state, g_ref) <= 1e-4
 
 
+# 9 s: the full suite
+@pytest.mark.slow
 def test_reference_data_without_batch_size_streams_every_trajectory():
     """batch_size defaults to all stored trajectories: the accumulated gradient equals
     the hand-written rollout's over the whole set (and the explicit batch_size's)."""

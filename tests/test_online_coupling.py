@@ -58,7 +58,9 @@ def run(estimator, *, T, U, alpha, every, persist=None):
 
 
 U0 = ic_sampler(jax.random.fold_in(jax.random.PRNGKey(0), 0))
-CASES = [(None, 2), (0.3, None), (0.5, 4), (1.0, None)]
+# the quick loop keeps plain re-anchoring and forcing with re-anchoring
+CASES = [(None, 2), pytest.param(0.3, None, marks=pytest.mark.slow), (0.5, 4),
+         pytest.param(1.0, None, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("estimator", [ForwardRTRL(), TruncatedBPTT(6)], ids=["rtrl", "tbptt6"])

@@ -91,9 +91,9 @@ def trainer(stagger, *, T, U, K, num_rollouts, estimator=None, **kw):
                          estimator=estimator or TruncatedBPTT(U), progress_bar=False, **kw)
 
 
-@pytest.mark.parametrize("T,U,K,stagger,alpha", [(6, 3, 2, True, None),
-                                                 (6, 1, 1, [0, 3, 5], None),
-                                                 (5, 2, 2, True, None), (6, 3, 2, True, 0.4)])
+@pytest.mark.parametrize("T,U,K,stagger,alpha", [
+    pytest.param(6, 3, 2, True, None, marks=pytest.mark.slow), (6, 1, 1, [0, 3, 5], None),
+    (5, 2, 2, True, None), (6, 3, 2, True, 0.4)])
 def test_staggered_sgd_equals_the_hand_written_member_loop(T, U, K, stagger, alpha):
     phases = resolve_phases(True if stagger is True else tuple(stagger), B, T, K)
     assert len(set(phases.tolist())) == B  # three members, three phases

@@ -100,7 +100,8 @@ def test_reproducible_from_key(name, small_problems, small_data):
     assert not np.allclose(small_data[name][0], small_data[name][1])
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "burgers_2d"
+                                  else n for n in sorted(SMALL)])
 def test_sample_initial_conditions_is_make_datas_first_level(name, small_problems, small_data):
     """The streamed initial conditions are the stored data's first level for the same key
     (the same draws and warm-up), also with the key traced inside jit, and the rollout
@@ -118,6 +119,8 @@ def test_sample_initial_conditions_is_make_datas_first_level(name, small_problem
                                rtol=1e-5, atol=1e-5)
 
 
+# 6 s: the full suite (the first-level test above runs in the quick loop)
+@pytest.mark.slow
 def test_sample_initial_conditions_equals_direct_exponax_draw():
     """Against exponax called by hand: one key per sample, then the warm-up steps."""
     import exponax as ex

@@ -14,16 +14,18 @@ from online_emulate.emulators._split_im2col import split_im2col
 
 NUMBERS = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
+# the quick loop (-m "not slow") keeps one square, one cropping and one 3-D case
+_slow = pytest.mark.slow
 ZERO_PADDED = [
     # (spatial shape, kernel, in, out, padding)
     ((7, 6), (3, 3), 5, 4, "SAME"),
-    ((7, 6), (3, 3), 1, 26, "VALID"),
-    ((8, 9), (5, 3), 3, 2, "SAME"),
-    ((6, 7), (2, 3), 2, 3, ((1, 0), (1, 1))),
-    ((6, 7), (1, 3), 4, 4, ((0, 0), (1, 1))),
-    ((6, 7), (3, 1), 4, 1, ((1, 1), (0, 0))),
+    pytest.param((7, 6), (3, 3), 1, 26, "VALID", marks=_slow),
+    pytest.param((8, 9), (5, 3), 3, 2, "SAME", marks=_slow),
+    pytest.param((6, 7), (2, 3), 2, 3, ((1, 0), (1, 1)), marks=_slow),
+    pytest.param((6, 7), (1, 3), 4, 4, ((0, 0), (1, 1)), marks=_slow),
+    pytest.param((6, 7), (3, 1), 4, 1, ((1, 1), (0, 0)), marks=_slow),
     ((9, 8), (3, 3), 2, 2, ((2, -1), (0, 2))),  # negative padding crops
-    ((5, 4, 6), (3, 3, 3), 3, 2, "SAME"),
+    pytest.param((5, 4, 6), (3, 3, 3), 3, 2, "SAME", marks=_slow),
     ((5, 6, 4), (3, 1, 2), 2, 3, ((1, 1), (0, 0), (1, 0))),
 ]
 
@@ -72,8 +74,10 @@ def _wrapped_conv(a, b):
 
 
 @pytest.mark.parametrize("space, kernel, c_in, c_out", [
-    ((7, 6), (3, 3), 5, 4), ((8, 8), (2, 2), 1, 3), ((6, 9), (5, 3), 3, 3),
-    ((6, 7), (1, 3), 2, 2), ((5, 4, 6), (3, 3, 3), 2, 3), ((4, 5, 6), (2, 3, 1), 3, 1),
+    ((7, 6), (3, 3), 5, 4), ((8, 8), (2, 2), 1, 3),
+    pytest.param((6, 9), (5, 3), 3, 3, marks=_slow), ((6, 7), (1, 3), 2, 2),
+    pytest.param((5, 4, 6), (3, 3, 3), 2, 3, marks=_slow),
+    pytest.param((4, 5, 6), (2, 3, 1), 3, 1, marks=_slow),
 ])
 def test_periodic_split_equals_the_wrap_padded_convolution(space, kernel, c_in, c_out):
     # the built-in emulators' and the fused pdequinox paddings' convolution (checkpointed)

@@ -257,6 +257,8 @@ def test_training_equals_the_hand_written_pipeline(problem, estimator, sil):
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5)
 
 
+# 7 s: a training run, the full suite
+@pytest.mark.slow
 def test_training_reduces_the_loss_towards_the_upwind_stencil(problem):
     trainer = stream_trainer(problem, cfg.Supervised(1), optimizer=optax.adam(2e-2),
                              num_training_steps=300, batch_size=8, buffer_size=32,
@@ -298,7 +300,7 @@ def test_resume_equals_an_uninterrupted_run(problem, tmp_path):
     assert int(full_trainer.buffer.count) > 7 + 8 * 2
 
 
-@pytest.mark.parametrize("steps_per_call", [200, 1])
+@pytest.mark.parametrize("steps_per_call", [pytest.param(200, marks=pytest.mark.slow), 1])
 def test_divergence_keeps_the_state_of_the_reported_loss(problem, tmp_path, steps_per_call):
     # issue 25 item 5 for streaming: the kept parameters, streams and buffer are those the
     # reported loss was evaluated at (one step per chunk: the kept state lies in an earlier

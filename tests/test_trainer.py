@@ -324,7 +324,8 @@ def test_validation_errors_name_the_argument(advection):
         wrong(em, key=0)
 
 
-@pytest.mark.parametrize("estimator_name", ["TruncatedBPTT", "ForwardRTRL", "ETrace"])
+@pytest.mark.parametrize("estimator_name", ["TruncatedBPTT", "ForwardRTRL",
+                                            pytest.param("ETrace", marks=pytest.mark.slow)])
 def test_online_estimators_train_through_the_general_trainer(advection, estimator_name):
     from online_emulate import estimators
 

@@ -21,8 +21,12 @@ _UNFUSED = _Rewrite(wants=_rewritable, replace=_im2col, inline_etp=True)
 
 ARCHS = [
     pytest.param("ConvNet", {"hidden_channels": 5, "depth": 2}, id="ConvNet"),
-    pytest.param("ClassicResNet", {"hidden_channels": 5, "num_blocks": 1}, id="ClassicResNet"),
-    pytest.param("ModernResNet", {"hidden_channels": 5, "num_blocks": 1}, id="ModernResNet"),
+    # the ResNets' 9-16 s of compilation belong to the full run (the quick loop keeps the
+    # ConvNet, in 1-D and 2-D)
+    pytest.param("ClassicResNet", {"hidden_channels": 5, "num_blocks": 1}, marks=pytest.mark.slow,
+                 id="ClassicResNet"),
+    pytest.param("ModernResNet", {"hidden_channels": 5, "num_blocks": 1}, marks=pytest.mark.slow,
+                 id="ModernResNet"),
     # the UNets compile for 25-45 s each on 2 cores
     pytest.param("ClassicUNet", {"hidden_channels": 4, "num_levels": 1}, marks=pytest.mark.slow,
                  id="ClassicUNet"),
@@ -52,7 +56,7 @@ def _close(actual, desired):
     np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("d", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name, options", ARCHS)
 def test_fused_pdequinox_nets_keep_outputs_and_gradients(name, options, d):
     f, params, u = _batched(name, options, d)
@@ -75,7 +79,7 @@ def _compiled(fn, *args):
     return compiled.as_text(), (cost[0] if isinstance(cost, list) else cost)["bytes accessed"]
 
 
-@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("d", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_the_padded_copy_is_gone_from_the_compiled_step(d):
     # N = 16 (1-D) or 12 (2-D), kernel 3: the padded copy is the only array with an
     # axis of N + 2 (the channel counts keep every other extent off it)
