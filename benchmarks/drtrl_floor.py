@@ -123,7 +123,7 @@ def main():
         fns[f"ETrace('d_rtrl'), {order}"] = _window(ETrace("d_rtrl"), net, data, R)
         if order == "patch_op":
             trace = _trace_bytes(net, data)  # the per-position trace the floor is about
-        elif order == default["d_rtrl"]:
+        if order == default["d_rtrl"]:
             kept = _trace_bytes(net, data)
     _lift.KERNEL_ORDER = default
     elements = max(trace // 4, 1)

@@ -49,7 +49,7 @@ from ._hidden import hidden_state
 from ._matmul_convs import _CALLS, _bind, _rewritable, environment
 from ._patch_op import patch_matmul
 
-__all__ = ["LiftedModule", "LiftError", "lift_plan", "uses_etp_ops"]
+__all__ = ["LiftedModule", "LiftError", "lift_plan", "reached_from", "uses_etp_ops"]
 
 # ops that keep the element order and only add or remove axes
 _RESHAPES = ("reshape", "squeeze", "expand_dims", "broadcast_in_dim")
@@ -419,6 +419,17 @@ def lift_plan(fn: Callable, params: Any, u: Any, *, paths: list[str] | None = No
     return Plan(closed, ops, operands, weight_only, skipped, out_tree)
 
 
+def reached_from(jaxpr, sources, *, cut=frozenset()) -> set:
+    """The variables of `jaxpr` computed from the variables `sources` (themselves
+    included); the eqns whose indices are in `cut` pass nothing on."""
+    reached = set(sources)
+    for k, eqn in enumerate(jaxpr.eqns):
+        if k not in cut and any(not isinstance(v, jcore.Literal) and v in reached
+                                for v in eqn.invars):
+            reached.update(eqn.outvars)
+    return reached
+
+
 def _zero_recurrence(jaxpr, ops, skipped, weight_only) -> bool:
     """Whether the step's hidden-to-hidden Jacobian is structurally zero in braintrace's
     diagonal scope: no new hidden state (the field, the declared op outputs) depends on
@@ -426,15 +437,9 @@ def _zero_recurrence(jaxpr, ops, skipped, weight_only) -> bool:
     that scope treats as inputs of the transition. Element-wise lifted ops count as
     paths (conservatively: the check must never say zero where braintrace's Jacobian
     is not; `online._compile` checks the compiled graph again)."""
-    reached = {jaxpr.invars[-1]}
-    for k, eqn in enumerate(jaxpr.eqns):
-        if k in weight_only or k in skipped:
-            continue  # parameter-only, or a bias or transpose folded into a product
-        op = ops.get(k)
-        if op is not None and op.kind in ("conv", "matmul"):
-            continue
-        if any(not isinstance(v, jcore.Literal) and v in reached for v in eqn.invars):
-            reached.update(eqn.outvars)
+    # parameter-only eqns, a bias or transpose folded into a product, and the products
+    cut = weight_only | skipped | {k for k, op in ops.items() if op.kind in ("conv", "matmul")}
+    reached = reached_from(jaxpr, [jaxpr.invars[-1]], cut=cut)
     hidden = [v for v in jaxpr.outvars if not isinstance(v, jcore.Literal)]
     hidden += [op.out for op in ops.values() if op.declare]
     return not any(v in reached for v in hidden)

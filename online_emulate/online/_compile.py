@@ -8,6 +8,7 @@ import braintrace
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from ..emulators._lift import reached_from
 from ..emulators._patch_op import is_factored
 from ._recurrent import RecurrentEmulator
 
@@ -65,10 +66,7 @@ def _reads_old_hidden(jaxpr) -> bool:
     """Whether a hidden group's transition jaxpr (hidden states in, hidden states out,
     braintrace's `HiddenGroup.transition_jaxpr`) has an output that depends on an input:
     its Jacobian is not structurally zero."""
-    reached = set(jaxpr.invars)
-    for eqn in jaxpr.eqns:
-        if any(not isinstance(v, jcore.Literal) and v in reached for v in eqn.invars):
-            reached.update(eqn.outvars)
+    reached = reached_from(jaxpr, jaxpr.invars)
     return any(not isinstance(v, jcore.Literal) and v in reached for v in jaxpr.outvars)
 
 
